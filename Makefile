@@ -1,0 +1,56 @@
+# lifeboat.backup: `make demo` runs the embedded default; `make test` runs everything.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+COLL_LINK := build/collections/ansible_collections/lifeboat/backup
+SANITY_DIR := build/sanity/ansible_collections/lifeboat/backup
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/build/collections
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+PYTEST_ARGS ?=
+
+.PHONY: help demo test deps-demo deps-test venv collection sanity lint units integration pytest clean
+
+help:
+	@echo "make demo   back up, verify and restore the demo tenants on localhost (no server needed)"
+	@echo "make test   install what the suite needs and run all of it (as CI does)"
+
+deps-demo:
+	@scripts/install-deps.sh demo
+
+deps-test:
+	@scripts/install-deps.sh test
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing Python requirements into $(VENV) (log: build/pip.log)"
+	@mkdir -p build
+	@$(BIN)/python -m pip install -q -r requirements-dev.txt >build/pip.log 2>&1 || { tail -30 build/pip.log; exit 1; }
+	@touch $@
+
+venv: $(BIN)/.installed
+
+$(COLL_LINK):
+	@mkdir -p $(dir $(COLL_LINK))
+	@ln -sfn ../../../.. $(COLL_LINK)
+
+collection: $(COLL_LINK)
+
+demo: deps-demo venv collection
+	$(BIN)/ansible-playbook -i inventories/local playbooks/demo.yml
+
+test: deps-test venv collection
+	@scripts/run-tests.sh
+
+sanity: venv
+	@scripts/sanity.sh
+
+lint: venv collection
+	$(BIN)/ansible-lint --profile production
+
+pytest: venv collection
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf build .demo

@@ -1,0 +1,29 @@
+# -*- coding: utf-8 -*-
+# Copyright: lifeboat.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+
+class ModuleDocFragment(object):
+    # The repository and age recipients, shared by modules that write artifacts.
+    DOCUMENTATION = r"""
+options:
+  repository:
+    description:
+      - Where artifacts live, as C(<repository>/<tenant>/<tenant>-<YYYYMMDDTHHMMSSZ>.<format>[.zst][.age])
+        beside a C(.manifest.json) written last.
+      - A local folder (created 0700 when missing).
+    type: str
+    required: true
+  recipients:
+    description:
+      - age recipients (public keys) to encrypt to, X25519 (C(age1...)) or SSH (C(ssh-ed25519 ...), C(ssh-rsa ...)).
+      - Any one of the matching identities can decrypt. Hosts that back up need public keys only.
+    type: list
+    elements: str
+  recipients_file:
+    description:
+      - A file of recipients, one per line, C(#) comments allowed, as C(age -R) reads it.
+    type: path
+"""

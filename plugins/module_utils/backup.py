@@ -1,0 +1,446 @@
+# -*- coding: utf-8 -*-
+# Copyright: lifeboat.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Backups of one tenant (and optionally the server's globals).
+
+One code path for check mode and real runs: ``plan()`` validates everything
+and decides what would be written; ``run()`` does it unless ``check_mode``.
+An artifact is written under a temporary name, fsynced and published; the
+manifest is written last. Any failure leaves neither under its final name.
+"""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+from . import crypto, manifest, naming, pipeline, postgres
+from . import sqlite as sqlite_engine
+from .errors import LifeboatError
+from .repository import describe_os_error, open_repository
+
+STDERR_LIMIT = 64 * 1024
+
+OPTIONS = {
+    # name: default
+    "tenant": None,
+    "engine": "postgresql",
+    "database": None,
+    "schema": None,
+    "path": None,
+    "login_host": None,
+    "login_port": 5432,
+    "login_user": None,
+    "login_password": None,
+    "login_unix_socket": None,
+    "repository": None,
+    "recipients": None,
+    "recipients_file": None,
+    "allow_unencrypted": False,
+    "compression": "zstd",
+    "compression_level": 3,
+    "compression_threads": 0,
+    "globals": False,
+    "role_passwords": True,
+    "skip_if_newer_than": None,
+    "lock_timeout": 0,
+    "pg_bin_dir": None,
+    "tmp_dir": None,
+}
+
+
+class Job(object):
+    """One artifact to write: the tenant's data, or the server's globals."""
+
+    def __init__(self, tenant, engine, fmt, label):
+        self.tenant = tenant
+        self.engine = engine
+        self.format = fmt
+        self.label = label
+
+
+class BackupRequest(object):
+    def __init__(self, params):
+        unknown = sorted(set(params) - set(OPTIONS))
+        if unknown:
+            raise LifeboatError("Unknown option(s): %s." % ", ".join(unknown), option=unknown[0])
+        p = dict(OPTIONS)
+        p.update(dict((k, v) for k, v in params.items() if v is not None))
+        self.p = p
+        self.engine = p["engine"]
+        if self.engine not in naming.ENGINES:
+            raise LifeboatError(
+                "Unknown engine %r: use postgresql or sqlite." % (self.engine,), option="engine"
+            )
+        self.tenant = p["tenant"]
+        self.globals = bool(p["globals"])
+        if self.tenant is None and not self.globals:
+            raise LifeboatError("tenant is required (or globals: true alone to back up only the server's globals).",
+                                option="tenant")
+        if self.tenant is not None:
+            naming.validate_tenant(self.tenant)
+        if self.engine == "sqlite":
+            if not p["path"]:
+                raise LifeboatError("engine sqlite needs path: the tenant's SQLite database file.", option="path")
+            if p["database"] or p["schema"]:
+                raise LifeboatError("database and schema apply to engine postgresql, not sqlite; remove them.",
+                                    option="database" if p["database"] else "schema")
+            if self.globals:
+                raise LifeboatError("globals applies to engine postgresql only.", option="globals")
+            self.path = os.path.abspath(p["path"])
+        else:
+            if p["path"]:
+                raise LifeboatError("path applies to engine sqlite; for PostgreSQL use database (and schema).",
+                                    option="path")
+            self.path = None
+        self.database = p["database"] or self.tenant
+        self.schema = p["schema"]
+        for opt in ("database", "schema"):
+            value = getattr(self, opt)
+            if value is not None and (not isinstance(value, str) or "\0" in value or not value or len(value.encode("utf-8")) > 63):
+                raise LifeboatError("Invalid %s %r: a PostgreSQL name of 1 to 63 bytes without NUL." % (opt, value), option=opt)
+        if p["compression"] not in ("zstd", "none"):
+            raise LifeboatError("Unknown compression %r: use zstd or none." % (p["compression"],), option="compression")
+        level = p["compression_level"]
+        if p["compression"] == "zstd":
+            if not isinstance(level, int) or isinstance(level, bool) or not 1 <= level <= 19:
+                raise LifeboatError("Invalid compression_level %r: use 1 (fastest) to 19 (smallest)." % (level,),
+                                    option="compression_level")
+            self.level = level
+        else:
+            self.level = None
+        threads = p["compression_threads"]
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
+            raise LifeboatError("Invalid compression_threads %r: 0 (one per CPU, at most 2) or more." % (threads,),
+                                option="compression_threads")
+        self.threads = threads or min(2, os.cpu_count() or 1)
+        self.skip_seconds = naming.parse_duration(p["skip_if_newer_than"], "skip_if_newer_than")
+        self.lock_timeout = naming.parse_duration(p["lock_timeout"], "lock_timeout") or 0
+        self.recipients, self.recipient_keys = crypto.load_recipients(p["recipients"], p["recipients_file"])
+        if not self.recipients and not p["allow_unencrypted"]:
+            raise LifeboatError(
+                "No age recipients given: set recipients (age1... or SSH public keys) or recipients_file so "
+                "that artifacts are encrypted, or set allow_unencrypted: true to store plaintext on purpose.",
+                option="recipients",
+            )
+        self.repository = open_repository(p["repository"])
+        self.conn = postgres.Connection.from_params(p)
+        self.jobs = []
+        if self.tenant is not None:
+            fmt = "sqlite" if self.engine == "sqlite" else "pgdump"
+            self.jobs.append(Job(self.tenant, self.engine, fmt, "tenant %s" % self.tenant))
+        if self.globals:
+            host = self.conn.host
+            if not host or host in ("localhost", "127.0.0.1", "::1"):
+                host = os.uname()[1]  # a local server is named after this host
+            self.jobs.append(Job(naming.globals_tenant(host), "postgresql", "globals", "globals of %s" % self.conn.server))
+
+
+def _fresh_enough(repo, job, skip_seconds, now):
+    if skip_seconds is None:
+        return None
+    latest = repo.latest_complete(job.tenant, job.format)
+    if not latest:
+        return None
+    age = (now - naming.parse_stamp(latest["stamp"])).total_seconds()
+    return latest if age < skip_seconds else None
+
+
+def _probe_source(req):
+    """Check the source exists and is reachable (reads only). Return facts."""
+    if req.engine == "sqlite":
+        sqlite_engine.check_source(req.path)
+        return {"sqlite_version": sqlite_engine.version()}
+    if req.tenant is None:  # globals only
+        conn = req.conn.connect("postgres", option="login_host")
+    else:
+        conn = req.conn.connect(req.database, option="database")
+    try:
+        version = postgres.server_version(conn)
+        if req.schema and not postgres.schema_exists(conn, req.schema):
+            raise LifeboatError(
+                "The schema %r does not exist in database %r on %s. Check the schema option."
+                % (req.schema, req.database, req.conn.server),
+                option="schema",
+            )
+    finally:
+        conn.close()
+    return {"server_version": version}
+
+
+def plan(req, now=None):
+    """What a run would do: list of (job, action, reason)."""
+    now = now or naming.utcnow()
+    req.repository.check_writable()
+    steps = []
+    for job in req.jobs:
+        fresh = _fresh_enough(req.repository, job, req.skip_seconds, now)
+        if fresh:
+            steps.append((job, "skip", "newest complete artifact %s is younger than skip_if_newer_than" % fresh["name"], fresh))
+        else:
+            steps.append((job, "write", None, None))
+    return steps
+
+
+def run(params, check_mode=False, progress=None, now=None):
+    """Back up as ``params`` say. Returns a secret-free result dict."""
+    req = BackupRequest(params)
+    steps = plan(req, now)
+    writes = [s for s in steps if s[1] == "write"]
+    facts = _probe_source(req) if writes else {}
+    result = {
+        "changed": bool(writes),
+        "skipped": not writes,
+        "tenant": req.tenant,
+        "engine": req.engine,
+        "repository": str(req.repository),
+        "artifacts": [],
+    }
+    if check_mode:
+        for job, action, reason, fresh in steps:
+            holder = req.repository.lock_holder(job.tenant)
+            result["artifacts"].append({
+                "tenant": job.tenant, "format": job.format, "action": "would write" if action == "write" else "skip",
+                "reason": reason, "locked_by": holder,
+                "artifact": req.repository.location(job.tenant, fresh["name"]) if fresh else None,
+            })
+        result["msg"] = _summary_check(result)
+        return result
+    for job, action, reason, fresh in steps:
+        if action == "skip":
+            result["artifacts"].append({
+                "tenant": job.tenant, "format": job.format, "action": "skip", "reason": reason,
+                "artifact": req.repository.location(job.tenant, fresh["name"]),
+                "manifest": req.repository.location(job.tenant, fresh["manifest"]),
+            })
+            continue
+        with req.repository.lock(job.tenant, "backup of %s" % job.label, req.lock_timeout):
+            removed = req.repository.remove_partials(job.tenant)
+            entry = _write_job(req, job, facts, progress)
+            entry["removed_partials"] = removed
+            result["artifacts"].append(entry)
+    main = [a for a in result["artifacts"] if a["format"] != "globals"]
+    first = main[0] if main else result["artifacts"][0]
+    for key in ("artifact", "manifest", "size_raw", "size_stored", "sha256", "seconds", "mb_per_s", "tables", "rows"):
+        result[key] = first.get(key)
+    glob = [a for a in result["artifacts"] if a["format"] == "globals"]
+    result["globals_artifact"] = glob[0].get("artifact") if glob else None
+    result["msg"] = _summary(result)
+    return result
+
+
+def _summary_check(result):
+    parts = []
+    for a in result["artifacts"]:
+        if a["action"] == "skip":
+            parts.append("%s: skip (%s)" % (a["tenant"], a["reason"]))
+        else:
+            parts.append("%s: would write a %s artifact to %s%s" % (
+                a["tenant"], a["format"], result["repository"],
+                " (now locked by %s)" % a["locked_by"].get("operation") if a.get("locked_by") else ""))
+    return "Check mode, nothing written. " + "; ".join(parts)
+
+
+def _summary(result):
+    parts = []
+    for a in result["artifacts"]:
+        if a["action"] == "skip":
+            parts.append("%s: skipped, %s" % (a["tenant"], a["reason"]))
+        else:
+            parts.append("%s: %s -> %s in %.1f s (%.1f MB/s) to %s" % (
+                a["tenant"], _human(a["size_raw"]), _human(a["size_stored"]), a["seconds"], a["mb_per_s"], a["artifact"]))
+    return "; ".join(parts)
+
+
+def _human(n):
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
+        n /= 1000.0
+
+
+def _unique_stamp(repo, tenant):
+    for _attempt in range(5):
+        moment = naming.utcnow()
+        stamp = naming.format_stamp(moment)
+        if not repo.stamp_taken(tenant, stamp):
+            return moment, stamp
+        time.sleep(1.05 - (time.time() % 1.0))
+    raise LifeboatError("Could not find a free time stamp for tenant %s; is the clock stuck?" % tenant)
+
+
+def _write_job(req, job, facts, progress):
+    repo = req.repository
+    started, stamp = _unique_stamp(repo, job.tenant)
+    t0 = time.monotonic()
+    name = naming.artifact_name(job.tenant, stamp, job.format, req.level is not None, bool(req.recipients))
+    writer = repo.new_writer(job.tenant, name)
+    published = None
+    try:
+        if job.format == "sqlite":
+            sizes, counts, source = _store_sqlite(req, writer, progress)
+        elif job.format == "pgdump":
+            sizes, counts, source = _store_pgdump(req, writer, facts, progress)
+        else:
+            sizes, counts, source = _store_globals(req, writer, facts, progress)
+        published = writer.commit()
+        finished = naming.utcnow()
+        seconds = time.monotonic() - t0
+        doc = manifest.build(job.tenant, job.engine, job.format, name, stamp, started, finished, sizes,
+                             sizes["sha256"], req.level, req.recipient_keys, counts, source)
+        manifest_path = repo.write_json(job.tenant, naming.manifest_name(job.tenant, stamp), doc)
+    except OSError as e:
+        _undo(writer, published)
+        raise LifeboatError(describe_os_error(e, "Backup of %s into %s" % (job.label, repo)) +
+                            "; nothing was published.", option="repository")
+    except BaseException:
+        _undo(writer, published)
+        raise
+    return {
+        "tenant": job.tenant,
+        "format": job.format,
+        "action": "written",
+        "artifact": published,
+        "manifest": manifest_path,
+        "size_raw": sizes["raw"],
+        "size_stored": sizes["stored"],
+        "sha256": sizes["sha256"],
+        "seconds": round(seconds, 3),
+        "mb_per_s": round(sizes["raw"] / 1e6 / seconds, 2) if seconds > 0 else 0.0,
+        "tables": len(counts),
+        "rows": sum(counts.values()),
+        "stamp": stamp,
+    }
+
+
+def _undo(writer, published):
+    writer.abort()
+    if published:
+        try:
+            os.unlink(published)
+        except OSError:
+            pass
+
+
+def _store(req, source, writer, progress):
+    return pipeline.store(source, writer, req.recipients, req.level, req.threads, progress)
+
+
+def _store_sqlite(req, writer, progress):
+    tmp = tempfile.mkdtemp(prefix="lifeboat-sqlite-", dir=req.p["tmp_dir"])
+    try:
+        snap = os.path.join(tmp, "snapshot.sqlite")
+        sqlite_engine.snapshot(req.path, snap)
+        problems = sqlite_engine.integrity_check(snap, quick=True)
+        if problems != "ok":
+            raise LifeboatError("The SQLite file %s fails its integrity check (%s); no backup was taken of a "
+                                "damaged database. Repair it first." % (req.path, problems), option="path")
+        counts = sqlite_engine.table_row_counts(snap)
+        with open(snap, "rb", buffering=0) as src:
+            sizes = _store(req, src, writer, progress)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return sizes, counts, {"path": req.path, "sqlite_version": sqlite_engine.version()}
+
+
+class _Tool(object):
+    """A PostgreSQL client process whose stdout we stream and stderr we keep."""
+
+    def __init__(self, argv, env):
+        self.argv = argv
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=self.stderr, env=env, bufsize=0, close_fds=True)
+
+    def finish(self, what):
+        self.proc.stdout.close()
+        rc = self.proc.wait()
+        err = self.errors()
+        if rc != 0:
+            tool = os.path.basename(self.argv[0])
+            raise LifeboatError(
+                "%s failed: %s exited with code %d: %s" % (what, tool, rc, err or "(no message)"),
+                details={"rc": rc, "stderr": err},
+            )
+        return err
+
+    def errors(self):
+        self.stderr.seek(0, os.SEEK_END)
+        size = self.stderr.tell()
+        self.stderr.seek(max(0, size - STDERR_LIMIT))
+        return self.stderr.read().decode("utf-8", "replace").strip()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.stderr.close()
+
+
+def _stream_tool(req, argv, env, writer, progress, what):
+    tool = _Tool(argv, env)
+    try:
+        try:
+            sizes = _store(req, tool.proc.stdout, writer, progress)
+        except LifeboatError:
+            raise
+        except Exception:
+            # A broken stream usually means the tool died: its message is the useful one.
+            if tool.proc.poll() is not None:
+                tool.finish(what)
+            raise
+        warnings = tool.finish(what)
+    finally:
+        tool.kill()
+    return sizes, warnings
+
+
+def _store_pgdump(req, writer, facts, progress):
+    server_version = facts["server_version"]
+    pg_dump, dump_version = postgres.find_binary("pg_dump", req.p["pg_bin_dir"], postgres.major(server_version))
+    app = "lifeboat-backup"
+    conn = req.conn.connect(req.database, app=app, option="database")
+    try:
+        with postgres.Snapshot(conn) as snap:
+            counts = postgres.row_counts(conn, req.schema)
+            argv = [pg_dump, "--format=custom", "--compress=0", "--no-password", "--snapshot=" + snap.id,
+                    "--dbname=" + req.conn.conninfo(req.database, app + "-pg_dump")]
+            if req.schema:
+                argv.append("--schema=" + postgres.schema_pattern(req.schema))
+            sizes, warnings = _stream_tool(req, argv, req.conn.env(app + "-pg_dump"), writer, progress,
+                                           "pg_dump of database %r on %s" % (req.database, req.conn.server))
+    finally:
+        conn.close()
+    source = {
+        "server": req.conn.server,
+        "user": req.conn.user,
+        "database": req.database,
+        "schema": req.schema,
+        "server_version": server_version,
+        "pg_dump_version": dump_version,
+        "snapshot": "exported (pg_export_snapshot), row counts taken in the same snapshot",
+    }
+    if warnings:
+        source["pg_dump_messages"] = warnings[-2000:]
+    return sizes, counts, source
+
+
+def _store_globals(req, writer, facts, progress):
+    server_version = facts.get("server_version")
+    if server_version is None:
+        conn = req.conn.connect("postgres", option="login_host")
+        try:
+            server_version = postgres.server_version(conn)
+        finally:
+            conn.close()
+    pg_dumpall, version = postgres.find_binary("pg_dumpall", req.p["pg_bin_dir"], postgres.major(server_version))
+    app = "lifeboat-backup-pg_dumpall"
+    argv = [pg_dumpall, "--globals-only", "--no-password", "--dbname=" + req.conn.conninfo("postgres", app)]
+    if not req.p["role_passwords"]:
+        argv.append("--no-role-passwords")
+    what = "pg_dumpall --globals-only on %s" % req.conn.server
+    sizes, warnings = _stream_tool(req, argv, req.conn.env(app), writer, progress, what)
+    source = {"server": req.conn.server, "user": req.conn.user, "server_version": server_version,
+              "pg_dumpall_version": version, "role_passwords": bool(req.p["role_passwords"])}
+    return sizes, {}, source

@@ -1,0 +1,162 @@
+# -*- coding: utf-8 -*-
+# Copyright: lifeboat.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Names: tenants, artifacts, time stamps and derived database names."""
+
+import datetime
+import hashlib
+import re
+
+from .errors import LifeboatError
+
+TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+GLOBALS_PREFIX = "_globals_"
+STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+STAMP_RE = r"[0-9]{8}T[0-9]{6}Z"
+
+# <format> values of DESIGN.md's artifact layout.
+FORMATS = ("pgdump", "sqlite", "globals", "tar")
+ENGINES = ("postgresql", "sqlite")
+
+_ARTIFACT_RE = re.compile(
+    r"^(?P<tenant>[a-z0-9_][a-z0-9_-]{0,127})-(?P<stamp>" + STAMP_RE + r")\."
+    r"(?P<format>pgdump|sqlite|globals|tar)"
+    r"(?P<zst>\.zst)?(?P<age>\.age)?$"
+)
+_MANIFEST_RE = re.compile(
+    r"^(?P<tenant>[a-z0-9_][a-z0-9_-]{0,127})-(?P<stamp>" + STAMP_RE + r")\.manifest\.json$"
+)
+_VERIFY_RE = re.compile(
+    r"^(?P<tenant>[a-z0-9_][a-z0-9_-]{0,127})-(?P<stamp>" + STAMP_RE + r")\.verify\.json$"
+)
+
+
+def validate_tenant(name, option="tenant"):
+    """Return ``name`` if it is a valid tenant name, else raise a clear error."""
+    if not isinstance(name, str) or not TENANT_RE.match(name):
+        raise LifeboatError(
+            "Invalid %s %r: a tenant name must match ^[a-z0-9][a-z0-9_-]{0,62}$ "
+            "(lower-case letters, digits, '_' and '-', at most 63 characters, "
+            "starting with a letter or digit). Nothing was run." % (option, name),
+            option=option,
+        )
+    if _DERIVED_RE.match(name):
+        raise LifeboatError(
+            "Invalid %s %r: names of the form lb_<letter>_<20 hex digits> are reserved for the scratch "
+            "and safety-copy databases lifeboat derives. Choose another tenant name." % (option, name),
+            option=option,
+        )
+    return name
+
+
+def is_globals_tenant(name):
+    return isinstance(name, str) and name.startswith(GLOBALS_PREFIX)
+
+
+def globals_tenant(host):
+    """The pseudo-tenant that holds ``pg_dumpall --globals-only`` of ``host``."""
+    slug = re.sub(r"[^a-z0-9_-]+", "-", (host or "local").lower()).strip("-_")
+    slug = slug or "local"
+    if len(slug) > 54:
+        slug = slug[:45] + "-" + hashlib.sha256(slug.encode()).hexdigest()[:8]
+    return GLOBALS_PREFIX + slug
+
+
+def validate_repo_tenant(name, option="tenant"):
+    """Tenant names as they may appear in a repository (globals included)."""
+    if is_globals_tenant(name):
+        if re.match(r"^_globals_[a-z0-9_-]{1,54}$", name):
+            return name
+        raise LifeboatError("Invalid globals pseudo-tenant %r." % (name,), option=option)
+    return validate_tenant(name, option)
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+
+
+def format_stamp(moment):
+    return moment.astimezone(datetime.timezone.utc).strftime(STAMP_FORMAT)
+
+
+def parse_stamp(stamp):
+    return datetime.datetime.strptime(stamp, STAMP_FORMAT).replace(tzinfo=datetime.timezone.utc)
+
+
+def iso(moment):
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def artifact_name(tenant, stamp, fmt, compressed, encrypted):
+    if fmt not in FORMATS:
+        raise LifeboatError("Unknown artifact format %r (known: %s)." % (fmt, ", ".join(FORMATS)))
+    return "%s-%s.%s%s%s" % (tenant, stamp, fmt, ".zst" if compressed else "", ".age" if encrypted else "")
+
+
+def manifest_name(tenant, stamp):
+    return "%s-%s.manifest.json" % (tenant, stamp)
+
+
+def verify_record_name(tenant, stamp):
+    return "%s-%s.verify.json" % (tenant, stamp)
+
+
+def parse_artifact_name(name):
+    """Return a dict (tenant, stamp, format, compressed, encrypted) or None."""
+    m = _ARTIFACT_RE.match(name)
+    if not m:
+        return None
+    return {
+        "tenant": m.group("tenant"),
+        "stamp": m.group("stamp"),
+        "format": m.group("format"),
+        "compressed": bool(m.group("zst")),
+        "encrypted": bool(m.group("age")),
+    }
+
+
+def parse_manifest_name(name):
+    m = _MANIFEST_RE.match(name)
+    return (m.group("tenant"), m.group("stamp")) if m else None
+
+
+def parse_verify_record_name(name):
+    m = _VERIFY_RE.match(name)
+    return (m.group("tenant"), m.group("stamp")) if m else None
+
+
+def derived_name(kind, *parts):
+    """A short, collision-safe database name derived from ``parts``.
+
+    Never built by appending to a tenant's name: PostgreSQL cuts identifiers
+    at 63 bytes, and an appended suffix could name the tenant itself. The
+    result starts with ``lb_`` and a kind letter, which no tenant name can
+    collide with in practice (tenant names are checked against it).
+    """
+    if not re.match(r"^[a-z]$", kind):
+        raise ValueError("kind must be one lower-case letter")
+    digest = hashlib.sha256("\0".join([kind] + [str(p) for p in parts]).encode("utf-8")).hexdigest()
+    return "lb_%s_%s" % (kind, digest[:20])
+
+
+_DERIVED_RE = re.compile(r"^lb_[a-z]_[0-9a-f]{20}$")
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value, option):
+    """'90', '90s', '30m', '20h', '2d', '1w' -> seconds; None stays None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise LifeboatError("Invalid %s %r: give a duration such as 3600, 30m, 20h or 2d." % (option, value), option=option)
+    if isinstance(value, int):
+        if value < 0:
+            raise LifeboatError("Invalid %s %r: a duration cannot be negative." % (option, value), option=option)
+        return value
+    m = _DURATION_RE.match(str(value))
+    if not m:
+        raise LifeboatError(
+            "Invalid %s %r: give a duration such as 3600, 30m, 20h or 2d." % (option, value), option=option
+        )
+    return int(m.group(1)) * _DURATION_UNITS[m.group(2)]

@@ -1,0 +1,175 @@
+# -*- coding: utf-8 -*-
+# Copyright: lifeboat.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Streaming pipelines: source -> zstd -> age -> sink, and back.
+
+Memory is bounded whatever the size: data moves in chunks of at most a few
+MiB. The store path runs in one Python thread: pyrage pulls its 8 KiB reads
+from zstandard's C reader (no Python code per read), zstd compresses in its
+own worker threads (no GIL), and the source is a separate process (pg_dump),
+so compression and encryption overlap with the dump. See TESTING.md on why
+no other busy Python thread may run beside pyrage.
+"""
+
+import hashlib
+import shutil
+
+from .crypto import decrypt_stream, encrypt_stream
+from .errors import LifeboatError, MissingDependency
+
+try:
+    import zstandard
+
+    ZSTD_IMPORT_ERROR = None
+except ImportError as _e:  # pragma: no cover - depends on the interpreter
+    zstandard = None
+    ZSTD_IMPORT_ERROR = str(_e)
+
+CHUNK = 1 << 20
+
+
+def require_zstandard():
+    if zstandard is None:
+        raise MissingDependency("zstandard", "zstandard", ZSTD_IMPORT_ERROR)
+    return zstandard
+
+
+class CountingReader(object):
+    """Counts the bytes read from ``raw`` and reports progress."""
+
+    def __init__(self, raw, progress=None, every=CHUNK):
+        self.raw = raw
+        self.count = 0
+        self.progress = progress
+        self.every = every
+        self._next = every
+
+    def read(self, size=-1):
+        data = self.raw.read(size)
+        if data:
+            self.count += len(data)
+            if self.progress is not None and self.count >= self._next:
+                self._next = self.count + self.every
+                self.progress(self.count)
+        return data
+
+    def readable(self):
+        return True
+
+
+class HashingWriter(object):
+    """Writes everything to ``sink`` while counting and hashing it."""
+
+    def __init__(self, sink):
+        self.sink = sink
+        self.count = 0
+        self.sha256 = hashlib.sha256()
+
+    def write(self, data):
+        view = memoryview(data)
+        self.sha256.update(view)
+        total = len(view)
+        while view:
+            n = self.sink.write(view)
+            if n is None:
+                n = len(view)
+            view = view[n:]
+        self.count += total
+        return total
+
+    def flush(self):
+        flush = getattr(self.sink, "flush", None)
+        if flush:
+            flush()
+
+    def writable(self):
+        return True
+
+
+def store(source, sink, recipients=None, compression_level=3, threads=0, progress=None, armored=False):
+    """Copy ``source`` to ``sink`` through zstd (unless level is None) and age.
+
+    Returns raw and stored sizes and the SHA-256 of the stored bytes.
+    """
+    counting = CountingReader(source, progress)
+    reader = counting
+    if compression_level is not None:
+        cctx = require_zstandard().ZstdCompressor(level=compression_level, threads=threads, write_checksum=True)
+        reader = cctx.stream_reader(counting, read_size=CHUNK, closefd=False)
+    out = HashingWriter(sink)
+    if recipients:
+        encrypt_stream(reader, out, recipients, armored=armored)
+    else:
+        shutil.copyfileobj(reader, out, CHUNK)
+    out.flush()
+    return {"raw": counting.count, "stored": out.count, "sha256": out.sha256.hexdigest()}
+
+
+def load(source, sink, identities=None, compressed=True, progress=None):
+    """Reverse of store(): ``source`` (stored bytes) -> plaintext into ``sink``.
+
+    Returns the stored size and SHA-256 read, and the plaintext size written.
+    On any error ``sink`` holds garbage: callers write into something they can
+    throw away (a temp file, a fresh database, a transaction).
+    """
+    hashed = HashingReader(source, progress)
+    plain = CountingWriter(sink)
+    target = DecompressingWriter(plain) if compressed else plain
+    if identities:
+        decrypt_stream(hashed, target, identities)
+    else:
+        shutil.copyfileobj(hashed, target, CHUNK)
+    if compressed:
+        target.finish()
+    return {"stored": hashed.count, "sha256": hashed.sha256.hexdigest(), "raw": plain.count}
+
+
+class HashingReader(CountingReader):
+    def __init__(self, raw, progress=None):
+        super(HashingReader, self).__init__(raw, progress)
+        self.sha256 = hashlib.sha256()
+
+    def read(self, size=-1):
+        data = super(HashingReader, self).read(size)
+        if data:
+            self.sha256.update(data)
+        return data
+
+
+class CountingWriter(HashingWriter):
+    pass
+
+
+class DecompressingWriter(object):
+    """A writer that zstd-decompresses into ``sink`` and notices truncation."""
+
+    def __init__(self, sink):
+        self.sink = sink
+        self._obj = require_zstandard().ZstdDecompressor().decompressobj()
+
+    def write(self, data):
+        if self._obj.eof:
+            if len(data):
+                raise StoredDataError("unexpected data after the end of the zstd frame")
+            return 0
+        try:
+            out = self._obj.decompress(bytes(data))
+        except zstandard.ZstdError as e:
+            raise StoredDataError("zstd decompression failed (%s)" % e)
+        if out:
+            self.sink.write(out)
+        return len(data)
+
+    def flush(self):
+        pass
+
+    def finish(self):
+        if not self._obj.eof:
+            raise StoredDataError("the zstd stream ends before its end marker: the artifact is truncated")
+
+
+class StoredDataError(LifeboatError):
+    def __init__(self, what):
+        super(StoredDataError, self).__init__(
+            "The artifact's data is damaged: %s. Do not use this artifact; take another one." % what
+        )

@@ -1,0 +1,223 @@
+# -*- coding: utf-8 -*-
+# Copyright: lifeboat.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PostgreSQL: connections, exported snapshots, row counts, client binaries.
+
+Identifiers reach SQL only through psycopg.sql; passwords reach libpq only
+through the connection parameters (psycopg) or PGPASSWORD (client tools),
+never argv.
+"""
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+
+from .errors import LifeboatError, MissingDependency
+
+try:
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import make_conninfo
+
+    PSYCOPG_IMPORT_ERROR = None
+except ImportError as _e:  # pragma: no cover - depends on the interpreter
+    psycopg = None
+    sql = None
+    make_conninfo = None
+    PSYCOPG_IMPORT_ERROR = str(_e)
+
+APP_NAME = "lifeboat"
+
+
+def require_psycopg():
+    if psycopg is None:
+        raise MissingDependency("psycopg", "psycopg[binary]", PSYCOPG_IMPORT_ERROR)
+    return psycopg
+
+
+class Connection(object):
+    """The shared login_* options (same names as community.postgresql)."""
+
+    def __init__(self, login_host=None, login_port=5432, login_user=None, login_password=None,
+                 login_unix_socket=None, connect_timeout=10):
+        self.host = login_host or None
+        self.port = int(login_port or 5432)
+        self.user = login_user or None
+        self.password = login_password or None
+        self.unix_socket = login_unix_socket or None
+        self.connect_timeout = connect_timeout
+
+    @classmethod
+    def from_params(cls, params):
+        return cls(
+            login_host=params.get("login_host"),
+            login_port=params.get("login_port"),
+            login_user=params.get("login_user"),
+            login_password=params.get("login_password"),
+            login_unix_socket=params.get("login_unix_socket"),
+        )
+
+    @property
+    def server(self):
+        """Where the server is, for messages and manifests (no secret)."""
+        return "%s:%s" % (self.unix_socket or self.host or "local socket", self.port)
+
+    def params(self, dbname, app=APP_NAME):
+        params = {"dbname": dbname, "port": self.port, "application_name": app,
+                  "connect_timeout": self.connect_timeout}
+        host = self.unix_socket or self.host
+        if host:
+            params["host"] = host
+        if self.user:
+            params["user"] = self.user
+        return params
+
+    def conninfo(self, dbname, app=APP_NAME):
+        """A conninfo string for client tools' --dbname: never with the password."""
+        require_psycopg()
+        return make_conninfo(**self.params(dbname, app))
+
+    def env(self, app=APP_NAME):
+        """Environment for client tools: the password travels as PGPASSWORD."""
+        env = dict(os.environ)
+        for key in ("PGPASSWORD", "PGSERVICE", "PGOPTIONS"):
+            env.pop(key, None)
+        if self.password:
+            env["PGPASSWORD"] = self.password
+        env["PGAPPNAME"] = app
+        env["PGCONNECT_TIMEOUT"] = str(self.connect_timeout)
+        return env
+
+    def connect(self, dbname, app=APP_NAME, autocommit=True, option="database"):
+        require_psycopg()
+        kwargs = self.params(dbname, app)
+        if self.password:
+            kwargs["password"] = self.password
+        try:
+            return psycopg.connect(autocommit=autocommit, **kwargs)
+        except psycopg.OperationalError as e:
+            text = first_line(str(e))
+            if "does not exist" in text and "database" in text:
+                raise LifeboatError(
+                    "The database %r does not exist on %s (%s). Check the %s option, or create the "
+                    "database first." % (dbname, self.server, text, option),
+                    option=option,
+                )
+            raise LifeboatError(
+                "Cannot connect to PostgreSQL at %s as %s, database %r: %s. Check login_host, "
+                "login_port, login_user, login_password or login_unix_socket."
+                % (self.server, self.user or "the default user", dbname, text),
+                option="login_host",
+            )
+
+
+def first_line(text):
+    text = (text or "").strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[0].strip() if lines else text
+
+
+def server_version(conn):
+    return conn.execute("SHOW server_version").fetchone()[0].split()[0]
+
+
+def major(version):
+    m = re.match(r"(\d+)", version or "")
+    return int(m.group(1)) if m else 0
+
+
+def schema_exists(conn, schema):
+    return conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is not None
+
+
+_TABLES = """
+SELECT n.nspname, c.relname
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'r'
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp\\_%%'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+   AND (%(schema)s::text IS NULL OR n.nspname = %(schema)s::text)
+ ORDER BY 1, 2
+"""
+
+
+def row_counts(conn, schema=None):
+    """Exact row counts of every user table (of ``schema`` when given)."""
+    tables = conn.execute(_TABLES, {"schema": schema}).fetchall()
+    counts = {}
+    for nsp, rel in tables:
+        query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(nsp), sql.Identifier(rel))
+        counts["%s.%s" % (nsp, rel)] = conn.execute(query).fetchone()[0]
+    return counts
+
+
+class Snapshot(object):
+    """A REPEATABLE READ transaction whose snapshot pg_dump shares."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.id = None
+
+    def __enter__(self):
+        self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        self.id = self.conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.conn.execute("ROLLBACK")
+        except Exception:
+            pass
+        return False
+
+
+def find_binary(name, bin_dir=None, min_major=0):
+    """Path of a PostgreSQL client tool at least as new as ``min_major``.
+
+    ``bin_dir`` wins; else the newest /usr/lib/postgresql/*/bin (Debian); else PATH.
+    """
+    if bin_dir:
+        path = os.path.join(bin_dir, name)
+        if not os.access(path, os.X_OK):
+            raise LifeboatError("%s not found in pg_bin_dir %s." % (name, bin_dir), option="pg_bin_dir")
+        candidates = [path]
+    else:
+        dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: major(d.split("/")[-2]), reverse=True)
+        candidates = [os.path.join(d, name) for d in dirs if os.access(os.path.join(d, name), os.X_OK)]
+        on_path = shutil.which(name)
+        if on_path:
+            candidates.append(on_path)
+    if not candidates:
+        raise LifeboatError(
+            "%s was not found: install the PostgreSQL client tools (Debian: postgresql-client-%s) or "
+            "set pg_bin_dir." % (name, min_major or "N"),
+            option="pg_bin_dir",
+        )
+    for path in candidates:
+        version = tool_version(path)
+        if major(version) >= min_major:
+            return path, version
+    raise LifeboatError(
+        "%s %s is older than the server (major %d): an older %s cannot read a newer server. Install "
+        "postgresql-client-%d or set pg_bin_dir to its bin folder." % (name, tool_version(candidates[0]), min_major, name, min_major),
+        option="pg_bin_dir",
+    )
+
+
+def tool_version(path):
+    try:
+        out = subprocess.run([path, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             timeout=30, check=False).stdout.decode("utf-8", "replace")
+    except (OSError, subprocess.SubprocessError) as e:
+        raise LifeboatError("Cannot run %s: %s." % (path, e), option="pg_bin_dir")
+    m = re.search(r"(\d+(?:\.\d+)*)", out)
+    return m.group(1) if m else "unknown"
+
+
+def schema_pattern(schema):
+    """A pg_dump -n pattern that matches exactly ``schema`` (quoted, literal)."""
+    return '"%s"' % schema.replace('"', '""')

@@ -1,0 +1,240 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: lifeboat.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: pg_backup
+short_description: Back up a tenant (PostgreSQL database or schema, or SQLite file) into a repository
+version_added: 0.1.0
+description:
+  - Backs up one tenant, and optionally the server's globals (roles and grants, C(pg_dumpall --globals-only)),
+    into a repository, streaming dump, zstd and age with bounded memory.
+  - PostgreSQL tenants are dumped with C(pg_dump -Fc -Z0) on an exported snapshot; row counts per table
+    are taken in that same snapshot and recorded in the manifest. Their plaintext never reaches the disk.
+  - SQLite tenants are copied with SQLite's online backup API (consistent while writers are active) into a
+    private 0700 temporary folder that is always removed.
+  - The artifact is written under a temporary name, fsynced and published by rename; the manifest (SHA-256,
+    sizes, row counts, recipients' public keys, versions) is written last. A failure at any point leaves no
+    artifact under its final name and no manifest.
+  - A lock in the tenant's folder keeps two backups of one tenant from overlapping.
+author:
+  - Lifeboat maintainers (@lifeboat)
+extends_documentation_fragment:
+  - lifeboat.backup.connection
+  - lifeboat.backup.repository
+attributes:
+  check_mode:
+    support: full
+    description: Validates the options, reaches the source and the repository read-only, and says what it would write.
+  diff_mode:
+    support: full
+    description: Shows the artifact names before and after.
+options:
+  tenant:
+    description:
+      - The tenant, matching C(^[a-z0-9][a-z0-9_-]{0,62}$). Required unless O(globals=true) alone.
+    type: str
+  engine:
+    description:
+      - What the tenant is stored in.
+    type: str
+    choices: [postgresql, sqlite]
+    default: postgresql
+  database:
+    description:
+      - The PostgreSQL database of the tenant. Defaults to the tenant's name.
+    type: str
+  schema:
+    description:
+      - For tenant-per-schema layouts, the schema holding the tenant in O(database); only that schema is dumped.
+    type: str
+  path:
+    description:
+      - The SQLite database file of the tenant (O(engine=sqlite)).
+    type: path
+  allow_unencrypted:
+    description:
+      - Store plaintext artifacts when neither O(recipients) nor O(recipients_file) is given.
+        Without it, a missing recipient is an error.
+    type: bool
+    default: false
+  compression:
+    description:
+      - C(zstd) compresses before encryption; C(none) stores the dump as it is.
+    type: str
+    choices: [zstd, none]
+    default: zstd
+  compression_level:
+    description:
+      - zstd level, 1 (fastest) to 19 (smallest).
+    type: int
+    default: 3
+  compression_threads:
+    description:
+      - zstd worker threads; V(0) means one per CPU, at most two.
+    type: int
+    default: 0
+  globals:
+    description:
+      - Also back up the server's globals (roles, role memberships, grants on databases and tablespaces) as a
+        C(globals) artifact of the pseudo-tenant C(_globals_<host>).
+      - With no O(tenant), back up only the globals.
+    type: bool
+    default: false
+  role_passwords:
+    description:
+      - Include role passwords in the globals artifact. Reading them needs a superuser; set V(false) for a
+        non-superuser backup role (C(pg_dumpall --no-role-passwords)).
+    type: bool
+    default: true
+  skip_if_newer_than:
+    description:
+      - Skip (C(changed=false)) when the newest complete artifact of the tenant is younger than this, for an
+        idempotent nightly task. Seconds, or a number with C(s), C(m), C(h), C(d) or C(w), for example C(20h).
+    type: str
+  lock_timeout:
+    description:
+      - Seconds to wait for another backup of the same tenant to finish before failing.
+    type: int
+    default: 0
+  tmp_dir:
+    description:
+      - Where SQLite snapshots are made (a private 0700 folder inside it, removed afterwards). Defaults to E(TMPDIR).
+    type: path
+seealso:
+  - name: DESIGN of lifeboat.backup artifacts
+    description: The artifact layout and manifest contents.
+    link: https://example.invalid/lifeboat/backup/docs/DESIGN.md
+"""
+
+EXAMPLES = r"""
+- name: Nightly backup of a database tenant, idempotent within 20 hours
+  lifeboat.backup.pg_backup:
+    tenant: acme
+    repository: /var/backups/lifeboat
+    recipients_file: /etc/lifeboat/recipients.txt
+    login_unix_socket: /var/run/postgresql
+    skip_if_newer_than: 20h
+
+- name: A tenant stored as a schema of a shared database, with the server's globals
+  lifeboat.backup.pg_backup:
+    tenant: globex
+    database: saas
+    schema: globex
+    globals: true
+    repository: /var/backups/lifeboat
+    recipients:
+      - age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
+    login_host: db1.example.com
+    login_user: backup
+    login_password: "{{ vault_backup_password }}"
+
+- name: A SQLite tenant
+  lifeboat.backup.pg_backup:
+    tenant: initech
+    engine: sqlite
+    path: /srv/app/tenants/initech.db
+    repository: /var/backups/lifeboat
+    recipients_file: /etc/lifeboat/recipients.txt
+"""
+
+RETURN = r"""
+artifact:
+  description: Path of the tenant's artifact written (or, when skipped, the newest one).
+  returned: when a tenant was given
+  type: str
+  sample: /var/backups/lifeboat/acme/acme-20260101T030000Z.pgdump.zst.age
+manifest:
+  description: Path of its manifest.
+  returned: when an artifact was written
+  type: str
+globals_artifact:
+  description: Path of the globals artifact, when O(globals=true).
+  returned: always
+  type: str
+skipped:
+  description: True when O(skip_if_newer_than) found a fresh enough artifact.
+  returned: always
+  type: bool
+size_raw:
+  description: Bytes of the dump before compression and encryption.
+  returned: when an artifact was written
+  type: int
+size_stored:
+  description: Bytes stored in the repository.
+  returned: when an artifact was written
+  type: int
+sha256:
+  description: SHA-256 of the stored bytes.
+  returned: when an artifact was written
+  type: str
+seconds:
+  description: Duration of the backup.
+  returned: when an artifact was written
+  type: float
+mb_per_s:
+  description: Raw megabytes (10^6 bytes) per second.
+  returned: when an artifact was written
+  type: float
+tables:
+  description: Number of tables whose rows were counted.
+  returned: when an artifact was written
+  type: int
+rows:
+  description: Sum of the row counts recorded in the manifest.
+  returned: when an artifact was written
+  type: int
+artifacts:
+  description: One entry per artifact considered (the tenant's, and the globals), with its action and figures.
+  returned: always
+  type: list
+  elements: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.lifeboat.backup.plugins.module_utils import argspec
+from ansible_collections.lifeboat.backup.plugins.module_utils import backup as engine
+from ansible_collections.lifeboat.backup.plugins.module_utils.errors import LifeboatError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argspec.merged(
+            argspec.TENANT,
+            argspec.CONNECTION,
+            argspec.REPOSITORY,
+            allow_unencrypted=dict(type="bool", default=False),
+            compression=dict(type="str", default="zstd", choices=["zstd", "none"]),
+            compression_level=dict(type="int", default=3),
+            compression_threads=dict(type="int", default=0),
+            globals=dict(type="bool", default=False),
+            role_passwords=dict(type="bool", default=True),
+            skip_if_newer_than=dict(type="str"),
+            lock_timeout=dict(type="int", default=0),
+            tmp_dir=dict(type="path"),
+        ),
+        required_if=[("engine", "sqlite", ("path",))],
+        mutually_exclusive=[("path", "database"), ("path", "schema")],
+        supports_check_mode=True,
+    )
+    params = dict((k, v) for k, v in module.params.items() if k in engine.OPTIONS)
+    try:
+        result = engine.run(params, check_mode=module.check_mode)
+    except LifeboatError as e:
+        module.fail_json(**argspec.failure(e))
+    if module._diff:
+        result["diff"] = {
+            "before": {"artifacts": []},
+            "after": {"artifacts": [a["artifact"] for a in result["artifacts"] if a["action"] in ("written", "would write") and a.get("artifact")]
+                      or [a["tenant"] + " (new artifact)" for a in result["artifacts"] if a["action"] == "would write"]},
+        }
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

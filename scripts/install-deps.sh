@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages a target needs, only those missing.
+#   scripts/install-deps.sh demo   -> what `make demo` needs
+#   scripts/install-deps.sh test   -> what `make test` needs
+set -euo pipefail
+set_name=${1:-test}
+demo_pkgs=(python3 python3-venv python3-pip sqlite3 zstd)
+test_pkgs=("${demo_pkgs[@]}" postgresql postgresql-client age git rsync shellcheck)
+case "$set_name" in
+  demo) want=("${demo_pkgs[@]}") ;;
+  test) want=("${test_pkgs[@]}") ;;
+  *) echo "usage: $0 demo|test" >&2; exit 2 ;;
+esac
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null; then SUDO="sudo"; else
+    echo "Missing Debian packages: ${missing[*]}. Run as root (or install sudo) so that make can install them." >&2
+    exit 1
+  fi
+fi
+echo "Installing Debian packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The postgresql package starts a default cluster; the tests make their own
+# throwaway clusters and never rely on it.
