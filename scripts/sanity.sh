@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
-dest=build/sanity/ansible_collections/lifeboat/backup
+# SANITY_ROOT lets parallel runs use separate copies.
+sanity_root=${SANITY_ROOT:-build/sanity}
+dest=$sanity_root/ansible_collections/lifeboat/backup
 rm -rf "$dest"
 mkdir -p "$dest"
 git ls-files -z --cached --others --exclude-standard | rsync -a --from0 --files-from=- ./ "$dest/"
@@ -12,7 +14,7 @@ git ls-files -z --cached --others --exclude-standard | rsync -a --from0 --files-
 # ansible-test bootstraps pip in its venvs with a get-pip.py downloaded from a
 # host these machines cannot reach: put a stand-in in its cache, in a HOME
 # private to this checkout.
-export HOME="$top/build/ansible-test-home"
+export HOME="$top/$sanity_root/home"
 reqs=$("$top/.venv/bin/python" -c 'import ansible_test, os; print(os.path.join(os.path.dirname(ansible_test.__file__), "_internal", "python_requirements.py"))')
 pip_version=$(grep -oE "pip='[0-9.]+'" "$reqs" | head -1 | tr -dc '0-9.')
 mkdir -p "$HOME/.ansible/test/cache"
