@@ -85,11 +85,15 @@ class PgCluster(object):
 
     def start(self):
         opts = ["-o", "fsync=off", "-o", "synchronous_commit=off", "-o", "full_page_writes=off",
-                "-o", "listen_addresses=127.0.0.1", "-o", "max_connections=60"]
+                "-o", "listen_addresses='127.0.0.1'", "-o", "max_connections=60"]
         subprocess.run(["pg_createcluster", str(self.version), self.name, "-p", str(self.port),
                         "--start-conf=manual"] + opts + ["--", "--auth-local=trust", "--auth-host=scram-sha-256"],
                        check=True, capture_output=True)
-        subprocess.run(["pg_ctlcluster", str(self.version), self.name, "start"], check=True, capture_output=True)
+        try:
+            subprocess.run(["pg_ctlcluster", str(self.version), self.name, "start"], check=True, capture_output=True)
+        except subprocess.CalledProcessError as e:
+            self.drop()
+            raise RuntimeError("PostgreSQL cluster %s did not start: %s" % (self.name, e.stderr.decode(errors="replace")))
         self.psql("CREATE ROLE %s SUPERUSER LOGIN PASSWORD '%s'" % (self.user, self.password), user="postgres")
         return self
 
