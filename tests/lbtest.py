@@ -85,7 +85,7 @@ class PgCluster(object):
 
     def start(self):
         opts = ["-o", "fsync=off", "-o", "synchronous_commit=off", "-o", "full_page_writes=off",
-                "-o", "listen_addresses='127.0.0.1'", "-o", "max_connections=60"]
+                "-o", "max_connections=60"]
         subprocess.run(["pg_createcluster", str(self.version), self.name, "-p", str(self.port),
                         "--start-conf=manual"] + opts + ["--", "--auth-local=trust", "--auth-host=scram-sha-256"],
                        check=True, capture_output=True)
