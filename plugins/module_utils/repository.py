@@ -33,11 +33,9 @@ def open_repository(spec, create=True, **options):
     if "\0" in spec:
         raise LifeboatError("Invalid repository: the value contains a NUL byte.", option="repository")
     if spec.startswith("s3://"):
-        raise LifeboatError(
-            "S3 repositories (%s) are not supported by this version of lifeboat.backup yet; "
-            "use a local folder as repository." % spec,
-            option="repository",
-        )
+        from .s3 import S3Repository  # here, not at the top: s3 builds on this module
+
+        return S3Repository(spec, **options)
     if "://" in spec:
         raise LifeboatError(
             "Invalid repository %r: give a local folder or s3://bucket/prefix." % spec, option="repository"
