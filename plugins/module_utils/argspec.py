@@ -18,6 +18,17 @@ REPOSITORY = dict(
     recipients_file=dict(type="path"),
 )
 
+S3 = dict(
+    s3_endpoint_url=dict(type="str"),
+    s3_region=dict(type="str"),
+    s3_access_key=dict(type="str", no_log=True),
+    s3_secret_key=dict(type="str", no_log=True),
+    s3_session_token=dict(type="str", no_log=True),
+    storage_class=dict(type="str", choices=["STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR"]),
+    sse=dict(type="str", choices=["AES256", "aws:kms"]),
+    sse_kms_key_id=dict(type="str", no_log=False),
+)
+
 TENANT = dict(
     tenant=dict(type="str"),
     engine=dict(type="str", default="postgresql", choices=["postgresql", "sqlite"]),

@@ -47,7 +47,18 @@ OPTIONS = {
     "lock_timeout": 0,
     "pg_bin_dir": None,
     "tmp_dir": None,
+    # S3 repositories (s3://bucket/prefix); see s3.OPTIONS
+    "s3_endpoint_url": None,
+    "s3_region": None,
+    "s3_access_key": None,
+    "s3_secret_key": None,
+    "s3_session_token": None,
+    "storage_class": None,
+    "sse": None,
+    "sse_kms_key_id": None,
 }
+S3_OPTIONS = ("s3_endpoint_url", "s3_region", "s3_access_key", "s3_secret_key", "s3_session_token",
+              "storage_class", "sse", "sse_kms_key_id")
 
 
 class Job(object):
@@ -124,7 +135,7 @@ class BackupRequest(object):
                 "that artifacts are encrypted, or set allow_unencrypted: true to store plaintext on purpose.",
                 option="recipients",
             )
-        self.repository = open_repository(p["repository"])
+        self.repository = open_repository(p["repository"], **dict((k, p[k]) for k in S3_OPTIONS if p[k] is not None))
         self.conn = postgres.Connection.from_params(p)
         self.jobs = []
         if self.tenant is not None:

@@ -26,6 +26,8 @@ author:
 extends_documentation_fragment:
   - lifeboat.backup.connection
   - lifeboat.backup.repository
+  - lifeboat.backup.s3
+  - lifeboat.backup.s3.storage
 attributes:
   check_mode:
     support: full
@@ -208,6 +210,7 @@ def main():
             argspec.TENANT,
             argspec.CONNECTION,
             argspec.REPOSITORY,
+            argspec.S3,
             allow_unencrypted=dict(type="bool", default=False),
             compression=dict(type="str", default="zstd", choices=["zstd", "none"]),
             compression_level=dict(type="int", default=3),
