@@ -1,11 +1,9 @@
-#!/usr/bin/env python3
 """Proves each demo artifact decrypts and is a valid SQLite database, then
 prints the demo's table. Input: a JSON list of pg_backup results on stdin.
 
 Uses the collection's engine directly (plugins/module_utils), no Ansible.
 Plaintext goes to a private 0700 temporary folder that is always removed.
 """
-import hashlib
 import importlib.util
 import json
 import os

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Demo fixtures for `make demo`: SQLite tenants with guest-like data, and an
 age key pair. Deterministic, idempotent (existing files are left alone).
 
@@ -38,7 +37,7 @@ def tenant(path, guests):
         conn.execute("INSERT INTO guests VALUES (?,?,?,?,?,?)", (
             i, name, "%s.%d@example.com" % (name.lower().replace(" ", "."), i), "+49 30 %07d" % rng.randrange(10**7),
             created, json.dumps({"lang": rng.choice(["de", "en", "fr"]), "newsletter": rng.random() < 0.3})))
-        for _ in range(rng.randrange(0, 4)):
+        for _booking in range(rng.randrange(0, 4)):
             conn.execute("INSERT INTO bookings (guest_id, nights, price, notes, created_at) VALUES (?,?,?,?,?)", (
                 i, rng.randrange(1, 15), round(rng.uniform(40, 400), 2), "Room %d" % rng.randrange(100, 999), created))
     conn.commit()

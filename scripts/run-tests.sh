@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole suite, as `make test` and CI run it: sanity, lint, pytest.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 BIN=.venv/bin
 failed=()
 step() {
@@ -12,7 +12,8 @@ step() {
 }
 step "ansible-test sanity" scripts/sanity.sh
 step "ansible-lint (production profile)" "$BIN/ansible-lint" --profile production -q
-step "pytest (unit and integration)" "$BIN/python" -m pytest ${PYTEST_ARGS:-}
+read -r -a pytest_args <<< "${PYTEST_ARGS:-}"
+step "pytest (unit and integration)" "$BIN/python" -m pytest "${pytest_args[@]}"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED steps: ${failed[*]}"
   exit 1
