@@ -1,0 +1,490 @@
+# -*- coding: utf-8 -*-
+# Copyright: lifeboat.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Restores of one tenant (and optionally a server's globals) from artifacts.
+
+A restore happens on the worst day. It either fully succeeds or leaves the
+target as it was, and says which:
+
+- a PostgreSQL database tenant is restored into a fresh database with a
+  derived name, checked (stored bytes against the manifest's SHA-256 and
+  size, pg_restore's messages, row counts), and only then swapped in under
+  the target's name in one transaction; the old database stays as the
+  safety copy until the swap succeeded;
+- a schema tenant is restored in one transaction that is committed only
+  after the same checks passed (the commit is held back by a pipe that
+  Python closes last);
+- a SQLite tenant is restored into a temporary file beside the target,
+  checked, and renamed over it.
+
+One code path for check mode: ``plan`` inspects read-only and decides what
+would happen; ``run`` acts on the plan unless ``check_mode``.
+"""
+
+import json
+import os
+import re
+import time
+
+from . import crypto, manifest, naming, postgres, restore_pg, restore_sqlite
+from .errors import LifeboatError
+from .repository import open_repository
+
+OPTIONS = {
+    # name: default
+    "tenant": None,
+    "engine": "postgresql",
+    "database": None,
+    "schema": None,
+    "path": None,
+    "login_host": None,
+    "login_port": 5432,
+    "login_user": None,
+    "login_password": None,
+    "login_unix_socket": None,
+    "pg_bin_dir": None,
+    "repository": None,
+    "artifact": "latest",
+    "identity": None,
+    "identity_file": None,
+    "target_database": None,
+    "target_path": None,
+    "force": False,
+    "jobs": 1,
+    "terminate_connections": False,
+    "allow_create_in_dump": False,
+    "privileges": False,
+    "keep_safety_copy": False,
+    "globals_artifact": None,
+    "globals_host": None,
+    "tmp_dir": None,
+}
+
+MAX_JOBS = 64
+MANIFEST_LIMIT = 4 << 20
+_DERIVED = re.compile(r"^lb_[a-z]_[0-9a-f]{20}$")
+
+
+def _pg_name(value, option):
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or "\0" in value or len(value.encode("utf-8")) > 63:
+        raise LifeboatError(
+            "Invalid %s %r: a PostgreSQL name of 1 to 63 bytes without NUL (PostgreSQL would cut a longer "
+            "name and could then name another database)." % (option, value),
+            option=option,
+        )
+    return value
+
+
+class RestoreRequest(object):
+    """Validated options; no I/O."""
+
+    def __init__(self, params):
+        unknown = sorted(set(params) - set(OPTIONS))
+        if unknown:
+            raise LifeboatError("Unknown option(s): %s." % ", ".join(unknown), option=unknown[0])
+        p = dict(OPTIONS)
+        p.update(dict((k, v) for k, v in params.items() if v is not None))
+        self.p = p
+        self.engine = p["engine"]
+        if self.engine not in naming.ENGINES:
+            raise LifeboatError("Unknown engine %r: use postgresql or sqlite." % (self.engine,), option="engine")
+        self.tenant = p["tenant"]
+        if self.tenant is not None:
+            naming.validate_tenant(self.tenant)
+        self.globals_artifact = p["globals_artifact"] or None
+        if self.tenant is None and not self.globals_artifact:
+            raise LifeboatError(
+                "tenant is required: the tenant to restore (or globals_artifact alone to restore only a "
+                "server's roles).",
+                option="tenant",
+            )
+        for flag in ("force", "terminate_connections", "allow_create_in_dump", "privileges", "keep_safety_copy"):
+            if not isinstance(p[flag], bool):
+                raise LifeboatError("Invalid %s %r: true or false." % (flag, p[flag]), option=flag)
+            setattr(self, flag, p[flag])
+        jobs = p["jobs"]
+        if not isinstance(jobs, int) or isinstance(jobs, bool) or not 1 <= jobs <= MAX_JOBS:
+            raise LifeboatError(
+                "Invalid jobs %r: 1 (stream, no plaintext on disk) to %d (parallel pg_restore from a private "
+                "temporary file)." % (jobs, MAX_JOBS),
+                option="jobs",
+            )
+        self.jobs = jobs
+        if p["identity"] and p["identity_file"]:
+            raise LifeboatError("identity and identity_file are mutually exclusive: give only one.", option="identity")
+        self.database = _pg_name(p["database"], "database")
+        self.schema = _pg_name(p["schema"], "schema")
+        self.target_database = _pg_name(p["target_database"], "target_database")
+        if self.target_database and _DERIVED.match(self.target_database):
+            raise LifeboatError(
+                "Invalid target_database %r: names of the form lb_<letter>_<20 hex digits> are the scratch "
+                "and safety-copy databases lifeboat derives; restore into another name." % self.target_database,
+                option="target_database",
+            )
+        if self.engine == "sqlite":
+            for opt in ("database", "schema", "target_database", "globals_artifact", "globals_host"):
+                if p[opt]:
+                    raise LifeboatError(
+                        "%s applies to engine postgresql; a SQLite tenant restores into target_path (or path). "
+                        "Remove %s." % (opt, opt),
+                        option=opt,
+                    )
+            for opt in ("allow_create_in_dump", "privileges", "terminate_connections"):
+                if p[opt]:
+                    raise LifeboatError("%s applies to engine postgresql, not sqlite; remove it." % opt, option=opt)
+            target = p["target_path"] or p["path"]
+            if not target:
+                raise LifeboatError(
+                    "engine sqlite needs target_path (where to restore the SQLite file) or path (the tenant's "
+                    "own file, replaced when force: true).",
+                    option="target_path",
+                )
+            self.target_path = os.path.abspath(os.path.expanduser(target))
+        else:
+            for opt in ("path", "target_path"):
+                if p[opt]:
+                    raise LifeboatError(
+                        "%s applies to engine sqlite; for PostgreSQL use target_database (and schema)." % opt,
+                        option=opt,
+                    )
+            self.target_path = None
+        if self.allow_create_in_dump and self.target_database:
+            raise LifeboatError(
+                "allow_create_in_dump restores into the database name recorded in the archive; remove "
+                "target_database, or set allow_create_in_dump: false to restore into target_database.",
+                option="allow_create_in_dump",
+            )
+        self.conn = postgres.Connection.from_params(p)
+
+
+# -- artifacts --------------------------------------------------------------------
+
+
+class Artifact(object):
+    """A complete artifact (its manifest exists and is valid) on local disk."""
+
+    def __init__(self, path, info, doc, manifest_path, option):
+        self.path = path
+        self.name = os.path.basename(path)
+        self.info = info
+        self.tenant = info["tenant"]
+        self.stamp = info["stamp"]
+        self.format = info["format"]
+        self.compressed = info["compressed"]
+        self.encrypted = info["encrypted"]
+        self.manifest = doc
+        self.manifest_path = manifest_path
+        self.option = option
+
+    @property
+    def source(self):
+        return self.manifest.get("source") or {}
+
+    def open(self):
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise LifeboatError("Cannot open the artifact %s: %s." % (self.path, e.strerror), option=self.option)
+        return os.fdopen(fd, "rb", buffering=0)
+
+    def check_stored_size(self):
+        """Cheap first check: a truncated or extended file is refused before anything is touched."""
+        try:
+            size = os.stat(self.path).st_size
+        except OSError as e:
+            raise LifeboatError("Cannot read the artifact %s: %s." % (self.path, e.strerror), option=self.option)
+        expected = self.manifest["size"]["stored"]
+        if size != expected:
+            raise LifeboatError(
+                "The artifact %s is damaged: it holds %d bytes, its manifest says %d (%s). Nothing was changed. "
+                "Restore another artifact (set %s to an older one) or copy this one again from its source."
+                % (self.path, size, expected, "truncated" if size < expected else "extended", self.option),
+                option=self.option,
+                details={"size": size, "manifest_size": expected},
+            )
+
+    def verify(self, sizes):
+        """Compare what pipeline.load read and wrote with the manifest."""
+        m = self.manifest
+        problems = []
+        if sizes["stored"] != m["size"]["stored"]:
+            problems.append("%d bytes read, manifest says %d" % (sizes["stored"], m["size"]["stored"]))
+        if sizes["sha256"] != m["sha256"]:
+            problems.append("SHA-256 %s, manifest says %s" % (sizes["sha256"], m["sha256"]))
+        if sizes["raw"] != m["size"]["raw"]:
+            problems.append("%d bytes of plaintext, manifest says %d" % (sizes["raw"], m["size"]["raw"]))
+        if problems:
+            raise LifeboatError(
+                "The artifact %s does not match its manifest (%s): it was changed or damaged after the backup. "
+                "Restore another artifact (set %s)." % (self.path, "; ".join(problems), self.option),
+                option=self.option,
+            )
+
+    def describe(self):
+        return {
+            "artifact": self.path,
+            "manifest": self.manifest_path,
+            "tenant": self.tenant,
+            "stamp": self.stamp,
+            "format": self.format,
+            "size_stored": self.manifest["size"]["stored"],
+            "size_raw": self.manifest["size"]["raw"],
+            "sha256": self.manifest["sha256"],
+        }
+
+
+def _read_manifest(path, option):
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MANIFEST_LIMIT + 1)
+    except OSError as e:
+        raise LifeboatError("Cannot read the manifest %s: %s." % (path, e.strerror), option=option)
+    if len(data) > MANIFEST_LIMIT:
+        raise LifeboatError("The manifest %s is larger than %d bytes: not a lifeboat manifest." % (path, MANIFEST_LIMIT),
+                            option=option)
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except ValueError as e:
+        raise LifeboatError("The manifest %s is not valid JSON (%s): it is damaged. Restore another artifact."
+                            % (path, e), option=option)
+    return manifest.validate(doc, "The manifest %s" % path)
+
+
+def find_artifact(repository, spec, tenant, fmt, option):
+    """Resolve ``spec`` (``latest``, a file name in the repository, or a path) to a complete Artifact."""
+    if spec in (None, "", "latest"):
+        if not repository:
+            raise LifeboatError(
+                "%s: latest needs repository (the folder the backups are in); or give %s as the path of an "
+                "artifact." % (option, option),
+                option="repository",
+            )
+        repo = open_repository(repository, create=False)
+        latest = repo.latest_complete(tenant, fmt)
+        if not latest:
+            partial = [a["name"] for a in repo.artifacts(tenant) if a["format"] == fmt]
+            if partial:
+                raise LifeboatError(
+                    "Tenant %s has no complete %s artifact in %s: %s has no manifest (the backup that wrote it "
+                    "was interrupted, or its manifest was removed), and lifeboat never restores an incomplete "
+                    "artifact. Take a new backup, or find a complete artifact elsewhere and give its path as %s."
+                    % (tenant, fmt, repo, partial[-1], option),
+                    option=option,
+                )
+            raise LifeboatError(
+                "No %s artifact of tenant %s in the repository %s. Check tenant and repository, or give the "
+                "artifact's path as %s." % (fmt, tenant, repo, option),
+                option=option,
+            )
+        path = repo.path_of(tenant, latest["name"])
+    else:
+        if not isinstance(spec, str) or "\0" in spec:
+            raise LifeboatError("Invalid %s %r: give latest or the path of an artifact." % (option, spec), option=option)
+        path = os.path.expanduser(spec)
+        if "/" not in spec and repository:
+            info = naming.parse_artifact_name(spec)
+            if info:
+                path = open_repository(repository, create=False).path_of(info["tenant"], spec)
+        path = os.path.abspath(path)
+    name = os.path.basename(path)
+    info = naming.parse_artifact_name(name)
+    if not info:
+        raise LifeboatError(
+            "%s %s is not the name of a lifeboat artifact (<tenant>-<YYYYMMDDTHHMMSSZ>.<format>[.zst][.age]). "
+            "Give the artifact itself, not its manifest." % (option, path),
+            option=option,
+        )
+    if info["format"] != fmt:
+        raise LifeboatError(
+            "%s %s is a %s artifact; this needs a %s artifact%s." % (
+                option, path, info["format"], fmt,
+                " (set engine: sqlite for a SQLite backup)" if info["format"] == "sqlite" else ""),
+            option="engine" if info["format"] in ("sqlite", "pgdump") and fmt in ("sqlite", "pgdump") else option,
+        )
+    if not os.path.isfile(path):
+        raise LifeboatError("The artifact %s does not exist (%s). Check the path, or use latest." % (path, option),
+                            option=option)
+    mpath = os.path.join(os.path.dirname(path), naming.manifest_name(info["tenant"], info["stamp"]))
+    if not os.path.exists(mpath):
+        raise LifeboatError(
+            "The artifact %s has no manifest (%s): it is incomplete (the backup that wrote it was interrupted, "
+            "or the manifest was removed), and lifeboat never restores an incomplete artifact. Nothing was "
+            "changed. Restore another artifact (%s: latest picks the newest complete one)." % (
+                path, os.path.basename(mpath), option),
+            option=option,
+        )
+    doc = _read_manifest(mpath, option)
+    where = "The manifest %s" % mpath
+    if doc["artifact"] != name or doc["tenant"] != info["tenant"] or doc["format"] != info["format"]:
+        raise LifeboatError(
+            "%s describes %s (tenant %s), not %s: the files were renamed or mixed up. Restore another artifact."
+            % (where, doc["artifact"], doc["tenant"], name),
+            option=option,
+        )
+    if bool(doc["encryption"]) != info["encrypted"] or bool(doc["compression"]) != info["compressed"]:
+        raise LifeboatError(
+            "%s disagrees with the artifact's name %s about compression or encryption; restore another artifact."
+            % (where, name),
+            option=option,
+        )
+    return Artifact(path, info, doc, mpath, option)
+
+
+def find_globals_artifact(req):
+    spec = req.globals_artifact
+    if spec in ("latest",):
+        if not req.p["repository"]:
+            raise LifeboatError("globals_artifact: latest needs repository.", option="repository")
+        repo = open_repository(req.p["repository"], create=False)
+        if req.p["globals_host"]:
+            tenant = naming.globals_tenant(req.p["globals_host"])
+        else:
+            found = [t for t in repo.tenants() if naming.is_globals_tenant(t)]
+            if not found:
+                raise LifeboatError(
+                    "The repository %s holds no globals artifact (pg_backup with globals: true writes one). "
+                    "Remove globals_artifact, or give the path of one." % repo,
+                    option="globals_artifact",
+                )
+            if len(found) > 1:
+                raise LifeboatError(
+                    "The repository %s holds globals of several servers (%s): set globals_host to the server "
+                    "whose roles to restore, or give globals_artifact as a path." % (repo, ", ".join(found)),
+                    option="globals_host",
+                )
+            tenant = found[0]
+        return find_artifact(req.p["repository"], "latest", tenant, "globals", "globals_artifact")
+    return find_artifact(req.p["repository"], spec, None, "globals", "globals_artifact")
+
+
+def _identity_option(req):
+    if req.p["identity"]:
+        return "identity"
+    if req.p["identity_file"]:
+        return "identity_file"
+    return "identity_file"
+
+
+def load_identities(req, artifacts):
+    """Identities, when an artifact is encrypted; checked against the manifests' recipients."""
+    encrypted = [a for a in artifacts if a is not None and a.encrypted]
+    if not encrypted:
+        return None
+    identities = crypto.load_identities(req.p["identity"], req.p["identity_file"])
+    publics = []
+    for ident in identities:
+        to_public = getattr(ident, "to_public", None)
+        if to_public is None:  # an SSH identity: only decryption can tell
+            return identities
+        publics.append(str(to_public()))
+    for art in encrypted:
+        recipients = (art.manifest.get("encryption") or {}).get("recipients") or []
+        if recipients and not set(publics) & set(recipients):
+            source = ("the identity option" if req.p["identity"] else
+                      "identity_file %s" % req.p["identity_file"] if req.p["identity_file"] else
+                      "the environment variable %s" % crypto.IDENTITY_ENV)
+            raise LifeboatError(
+                "Wrong key: the identity from %s (public key %s) is not one of the recipients the artifact %s "
+                "was encrypted to (%s). Nothing was changed. Give the private key of one of those recipients."
+                % (source, ", ".join(publics), art.path, ", ".join(recipients)),
+                option=_identity_option(req),
+            )
+    return identities
+
+
+# -- running ------------------------------------------------------------------------
+
+
+def run(params, check_mode=False, progress=None):
+    """Restore as ``params`` say. Returns a secret-free result dict."""
+    t0 = time.monotonic()
+    req = RestoreRequest(params)
+    art = None
+    if req.tenant is not None:
+        fmt = "sqlite" if req.engine == "sqlite" else "pgdump"
+        art = find_artifact(req.p["repository"], req.p["artifact"], req.tenant, fmt, "artifact")
+        art.check_stored_size()
+    gart = find_globals_artifact(req) if req.globals_artifact else None
+    if gart is not None:
+        gart.check_stored_size()
+    identities = load_identities(req, [art, gart])
+    result = {
+        "changed": False,
+        "check_mode": bool(check_mode),
+        "tenant": req.tenant,
+        "engine": req.engine,
+        "artifact": art.path if art else None,
+        "manifest": art.manifest_path if art else None,
+        "artifact_info": art.describe() if art else None,
+        "jobs": req.jobs,
+        "globals": None,
+        "warnings": [],
+    }
+    if req.engine == "sqlite":
+        plan = restore_sqlite.plan(req, art)
+        result.update(plan.describe())
+        if check_mode:
+            result["changed"] = True
+            result["msg"] = plan.summary_check()
+            return _finish(result, t0)
+        outcome = restore_sqlite.apply(req, art, identities, plan, progress)
+        result.update(outcome)
+        result["changed"] = True
+        result["msg"] = plan.summary_done(outcome, result["seconds_restore"])
+        return _finish(result, t0)
+
+    server = restore_pg.Server(req)
+    try:
+        gplan = restore_pg.plan_globals(server, gart, identities) if gart else None
+        tplan = restore_pg.plan_tenant(server, req, art) if art else None
+        if gplan:
+            result["globals"] = gplan.describe()
+        if tplan:
+            result.update(tplan.describe())
+        if check_mode:
+            result["changed"] = bool(tplan) or bool(gplan and gplan.created)
+            parts = []
+            if gplan:
+                parts.append(gplan.summary_check())
+            if tplan:
+                parts.append(tplan.summary_check())
+            result["msg"] = "Check mode, nothing changed: " + " ".join(parts)
+            return _finish(result, t0)
+        if gplan:
+            result["globals"] = restore_pg.apply_globals(server, gplan)
+            result["changed"] = result["changed"] or bool(gplan.created)
+        if tplan:
+            try:
+                outcome = tplan.apply(server, req, art, identities, progress)
+            except LifeboatError as e:
+                if gplan and gplan.created:
+                    e.msg = "%s (The globals were restored before: roles created: %s; they stay.)" % (
+                        e.msg, ", ".join(gplan.created))
+                raise
+            result.update(outcome)
+            result["changed"] = True
+        result["warnings"].extend(server.warnings)
+        parts = []
+        if gplan:
+            parts.append(gplan.summary_done())
+        if tplan:
+            parts.append(tplan.summary_done(result))
+        result["msg"] = " ".join(parts)
+    finally:
+        server.close()
+    return _finish(result, t0)
+
+
+def _finish(result, t0):
+    result["seconds"] = round(time.monotonic() - t0, 3)
+    counts = result.get("row_counts")
+    if counts is not None:
+        result["tables"] = len(counts)
+        result["rows"] = sum(counts.values())
+    info = result.get("artifact_info")
+    if info and not result["check_mode"] and result.get("seconds_restore"):
+        result["mb_per_s"] = round(info["size_raw"] / 1e6 / result["seconds_restore"], 2)
+    return result
+

@@ -1,0 +1,333 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: lifeboat.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: backup_restore
+short_description: Restore a tenant (PostgreSQL database or schema, or SQLite file), and a server's roles, from artifacts
+version_added: 0.1.0
+description:
+  - Restores one tenant from an artifact written by M(lifeboat.backup.pg_backup), either fully or not at all, and
+    says which. The target ends with the complete restored data, or with what it held before.
+  - A database tenant is restored with C(pg_restore --no-owner --no-privileges) into a fresh database whose name
+    is derived from a hash (C(lb_r_...)); the stored bytes are checked against the manifest's SHA-256 and sizes,
+    pg_restore's messages are checked (any error fails the task, quoting the first errors), and the restored row
+    counts are compared with the manifest's. Only then the target is renamed to a safety copy (C(lb_s_...)) and
+    the fresh database to the target, in one transaction. The safety copy is dropped once the swap succeeded,
+    unless O(keep_safety_copy=true). The target's owner, database grants, settings and comment are carried over.
+  - A schema tenant (its artifact records a schema) is restored into its own schema name in O(target_database),
+    in one transaction that is committed only after the same checks passed; a failure, or the death of the
+    restoring process, rolls it back.
+  - A SQLite tenant is restored into a temporary file beside the target, checked (SHA-256, C(integrity_check), row
+    counts) and renamed over the target.
+  - With O(jobs=1) the plaintext never reaches the disk (artifact, age, zstd and pg_restore are streamed). With
+    O(jobs) above 1, the archive is decrypted into a private 0700 temporary folder, always removed, because
+    C(pg_restore --jobs) needs a seekable file.
+  - With O(globals_artifact), the server's roles are restored first (from a C(pg_dumpall --globals-only)
+    artifact, in one transaction), so that O(privileges=true) can restore the tenant's grants.
+author:
+  - Lifeboat maintainers (@lifeboat)
+extends_documentation_fragment:
+  - lifeboat.backup.connection
+attributes:
+  check_mode:
+    support: full
+    description: Reads the artifacts' manifests, checks the identity against their recipients, inspects the target
+      read-only and says what would be replaced. With O(globals_artifact), the (small) globals artifact is decrypted
+      in memory to list the roles that would be created.
+  diff_mode:
+    support: full
+    description: Shows what the target held before and what it holds after.
+options:
+  tenant:
+    description:
+      - The tenant to restore, matching C(^[a-z0-9][a-z0-9_-]{0,62}$). Required unless O(globals_artifact) alone.
+      - With O(artifact=latest), the newest complete artifact of this tenant in O(repository) is restored.
+    type: str
+  engine:
+    description:
+      - What the tenant is stored in.
+    type: str
+    choices: [postgresql, sqlite]
+    default: postgresql
+  database:
+    description:
+      - The tenant's database. Defaults to the tenant's name; it is the default O(target_database).
+      - For a schema tenant, the shared database holding the schema; defaults to the one the artifact was taken from.
+    type: str
+  schema:
+    description:
+      - For a schema tenant, its schema. Optional (the artifact records it); when set, it must be the artifact's
+        schema, since a schema tenant is restored into its own schema name.
+    type: str
+  path:
+    description:
+      - The tenant's SQLite file (O(engine=sqlite)); the default O(target_path).
+    type: path
+  repository:
+    description:
+      - The repository folder the artifacts are in. Required with O(artifact=latest) or O(globals_artifact=latest).
+    type: str
+  artifact:
+    description:
+      - V(latest) (the newest artifact of O(tenant) that has its manifest), the file name of an artifact in
+        O(repository), or the path of an artifact (its manifest must be beside it).
+      - An artifact without its manifest is incomplete and never restored.
+    type: str
+    default: latest
+  identity:
+    description:
+      - The age identity (C(AGE-SECRET-KEY-1...) lines, or an unencrypted SSH private key) that decrypts the
+        artifacts. Never logged or returned.
+      - Without O(identity) and O(identity_file), the environment variable E(BACKUP_PRIVATE_KEY) is used.
+    type: str
+  identity_file:
+    description:
+      - A file holding the age identity, as written by C(age-keygen).
+    type: path
+  target_database:
+    description:
+      - The database to restore into (O(engine=postgresql)). Defaults to O(database), else the tenant's name.
+      - For a schema tenant, the database the schema is restored into; it is created when missing.
+    type: str
+  target_path:
+    description:
+      - The SQLite file to restore into (O(engine=sqlite)). Defaults to O(path).
+    type: path
+  force:
+    description:
+      - Replace a target that is not empty. Without it, a non-empty target is refused and nothing is changed.
+    type: bool
+    default: false
+  jobs:
+    description:
+      - Parallel C(pg_restore) jobs for a database tenant. V(1) streams with no plaintext on disk; more decrypts
+        the archive into a private 0700 temporary folder in O(tmp_dir) first, removed afterwards in all cases.
+      - A schema tenant is restored in one transaction, and a SQLite tenant by rename, both with one job.
+    type: int
+    default: 1
+  terminate_connections:
+    description:
+      - End the client sessions connected to the target database at the moment of the swap (database tenants),
+        or the sessions that use the target schema (schema tenants), with C(pg_terminate_backend).
+      - Without it, such sessions make the task fail, naming them (pid, user, application, address), before
+        anything is changed.
+    type: bool
+    default: false
+  allow_create_in_dump:
+    description:
+      - Restore with C(pg_restore --create) into the database name recorded in the archive (with its encoding,
+        locale, comment and settings), instead of into O(target_database). An existing database of that name is
+        renamed to the safety copy first (needs O(force=true) when it is not empty) and renamed back on failure.
+    type: bool
+    default: false
+  privileges:
+    description:
+      - Restore the archive's grants (C(GRANT), C(REVOKE)); without it, C(pg_restore --no-privileges).
+      - The roles they name must exist; restore them first with O(globals_artifact).
+      - Object owners are never restored (C(--no-owner)): the restored objects belong to O(login_user).
+    type: bool
+    default: false
+  keep_safety_copy:
+    description:
+      - Keep the replaced database (or SQLite file) as the safety copy after a successful restore, instead of
+        dropping it. Its name is returned in RV(safety_copy).
+    type: bool
+    default: false
+  globals_artifact:
+    description:
+      - Restore a server's globals (roles, role memberships, role settings) first, from a C(globals) artifact
+        written by M(lifeboat.backup.pg_backup) with O(lifeboat.backup.pg_backup#module:globals=true):
+        V(latest) or a path.
+      - Roles that already exist are left as they are (the role this task logs in as keeps its password); missing
+        roles are created with their attributes and password hashes, in one transaction.
+    type: str
+  globals_host:
+    description:
+      - With O(globals_artifact=latest), the server whose globals to restore (the host name pg_backup recorded).
+        Needed only when the repository holds globals of several servers.
+    type: str
+  tmp_dir:
+    description:
+      - Where the private temporary folder for O(jobs) above 1 is made. Defaults to E(TMPDIR).
+    type: path
+notes:
+  - Never drops a database it did not create in the same run, except the replaced target kept as the safety copy,
+    which is dropped only after the restore succeeded (unless O(keep_safety_copy=true)).
+  - The safety copy and the fresh restore database carry derived names (C(lb_s_...), C(lb_r_...)) built from a
+    hash, never by appending to the tenant's name, so they cannot collide with a 63-character tenant database.
+  - A SQLite target opened by a process is refused (the process would go on using the old file); stop the
+    application first.
+seealso:
+  - module: lifeboat.backup.pg_backup
+"""
+
+EXAMPLES = r"""
+- name: Restore the newest backup of a tenant over its database (kept as safety copy until success)
+  lifeboat.backup.backup_restore:
+    tenant: acme
+    repository: /var/backups/lifeboat
+    identity_file: /root/lifeboat-identity.txt
+    force: true
+    terminate_connections: true
+    login_unix_socket: /var/run/postgresql
+
+- name: Restore a given artifact into a new database, with four parallel jobs
+  lifeboat.backup.backup_restore:
+    tenant: acme
+    artifact: /var/backups/lifeboat/acme/acme-20260101T030000Z.pgdump.zst.age
+    target_database: acme_investigation
+    jobs: 4
+    identity: "{{ vault_lifeboat_identity }}"
+
+- name: Disaster recovery on a fresh server, roles first, then the tenant with its grants
+  lifeboat.backup.backup_restore:
+    tenant: globex
+    repository: /var/backups/lifeboat
+    globals_artifact: latest
+    globals_host: db1.example.com
+    privileges: true
+    login_host: db2.example.com
+    login_user: postgres
+    login_password: "{{ vault_pg_password }}"
+
+- name: Restore a SQLite tenant into a scratch file
+  lifeboat.backup.backup_restore:
+    tenant: initech
+    engine: sqlite
+    repository: /var/backups/lifeboat
+    target_path: /srv/scratch/initech.db
+"""
+
+RETURN = r"""
+artifact:
+  description: Path of the tenant's artifact restored (or that would be).
+  returned: when a tenant was given
+  type: str
+  sample: /var/backups/lifeboat/acme/acme-20260101T030000Z.pgdump.zst.age
+manifest:
+  description: Path of its manifest.
+  returned: when a tenant was given
+  type: str
+artifact_info:
+  description: The artifact's stamp, tenant, sizes and SHA-256 from its manifest.
+  returned: when a tenant was given
+  type: dict
+target:
+  description: Where the tenant was restored (C(kind) database, schema or sqlite; C(server), C(database), C(schema),
+    C(path)).
+  returned: when a tenant was given
+  type: dict
+replaced:
+  description: What the target held before (C(existed), owner, size, C(contents) counts of tables, functions, ...).
+  returned: when a tenant was given
+  type: dict
+safety_copy:
+  description: The replaced database (C(database)) or SQLite file (C(path)) kept until the restore succeeded,
+    whether it is C(kept), C(dropped) and when (C(dropped_at), UTC). Null when nothing was replaced, and for schema
+    tenants (their safety is the transaction).
+  returned: when a tenant was given
+  type: dict
+row_counts:
+  description: Rows per table in the restored target, checked equal to the manifest's.
+  returned: success, not in check mode
+  type: dict
+row_counts_match:
+  description: True when the restored row counts equal the manifest's (otherwise the task fails).
+  returned: success, not in check mode
+  type: bool
+tables:
+  description: Number of tables restored.
+  returned: success, not in check mode
+  type: int
+rows:
+  description: Sum of the restored row counts.
+  returned: success, not in check mode
+  type: int
+terminated_sessions:
+  description: Sessions ended because of O(terminate_connections).
+  returned: success, not in check mode
+  type: list
+  elements: str
+connected_sessions:
+  description: Sessions connected to the target when the task started.
+  returned: when a tenant was given
+  type: list
+  elements: str
+globals:
+  description: The globals artifact restored, C(roles_created) and C(roles_existing) (left as they were).
+  returned: when O(globals_artifact) was given
+  type: dict
+seconds:
+  description: Duration of the whole task.
+  returned: always
+  type: float
+seconds_restore:
+  description: Duration of the restore itself (decrypt, pg_restore, checks, swap).
+  returned: success, not in check mode
+  type: float
+mb_per_s:
+  description: Plaintext megabytes (10^6 bytes) restored per second.
+  returned: success, not in check mode
+  type: float
+jobs:
+  description: The O(jobs) asked for.
+  returned: always
+  type: int
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.lifeboat.backup.plugins.module_utils import argspec
+from ansible_collections.lifeboat.backup.plugins.module_utils import restore as engine
+from ansible_collections.lifeboat.backup.plugins.module_utils.errors import LifeboatError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argspec.merged(
+            argspec.TENANT,
+            argspec.CONNECTION,
+            repository=dict(type="str"),
+            artifact=dict(type="str", default="latest"),
+            identity=dict(type="str", no_log=True),
+            identity_file=dict(type="path"),
+            target_database=dict(type="str"),
+            target_path=dict(type="path"),
+            force=dict(type="bool", default=False),
+            jobs=dict(type="int", default=1),
+            terminate_connections=dict(type="bool", default=False),
+            allow_create_in_dump=dict(type="bool", default=False),
+            privileges=dict(type="bool", default=False),
+            keep_safety_copy=dict(type="bool", default=False),
+            globals_artifact=dict(type="str"),
+            globals_host=dict(type="str"),
+            tmp_dir=dict(type="path"),
+        ),
+        required_one_of=[("tenant", "globals_artifact")],
+        mutually_exclusive=[("identity", "identity_file"), ("path", "database"), ("path", "schema"),
+                            ("target_path", "target_database")],
+        supports_check_mode=True,
+    )
+    params = dict((k, v) for k, v in module.params.items() if k in engine.OPTIONS)
+    try:
+        result = engine.run(params, check_mode=module.check_mode)
+    except LifeboatError as e:
+        module.fail_json(**argspec.failure(e))
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
+    if module._diff and result.get("target"):
+        before = dict(result.get("replaced") or {})
+        after = {"artifact": result.get("artifact"), "target": result.get("target")}
+        if result.get("row_counts") is not None:
+            after["row_counts"] = result["row_counts"]
+        result["diff"] = {"before": before, "after": after}
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
