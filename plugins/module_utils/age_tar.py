@@ -265,7 +265,9 @@ class Unpacker(object):
             first = self.entries.get(target) if target else None
             if not first or first["kind"] != "file":
                 raise HostileMember(raw, "is a hard link to %r, which is not an earlier file of the bundle" % m.linkname)
-            entry.update(kind="file", sha256=first["sha256"], size=first["size"], link_to=target)
+            # one inode: the link has the mode and owner of the file it links to
+            entry.update(kind="file", sha256=first["sha256"], size=first["size"], link_to=target, mode=first["mode"],
+                         owner=first["owner"])
             if self.staging is not None:
                 os.link(os.path.join(self.staging, target), os.path.join(self.staging, name), follow_symlinks=False)
         else:

@@ -1,0 +1,348 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: lifeboat.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: age_encrypt
+short_description: Encrypt and decrypt files and folders with age, manage age key pairs, and rekey artifacts
+version_added: 0.1.0
+description:
+  - Encrypts a file, or a folder streamed as a tar bundle, with L(age,https://age-encryption.org) (through the
+    pyrage library) to X25519 recipients (C(age1...)), SSH public keys (ed25519, RSA), a recipients file, or a
+    passphrase. Decrypts with age identities or SSH private keys, unpacks bundles safely, creates age identity
+    files, and re-encrypts existing files or repository artifacts to a new set of recipients.
+  - Data is streamed with bounded memory (a few MiB whatever the size); age runs in a small child process of the same
+    Python so that it never competes for the interpreter lock. Files made here decrypt with the C(age) command line
+    tool (C(age -d -i key.txt FILE), and for bundles C(| zstd -d | tar x)), and files made by C(age) decrypt here.
+  - Every file is written under a temporary name in the destination folder, fsynced and renamed into place, mode
+    C(0600) unless O(mode) says otherwise. On any error, including a wrong key or a truncated or tampered input (age
+    authenticates every 64 KiB chunk), nothing is left under O(dest).
+  - B(Idempotency.) age output is randomized, so whether something changed is decided from a record.
+    For O(state=encrypted) to O(dest), the record is a sidecar file C(.<dest name>.lifeboat.json) (0600) beside
+    O(dest); for a repository, the artifact's manifest. The record holds the recipients' public keys, the SHA-256 of
+    the ciphertext and a salted, stretched digest (PBKDF2-SHA256) of the source content, never the source's plain
+    hash and never a secret. A second run with the same source and recipients reports C(changed=false).
+    O(state=decrypted) compares the decrypted content with what is in O(dest) and needs no record.
+    Changing only the O(passphrase) is not noticed (it is not recorded); use O(force=true).
+  - B(Passphrases.) pyrage encrypts and decrypts with a passphrase (scrypt) in memory only, so a passphrase is limited
+    to inputs (a file, or a folder's compressed tar) of at most 16 MiB. Use recipients for anything larger.
+  - B(Rekeying.) O(state=rekeyed) decrypts each file in a child process and re-encrypts it here through a pipe, so
+    plaintext never reaches the disk. The new ciphertext is written under a temporary name, renamed over the old
+    one, then the manifest (recipients, stored size, SHA-256) is replaced, so the manifest stays the commit marker.
+    Before the rename, the old ciphertext is checked against its manifest's SHA-256.
+  - B(Versioned buckets.) Rekeying replaces the current object only. On a versioned S3 bucket the old ciphertext,
+    readable with the old identities, stays in earlier object versions until a lifecycle rule expires them or they
+    are deleted; O(purge_old_versions=true) deletes them once the new version is written. Local repositories keep
+    no versions (file-system snapshots and copies made elsewhere are not touched).
+author:
+  - Lifeboat maintainers (@lifeboat)
+attributes:
+  check_mode:
+    support: full
+    description:
+      - Computes everything (digests, and for O(state=decrypted) the decrypted content, in memory-bounded streams)
+        and writes nothing.
+  diff_mode:
+    support: full
+    description: Shows the recipients, and for bundles the paths that would be created or replaced.
+options:
+  state:
+    description:
+      - V(encrypted) encrypts O(src) to O(dest), or to a C(tar) artifact of O(repository) for O(tenant).
+      - V(decrypted) decrypts O(src) to O(dest). A bundle (a name ending in C(.tar.age) or C(.tar.zst.age), or
+        O(format=tar)) is merged into the folder O(dest); other files of O(dest) are left alone.
+      - V(keypair) creates the age identity file O(identity_file) (0600) if it is missing and returns its public key.
+      - V(rekeyed) re-encrypts O(src), or every artifact of O(repository) (of O(tenant) if given), to O(recipients).
+    type: str
+    choices: [encrypted, decrypted, keypair, rekeyed]
+    default: encrypted
+  src:
+    description:
+      - For V(encrypted), the file or folder to encrypt (a folder is streamed as a tar bundle; sockets, FIFOs and
+        devices in it are skipped and listed in RV(skipped)).
+      - For V(decrypted) and V(rekeyed), the age file (binary or armored).
+    type: path
+  dest:
+    description:
+      - For V(encrypted), the encrypted file to write (not with O(repository)).
+      - For V(decrypted), the file to write, or for a bundle the folder to unpack into (created 0700 if missing).
+    type: path
+  repository:
+    description:
+      - A repository folder. With O(state=encrypted), O(src) is stored as
+        C(<repository>/<tenant>/<tenant>-<YYYYMMDDTHHMMSSZ>.tar.zst.age) with its manifest written last.
+      - With O(state=rekeyed), every complete encrypted artifact of O(tenant) (or of every tenant) is rekeyed.
+    type: str
+  tenant:
+    description:
+      - The tenant whose folder of O(repository) is used, matching C(^[a-z0-9][a-z0-9_-]{0,62}$).
+    type: str
+  recipients:
+    description:
+      - age recipients to encrypt to, X25519 (C(age1...)) or SSH (C(ssh-ed25519 ...), C(ssh-rsa ...)) public keys.
+        Any one of the matching identities can decrypt. A malformed recipient is named in the error.
+    type: list
+    elements: str
+  recipients_file:
+    description:
+      - A file of recipients, one per line, C(#) comments allowed, as C(age -R) reads it.
+    type: path
+  passphrase:
+    description:
+      - Encrypt with a passphrase (scrypt) instead of recipients, or decrypt a passphrase-encrypted O(src).
+        Limited to 16 MiB of data (pyrage works in memory for passphrases).
+    type: str
+  identity:
+    description:
+      - The age identity (C(AGE-SECRET-KEY-1...) lines) or unencrypted SSH private key to decrypt with.
+        Never logged or returned. Prefer O(identity_file) or the E(BACKUP_PRIVATE_KEY) environment variable.
+    type: str
+  identity_file:
+    description:
+      - A file of age identities (as made by C(age-keygen)) or an unencrypted SSH private key (ed25519 or RSA).
+        When neither O(identity) nor O(identity_file) is given, the E(BACKUP_PRIVATE_KEY) environment variable is used.
+      - For O(state=keypair), the identity file to create.
+    type: path
+  armor:
+    description:
+      - Write ASCII-armored (PEM-like) output instead of binary, for O(state=encrypted) to O(dest).
+        Decryption recognizes both. Rekeying keeps the form a file had.
+    type: bool
+    default: false
+  format:
+    description:
+      - V(file) encrypts or decrypts the bytes as they are; V(tar) makes or unpacks a bundle.
+      - V(auto) makes a bundle of a folder (and of anything stored in a O(repository)), and unpacks a O(src) whose
+        name ends in C(.tar.age) or C(.tar.zst.age).
+    type: str
+    choices: [auto, file, tar]
+    default: auto
+  compression:
+    description:
+      - V(zstd) compresses before encrypting and decompresses after decrypting; V(none) does not.
+      - V(auto) compresses bundles and not single files when encrypting, and decompresses a O(src) whose name has
+        C(.zst) before C(.age) when decrypting.
+    type: str
+    choices: [auto, zstd, none]
+    default: auto
+  compression_level:
+    description:
+      - zstd level, 1 (fastest) to 19 (smallest).
+    type: int
+    default: 3
+  mode:
+    description:
+      - Mode of the file written to O(dest), as an octal string such as C('0600'). Members of an unpacked bundle keep
+        their own modes (and owners, when run as root), without setuid or setgid bits.
+    type: raw
+    default: '0600'
+  remove_src:
+    description:
+      - Remove O(src) once its content is safely in place (for O(state=encrypted), the whole folder for a bundle).
+        A later run with O(src) gone reports C(changed=false) when the record shows it was done.
+        Removal is an unlink, not a secure erase. Refused for repository artifacts.
+    type: bool
+    default: false
+  force:
+    description:
+      - Encrypt or rekey again even when the record says nothing changed.
+    type: bool
+    default: false
+  purge_old_versions:
+    description:
+      - With O(state=rekeyed) on a versioned S3 repository, delete the earlier versions of each rekeyed artifact and
+        manifest (they hold the old ciphertext). No effect on local repositories.
+    type: bool
+    default: false
+  lock_timeout:
+    description:
+      - Seconds to wait for another run on the same tenant of O(repository) to finish before failing.
+    type: int
+    default: 0
+notes:
+  - Needs the Python libraries C(pyrage), and C(zstandard) for compression, in the interpreter that runs the module
+    (the roles install them in C(/opt/lifeboat/venv)).
+  - Encrypting hosts need recipients (public keys) only. Give identities only where decryption is meant to happen.
+seealso:
+  - name: age
+    description: The age file encryption format and tool.
+    link: https://age-encryption.org
+"""
+
+EXAMPLES = r"""
+- name: Create the verifier's age identity and learn its public key
+  lifeboat.backup.age_encrypt:
+    state: keypair
+    identity_file: /etc/lifeboat/identity.txt
+  register: verifier_key
+
+- name: Encrypt a secrets folder as a bundle to the operators' SSH keys and an age key
+  lifeboat.backup.age_encrypt:
+    src: /etc/myapp
+    dest: /var/backups/myapp-config.tar.zst.age
+    recipients:
+      - "{{ verifier_key.public_key }}"
+      - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb9ZpsV8hEeOuoxJH4J1cFjY8jr7Gm2+VKU0cPfQ3Zs oncall@example.com
+
+- name: Store a configuration bundle as a tar artifact of a repository
+  lifeboat.backup.age_encrypt:
+    src: /etc/myapp
+    repository: /var/backups/lifeboat
+    tenant: acme
+    recipients_file: /etc/lifeboat/recipients.txt
+
+- name: Encrypt a small file with a passphrase, ASCII-armored
+  lifeboat.backup.age_encrypt:
+    src: /root/recovery-codes.txt
+    dest: /root/recovery-codes.txt.age
+    passphrase: "{{ vault_recovery_passphrase }}"
+    armor: true
+
+- name: Restore a configuration bundle (merged into the folder, nothing outside it)
+  lifeboat.backup.age_encrypt:
+    state: decrypted
+    src: /var/backups/myapp-config.tar.zst.age
+    dest: /etc/myapp
+    identity_file: /etc/lifeboat/identity.txt
+
+- name: Rotate keys of every artifact of a repository without writing plaintext
+  lifeboat.backup.age_encrypt:
+    state: rekeyed
+    repository: /var/backups/lifeboat
+    recipients_file: /etc/lifeboat/recipients-2026.txt
+    identity_file: /etc/lifeboat/identity-2025.txt
+"""
+
+RETURN = r"""
+src:
+  description: The source, as an absolute path.
+  returned: when O(src) is given
+  type: str
+dest:
+  description: The destination, as an absolute path.
+  returned: when O(dest) is given
+  type: str
+artifact:
+  description: The repository artifact written (or found up to date).
+  returned: with O(repository) and O(state=encrypted)
+  type: str
+  sample: /var/backups/lifeboat/acme/acme-20260101T030000Z.tar.zst.age
+manifest:
+  description: The artifact's manifest.
+  returned: with O(repository) and O(state=encrypted)
+  type: str
+recipients:
+  description: The public keys encrypted to (normalized, duplicates removed).
+  returned: for O(state=encrypted) and O(state=rekeyed)
+  type: list
+  elements: str
+state_file:
+  description: The sidecar record that makes O(state=encrypted) idempotent.
+  returned: for O(state=encrypted) to O(dest)
+  type: str
+sha256:
+  description: SHA-256 of the ciphertext (encrypted) or of the plaintext file (decrypted).
+  returned: when known
+  type: str
+size:
+  description: Bytes of the ciphertext (encrypted) or of the plaintext file (decrypted).
+  returned: when known
+  type: int
+size_raw:
+  description: Bytes of plaintext encrypted (for a bundle, of the uncompressed tar).
+  returned: when something was encrypted
+  type: int
+reasons:
+  description: Why O(state=encrypted) (re)encrypted, empty when up to date.
+  returned: for O(state=encrypted)
+  type: list
+  elements: str
+skipped:
+  description: Members of a source folder that are not files, folders or symlinks and were left out of the bundle.
+  returned: when a bundle was written
+  type: list
+  elements: str
+changes:
+  description: For an unpacked bundle, each path (relative to O(dest)) created, replaced or updated (mode, owner).
+  returned: for O(state=decrypted) of a bundle
+  type: list
+  elements: dict
+public_key:
+  description: The public key (recipient) of O(identity_file). The identity itself is never returned.
+  returned: for O(state=keypair), except in check mode when the file does not exist yet
+  type: str
+  sample: age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
+rekeyed:
+  description: The files or artifacts rekeyed (or that would be, in check mode), with the recipients before.
+  returned: for O(state=rekeyed)
+  type: list
+  elements: dict
+unchanged:
+  description: The files or artifacts that already use exactly O(recipients).
+  returned: for O(state=rekeyed)
+  type: list
+  elements: dict
+purged_versions:
+  description: Earlier object versions deleted by O(purge_old_versions).
+  returned: for O(state=rekeyed)
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.lifeboat.backup.plugins.module_utils import agefile as engine
+from ansible_collections.lifeboat.backup.plugins.module_utils import argspec
+from ansible_collections.lifeboat.backup.plugins.module_utils.errors import LifeboatError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type="str", default="encrypted", choices=["encrypted", "decrypted", "keypair", "rekeyed"]),
+            src=dict(type="path"),
+            dest=dict(type="path"),
+            repository=dict(type="str"),
+            tenant=dict(type="str"),
+            recipients=dict(type="list", elements="str"),
+            recipients_file=dict(type="path"),
+            passphrase=dict(type="str", no_log=True),
+            identity=dict(type="str", no_log=True),
+            identity_file=dict(type="path"),
+            armor=dict(type="bool", default=False),
+            format=dict(type="str", default="auto", choices=["auto", "file", "tar"]),
+            compression=dict(type="str", default="auto", choices=["auto", "zstd", "none"]),
+            compression_level=dict(type="int", default=3),
+            mode=dict(type="raw", default="0600"),
+            remove_src=dict(type="bool", default=False),
+            force=dict(type="bool", default=False),
+            purge_old_versions=dict(type="bool", default=False),
+            lock_timeout=dict(type="int", default=0),
+        ),
+        required_if=[
+            ("state", "keypair", ("identity_file",)),
+            ("state", "decrypted", ("src", "dest")),
+        ],
+        mutually_exclusive=[("passphrase", "recipients"), ("passphrase", "recipients_file"), ("dest", "repository")],
+        supports_check_mode=True,
+    )
+    params = dict((k, v) for k, v in module.params.items() if k in engine.OPTIONS)
+    try:
+        result = engine.run(params, check_mode=module.check_mode)
+    except LifeboatError as e:
+        module.fail_json(**argspec.failure(e))
+    diff = result.pop("diff", None)
+    warnings = result.pop("warnings", None) or []
+    for warning in warnings:
+        module.warn(warning)
+    if module._diff and diff is not None:
+        result["diff"] = diff
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
