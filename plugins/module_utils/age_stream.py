@@ -20,6 +20,7 @@ Passphrase encryption exists in pyrage in memory only: it is capped at
 
 import base64
 import binascii
+import fcntl
 import hashlib
 import json
 import os
@@ -39,6 +40,8 @@ except ImportError as _e:  # pragma: no cover - depends on the interpreter
     PYRAGE_IMPORT_ERROR = str(_e)
 
 CHUNK = 1 << 16
+PIPE_SIZE = 1 << 20
+F_SETPIPE_SZ = 1031  # Linux: bigger pipes mean fewer wake-ups
 AGE_MAGIC = b"age-encryption.org/v1"
 ARMOR_BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
 # pyrage holds passphrase-encrypted data in memory (about 3x the size): cap it.
@@ -239,25 +242,43 @@ class AgeProcess(object):
             pass  # the child died: finish() tells why
         finally:
             os.close(key_w)
-        os.set_blocking(self.in_fd, False)
-        os.set_blocking(self.out_fd, False)
+        for fd in (self.in_fd, self.out_fd):
+            os.set_blocking(fd, False)
+            try:
+                fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+            except OSError:
+                pass  # not Linux, or above the pipe-max-size limit: the default works too
+        self._poller = select.poll()
+        self._registered = {}
 
     # -- the loop ---------------------------------------------------------------------
     def _close_input(self):
         if self.in_fd is not None:
+            if self._registered.pop(self.in_fd, None) is not None:
+                self._poller.unregister(self.in_fd)
             os.close(self.in_fd)
             self.in_fd = None
             self.pending = b""
 
+    def _want(self, fd, mask):
+        if self._registered.get(fd) == mask:
+            return
+        if mask:
+            if fd in self._registered:
+                self._poller.modify(fd, mask)
+            else:
+                self._poller.register(fd, mask)
+            self._registered[fd] = mask
+        elif self._registered.pop(fd, None) is not None:
+            self._poller.unregister(fd)
+
     def _step(self, want_output, want_input):
-        poller = select.poll()
-        if want_output and not self.out_eof:
-            poller.register(self.out_fd, select.POLLIN)
-        if want_input and self.in_fd is not None:
-            poller.register(self.in_fd, select.POLLOUT)
-        for fd, _event in poller.poll():
+        self._want(self.out_fd, select.POLLIN if want_output and not self.out_eof else 0)
+        if self.in_fd is not None:
+            self._want(self.in_fd, select.POLLOUT if want_input else 0)
+        for fd, _event in self._poller.poll():
             if fd == self.out_fd:
-                chunk = os.read(self.out_fd, CHUNK)
+                chunk = os.read(self.out_fd, PIPE_SIZE)
                 if not chunk:
                     self.out_eof = True
                 elif self.sink is not None:
@@ -268,12 +289,12 @@ class AgeProcess(object):
                 if not self.pending:
                     if self.source is None:
                         continue
-                    self.pending = memoryview(self.source.read(CHUNK))
+                    self.pending = memoryview(self.source.read(PIPE_SIZE))
                     if not self.pending:
                         self._close_input()
                         continue
                 try:
-                    self.pending = self.pending[os.write(self.in_fd, self.pending[:CHUNK]):]
+                    self.pending = self.pending[os.write(self.in_fd, self.pending):]
                 except BlockingIOError:
                     pass
                 except BrokenPipeError:
@@ -383,13 +404,14 @@ class WorkerError(LifeboatError):
 class Hasher(object):
     """Counts and hashes what is written, and passes it to ``sink`` (or drops it)."""
 
-    def __init__(self, sink=None):
+    def __init__(self, sink=None, hashing=True):
         self.sink = sink
         self.count = 0
-        self.sha256 = hashlib.sha256()
+        self.sha256 = hashlib.sha256() if hashing else None
 
     def write(self, data):
-        self.sha256.update(data)
+        if self.sha256 is not None:
+            self.sha256.update(data)
         self.count += len(data)
         if self.sink is not None:
             view = memoryview(data)
@@ -411,15 +433,16 @@ class Hasher(object):
 class HashingSource(object):
     """A reader that counts and hashes what is read through it."""
 
-    def __init__(self, raw):
+    def __init__(self, raw, hashing=True):
         self.raw = raw
         self.count = 0
-        self.sha256 = hashlib.sha256()
+        self.sha256 = hashlib.sha256() if hashing else None
 
     def read(self, n=-1):
         data = self.raw.read(n)
         if data:
-            self.sha256.update(data)
+            if self.sha256 is not None:
+                self.sha256.update(data)
             self.count += len(data)
         return data
 

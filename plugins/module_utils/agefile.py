@@ -394,7 +394,7 @@ def _produce(sink, req, fmt, comp):
         target = cctx.stream_writer(sink, closefd=False)
     else:
         target = sink
-    counter = Hasher(target)
+    counter = Hasher(target, hashing=(fmt != "tar"))  # a file's digest is its SHA-256; a tar's comes from write_tar
     if fmt == "tar":
         digest, stats = age_tar.write_tar(src, counter)
     else:
@@ -700,8 +700,8 @@ def _encrypted_repository(req, check_mode, recipient_texts):
             raise
     result.update(artifact=published, manifest=manifest_path, sha256=cipher.hexdigest(), size=cipher.count,
                   size_raw=stats["raw"], files=stats.get("files"), skipped=stats.get("skipped", []),
-                  msg="Encrypted %s (%s) to %s (%s)" % (src, age_stream.human(stats["raw"]), published,
-                                                       age_stream.human(cipher.count)))
+                  msg="Encrypted %s (%s) to %s (%s)" % (
+                      src, age_stream.human(stats["raw"]), published, age_stream.human(cipher.count)))
     result["diff"]["after"] = {"artifact": published}
     if req.p["remove_src"]:
         _remove_src_if_present(req, result, is_dir)
@@ -775,12 +775,12 @@ def _worker_failure(e, src, header, where, encrypting=False, nothing="Nothing wa
 class Plaintext(object):
     """The decrypted (and decompressed) content of src, as a pull reader."""
 
-    def __init__(self, req, src, comp, opener=None):
+    def __init__(self, req, src, comp, hash_cipher=True):
         self.src = src
-        self.header = age_stream.read_header(src) if opener is None else opener.header
+        self.header = age_stream.read_header(src)
         self.proc = None
-        raw = opener.open() if opener is not None else open(src, "rb", buffering=0)
-        self.cipher = HashingSource(raw)
+        raw = open(src, "rb", buffering=0)
+        self.cipher = HashingSource(raw, hashing=hash_cipher)
         self.raw = raw
         passphrase_file = "scrypt" in self.header["stanzas"]
         try:
@@ -793,8 +793,9 @@ class Plaintext(object):
                 if req.p["passphrase"]:
                     raise LifeboatError(
                         "%s is encrypted to recipients (%s), not with a passphrase: give identity_file, identity or "
-                        "%s instead of passphrase." % (src, age_stream.describe_stanzas(self.header["stanzas"]),
-                                                        crypto.IDENTITY_ENV), option="passphrase")
+                        "%s instead of passphrase." % (
+                            src, age_stream.describe_stanzas(self.header["stanzas"]), crypto.IDENTITY_ENV),
+                        option="passphrase")
                 text, self.where = req.identity()
                 self.proc = AgeProcess("decrypt", text, source=self.cipher)
                 text = None
@@ -839,7 +840,8 @@ class Plaintext(object):
                 self.proc.finish()
             except WorkerError as e:
                 raise _worker_failure(e, self.src, self.header, self.where)
-        return {"stored": self.cipher.count, "sha256": self.cipher.sha256.hexdigest()}
+        sha = self.cipher.sha256
+        return {"stored": self.cipher.count, "sha256": sha.hexdigest() if sha is not None else None}
 
     def fail(self, error):
         """An error while consuming: the child's failure, if any, explains it better."""
@@ -928,7 +930,7 @@ def _decrypt_file(req, src, dest, comp, found, check_mode):
     out = None if check_mode else AtomicFile(dest, req.mode)
     plain = None
     try:
-        plain = Plaintext(req, src, comp)
+        plain = Plaintext(req, src, comp, hash_cipher=bool(found))
         hasher = Hasher(out)
         try:
             while True:
@@ -947,9 +949,9 @@ def _decrypt_file(req, src, dest, comp, found, check_mode):
         same = os.path.isfile(dest) and not os.path.islink(dest) and file_sha256(dest) == digest
         mode_ok = same and stat.S_IMODE(os.stat(dest).st_mode) == req.mode
         changed = not (same and mode_ok)
+        content = "same" if same else ("different" if os.path.exists(dest) else "absent")
         extra = {"size": hasher.count, "sha256": digest,
-                 "diff": {"before": {"dest": dest, "content": "same" if same else (
-                     "different" if os.path.exists(dest) else "absent")},
+                 "diff": {"before": {"dest": dest, "content": content},
                           "after": {"dest": dest, "content": "decrypted from src"}}}
         if check_mode:
             extra["msg"] = "Check mode: %s" % ("%s is up to date" % dest if not changed else
@@ -983,7 +985,7 @@ def _decrypt_bundle(req, src, dest, comp, found, check_mode):
             _ensure_parent(root, False)
             staging = age_tar.make_staging(root)
         unpacker = age_tar.Unpacker(root, staging)
-        plain = Plaintext(req, src, comp)
+        plain = Plaintext(req, src, comp, hash_cipher=bool(found))
         try:
             unpacker.consume(plain)
             plain.drain()
@@ -1203,4 +1205,3 @@ def _rekey_one(t, objs, texts, identity):
         write_json_atomic(record_path(path), rec)
     seconds = time.monotonic() - t0
     return {"artifact": published, "sha256": cipher.hexdigest(), "size": cipher.count, "seconds": round(seconds, 3)}
-
