@@ -431,6 +431,8 @@ def run(params, check_mode=False, progress=None):
             return _finish(result, t0)
         outcome = restore_sqlite.apply(req, art, identities, plan, progress)
         result.update(outcome)
+        if req.jobs > 1:
+            result["warnings"].append("jobs: %d was not used: a SQLite file is restored as one file." % req.jobs)
         result["changed"] = True
         result["msg"] = plan.summary_done(outcome, result["seconds_restore"])
         return _finish(result, t0)

@@ -889,6 +889,10 @@ class SchemaPlan(object):
                 terminated = [describe_session(s) for s in self.holders]
             counts = self._restore(server, req, art, identities, progress, outcome)
             done = True
+        except LifeboatError as e:
+            if outcome not in e.msg:
+                e.msg = "%s %s" % (e.msg, outcome)
+            raise
         finally:
             if created_db and not done:
                 server.drop_database(self.database)

@@ -223,6 +223,12 @@ def apply(req, art, identities, plan, progress):
             _unlink(tmp + suffix)
         tmp = None
         _fsync_dir(plan.directory)
+    except LifeboatError as e:
+        if safety:
+            _unlink(safety)
+        if unchanged not in e.msg:
+            e.msg = "%s %s" % (e.msg, unchanged)
+        raise
     except BaseException:
         if safety:
             _unlink(safety)
