@@ -148,7 +148,7 @@ def test_header_parsing(keys, tmp_path):
     plain = tmp_path / "p"
     plain.write_bytes(b"x" * 10)
     for armor in (False, True):
-        out = tmp_path / ("a%d" % armor)
+        out = tmp_path / ("a%d" % int(armor))
         subprocess.run(["age", "-r", keys["public"], "-r", keys["other_public"]] + (["-a"] if armor else []) +
                        ["-o", str(out), str(plain)], check=True)
         header = age_stream.read_header(str(out))
