@@ -141,8 +141,8 @@ options:
   globals_artifact:
     description:
       - Restore a server's globals (roles, role memberships, role settings) first, from a C(globals) artifact
-        written by M(lifeboat.backup.pg_backup) with O(lifeboat.backup.pg_backup#module:globals=true):
-        V(latest) or a path.
+        written by M(lifeboat.backup.pg_backup) with O(lifeboat.backup.pg_backup#module:globals=true), given
+        as V(latest) or as a path.
       - Roles that already exist are left as they are (the role this task logs in as keeps its password); missing
         roles are created with their attributes and password hashes, in one transaction.
     type: str
