@@ -129,7 +129,7 @@ options:
     description:
       - Restore the archive's grants (C(GRANT), C(REVOKE)); without it, C(pg_restore --no-privileges).
       - The roles they name must exist; restore them first with O(globals_artifact).
-      - Object owners are never restored (C(--no-owner)): the restored objects belong to O(login_user).
+      - Object owners are never restored (C(--no-owner)), so the restored objects belong to O(login_user).
     type: bool
     default: false
   keep_safety_copy:
