@@ -13,14 +13,12 @@ tenant's lock is free, so a running backup never loses its files.
 """
 
 import datetime
-import json
-import os
 import re
-import tempfile
 
 from . import naming
 from .backup import S3_OPTIONS
 from .errors import LifeboatError, LockBusy
+from .files import atomic_write_json
 from .repository import open_repository
 
 KEEP_RULES = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
@@ -276,7 +274,7 @@ def run(params, check_mode=False, now=None):
             ", ".join(sorted(skipped)))
     if p["report"]:
         # The report is output the caller asked for, written in check mode too (the dry run's point).
-        result["report_path"] = _write_report(p["report"], report)
+        result["report_path"] = atomic_write_json(p["report"], report)
     return result
 
 
@@ -301,20 +299,3 @@ def _remove_orphans(repo, tenant):
         parsed = naming.parse_manifest_name(name) or naming.parse_verify_record_name(name)
         if parsed and parsed[0] == tenant and parsed[1] not in stamps:
             repo.delete(tenant, name)
-
-
-def _write_report(path, report):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".prune-report.", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path

@@ -1,0 +1,95 @@
+# -*- coding: utf-8 -*-
+# Copyright: lifeboat.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Scratch targets that never outlive the run that made them.
+
+A scratch database or folder is registered with a janitor: a small child
+process, in its own session, that waits for its stdin to close. The run
+removes its scratch targets itself when it finishes; if it is killed (even
+with SIGKILL) the pipe closes and the janitor removes them. Connection
+details, the password included, travel through the pipe, never argv.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+_JANITOR = r"""
+import json, os, shutil, sys
+items = []
+for line in sys.stdin:
+    try:
+        items.append(json.loads(line))
+    except ValueError:
+        pass
+done = set(t["id"] for t in items if t.get("done"))
+for item in items:
+    if item.get("done") or item["id"] in done:
+        continue
+    try:
+        if item.get("kind") == "dir":
+            shutil.rmtree(item["path"], ignore_errors=True)
+        elif item.get("kind") == "database":
+            import psycopg
+            from psycopg import sql
+            with psycopg.connect(autocommit=True, **item["params"]) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(item["name"])))
+    except Exception as e:
+        sys.stderr.write("lifeboat janitor: could not remove %s: %s\n" % (item.get("path") or item.get("name"), e))
+"""
+
+
+class Janitor(object):
+    def __init__(self):
+        self.proc = None
+        self._next = 0
+
+    def _ensure(self):
+        if self.proc is None:
+            self.proc = subprocess.Popen([sys.executable, "-c", _JANITOR], stdin=subprocess.PIPE,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                         start_new_session=True, close_fds=True)
+
+    def _send(self, item):
+        self._ensure()
+        self.proc.stdin.write((json.dumps(item) + "\n").encode("utf-8"))
+        self.proc.stdin.flush()
+
+    def register_dir(self, path):
+        self._next += 1
+        self._send({"id": self._next, "kind": "dir", "path": path})
+        return self._next
+
+    def register_database(self, name, params):
+        """``params``: psycopg.connect keyword arguments to a maintenance database."""
+        self._next += 1
+        self._send({"id": self._next, "kind": "database", "name": name, "params": params})
+        return self._next
+
+    def done(self, ident):
+        """The run removed that target itself."""
+        self._send({"id": ident, "done": True})
+
+    def close(self):
+        """End of run: the janitor removes whatever was not marked done, then exits."""
+        if self.proc is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            self.proc.wait()
+            self.proc = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def remove_dir(path):
+    if path and os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)

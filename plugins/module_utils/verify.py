@@ -1,0 +1,603 @@
+# -*- coding: utf-8 -*-
+# Copyright: lifeboat.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Restore-verification: every backup proven by restoring it.
+
+For one artifact (or the latest of each tenant) the checks are: the manifest
+is there and valid; the stored bytes match its SHA-256 and size; they decrypt
+and decompress; they restore into a scratch target made for the check (a
+PostgreSQL database named by a hash, or a SQLite file in a private folder)
+that is always removed, by a janitor process if this one is killed; row
+counts match the manifest; optional sanity queries meet their expectations;
+the newest complete artifact is fresher than ``max_age``; and the size is
+not far below the previous artifacts' (a WARN). The result is recorded
+beside the artifact as ``<tenant>-<stamp>.verify.json``, which prune and
+dr_restore read.
+"""
+
+import glob
+import os
+import secrets
+import socket
+import sqlite3
+import statistics
+import subprocess
+import tarfile
+import time
+
+from . import crypto, manifest as manifest_mod, naming, pipeline, postgres
+from . import sqlite as sqlite_engine
+from .backup import S3_OPTIONS
+from .errors import LifeboatError
+from .files import atomic_write_json
+from .repository import LocalRepository, open_repository
+from .restore_common import PipeSink, PrivateDir, Tool, compare_counts, redact
+from .scratch import Janitor
+from .version import TOOL_VERSION
+
+PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
+
+OPTIONS = dict(
+    repository=None, tenant=None, artifact="latest",
+    identity=None, identity_file=None,
+    login_host=None, login_port=5432, login_user=None, login_password=None, login_unix_socket=None,
+    pg_bin_dir=None, tmp_dir=None,
+    max_age=None, size_anomaly_ratio=0.5, queries=None, fail_on_error=True, report=None, record=True,
+    legacy_glob=None, legacy_engine="sqlite",
+    **dict((k, None) for k in S3_OPTIONS)
+)
+
+
+class Check(object):
+    def __init__(self, name):
+        self.name = name
+        self.status = None
+        self.detail = ""
+        self.t0 = time.monotonic()
+        self.seconds = 0.0
+
+    def done(self, status, detail=""):
+        self.status = status
+        self.detail = detail
+        self.seconds = round(time.monotonic() - self.t0, 3)
+        return self
+
+    def as_dict(self):
+        return {"name": self.name, "status": self.status, "seconds": self.seconds, "detail": self.detail}
+
+
+def _skip(name, why):
+    return Check(name).done(SKIP, why)
+
+
+class Context(object):
+    def __init__(self, params, now):
+        unknown = sorted(set(params) - set(OPTIONS))
+        if unknown:
+            raise LifeboatError("Unknown option(s): %s." % ", ".join(unknown), option=unknown[0])
+        p = dict(OPTIONS)
+        p.update(dict((k, v) for k, v in params.items() if v is not None))
+        self.p = p
+        self.now = now or naming.utcnow()
+        self.max_age = naming.parse_duration(p["max_age"], "max_age")
+        ratio = p["size_anomaly_ratio"]
+        if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0 <= ratio < 1:
+            raise LifeboatError("Invalid size_anomaly_ratio %r: a fraction such as 0.5 (0 turns the check off)."
+                                % (ratio,), option="size_anomaly_ratio")
+        self.ratio = float(ratio)
+        self.queries = _validate_queries(p["queries"])
+        self.conn = postgres.Connection.from_params(p)
+        if p["legacy_engine"] not in ("sqlite", "postgresql"):
+            raise LifeboatError("Unknown legacy_engine %r: use sqlite or postgresql." % (p["legacy_engine"],),
+                                option="legacy_engine")
+        if p["tenant"] is not None:
+            naming.validate_repo_tenant(p["tenant"])
+        self._identities = None
+
+    def identities(self):
+        if self._identities is None:
+            self._identities = crypto.load_identities(self.p["identity"], self.p["identity_file"])
+        return self._identities
+
+
+def _validate_queries(queries):
+    out = []
+    for i, q in enumerate(queries or []):
+        where = "queries[%d]" % i
+        if isinstance(q, str):
+            q = {"query": q, "min": 1}
+        if not isinstance(q, dict) or not isinstance(q.get("query"), str) or not q["query"].strip():
+            raise LifeboatError("%s must be a dict with a query (SQL returning one number) and min, max or equals."
+                                % where, option="queries")
+        unknown = sorted(set(q) - {"query", "min", "max", "equals", "name"})
+        if unknown:
+            raise LifeboatError("%s has unknown key(s) %s: use query, min, max, equals, name." % (where, ", ".join(unknown)),
+                                option="queries")
+        if ";" in q["query"].strip().rstrip(";"):
+            raise LifeboatError("%s must be a single SQL statement." % where, option="queries")
+        for k in ("min", "max", "equals"):
+            if k in q and (not isinstance(q[k], (int, float)) or isinstance(q[k], bool)):
+                raise LifeboatError("%s.%s must be a number." % (where, k), option="queries")
+        if not any(k in q for k in ("min", "max", "equals")):
+            raise LifeboatError("%s needs an expectation: min, max or equals." % where, option="queries")
+        out.append(q)
+    return out
+
+
+def _expect(q, value):
+    problems = []
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "returned %r, not a number" % (value,)
+    if "min" in q and value < q["min"]:
+        problems.append("%s < min %s" % (value, q["min"]))
+    if "max" in q and value > q["max"]:
+        problems.append("%s > max %s" % (value, q["max"]))
+    if "equals" in q and value != q["equals"]:
+        problems.append("%s != %s" % (value, q["equals"]))
+    return "; ".join(problems) or None
+
+
+def _run_queries(ctx, execute):
+    """One check per query; ``execute(sql)`` returns the single value."""
+    checks = []
+    for i, q in enumerate(ctx.queries):
+        c = Check("query %s" % q.get("name", i))
+        try:
+            value = execute(q["query"])
+        except Exception as e:  # a broken query is a FAIL of that check, not a crash
+            checks.append(c.done(FAIL, "the query failed: %s" % postgres.first_line(str(e))))
+            continue
+        problem = _expect(q, value)
+        checks.append(c.done(FAIL if problem else PASS, problem or "returned %s" % value))
+    return checks
+
+
+# -- artifacts in a repository ------------------------------------------------------------------
+
+def _targets(ctx):
+    """[(repo, tenant, artifact-name-or-None)] to verify."""
+    spec = ctx.p["artifact"] or "latest"
+    if spec != "latest":
+        if os.sep in spec:
+            path = os.path.abspath(spec)
+            name = os.path.basename(path)
+            tenant = os.path.basename(os.path.dirname(path))
+            info = naming.parse_artifact_name(name)
+            if not info or info["tenant"] != tenant:
+                raise LifeboatError("artifact %s is not a lifeboat artifact in its tenant's folder (expected "
+                                    "<repository>/<tenant>/<tenant>-<stamp>.<format>...)." % spec, option="artifact")
+            return [(LocalRepository(os.path.dirname(os.path.dirname(path)), create=False), tenant, name)]
+        info = naming.parse_artifact_name(spec)
+        if not info:
+            raise LifeboatError("artifact %r is neither latest, an artifact name, nor a path." % spec, option="artifact")
+        return [(_repo(ctx), info["tenant"], spec)]
+    repo = _repo(ctx)
+    tenants = [ctx.p["tenant"]] if ctx.p["tenant"] else repo.tenants()
+    if not tenants:
+        raise LifeboatError("The repository %s holds no tenant: nothing to verify. Check the repository option."
+                            % repo, option="repository")
+    return [(repo, t, None) for t in tenants]
+
+
+def _repo(ctx):
+    if not ctx.p["repository"]:
+        raise LifeboatError("repository is required (or artifact as a path, or legacy_glob).", option="repository")
+    return open_repository(ctx.p["repository"], create=False,
+                           **dict((k, ctx.p[k]) for k in S3_OPTIONS if ctx.p[k] is not None))
+
+
+def verify_artifact(ctx, repo, tenant, name):
+    arts = repo.artifacts(tenant)
+    complete = [a for a in arts if a["complete"]]
+    checks = []
+    if name is None:
+        if not complete:
+            c = Check("manifest").done(FAIL, "tenant %s has no complete artifact (none with a manifest) in %s"
+                                       % (tenant, repo) + ("; %d incomplete" % len(arts) if arts else ""))
+            return _tenant_report(tenant, None, [c] + _freshness(ctx, complete)), None
+        art = complete[-1]
+    else:
+        found = [a for a in arts if a["name"] == name]
+        if not found:
+            raise LifeboatError("artifact %s not found in %s." % (name, repo.location(tenant, name)), option="artifact")
+        art = found[0]
+    c = Check("manifest")
+    doc = None
+    if not art["complete"]:
+        checks.append(c.done(FAIL, "%s is missing: the artifact is incomplete (its backup never finished)" % art["manifest"]))
+    else:
+        try:
+            doc = manifest_mod.validate(repo.read_json(tenant, art["manifest"]), art["manifest"])
+            if doc["artifact"] != art["name"] or doc["tenant"] != tenant:
+                raise LifeboatError("%s describes %s of tenant %s, not %s" % (art["manifest"], doc["artifact"], doc["tenant"], art["name"]))
+            checks.append(c.done(PASS, "manifest_version %s, written by %s %s" % (doc["manifest_version"], doc["tool"], doc["tool_version"])))
+        except LifeboatError as e:
+            checks.append(c.done(FAIL, str(e)))
+    if doc is not None:
+        checks += _content_checks(ctx, repo, tenant, art, doc)
+    else:
+        checks += [_skip(n, "no usable manifest") for n in ("checksum", "decrypt", "restore", "row_counts")]
+    checks += _freshness(ctx, complete)
+    checks += _size_anomaly(ctx, repo, tenant, art, complete, doc)
+    return _tenant_report(tenant, repo.location(tenant, art["name"]), checks), (art, doc)
+
+
+def _content_checks(ctx, repo, tenant, art, doc):
+    fmt = doc["format"]
+    encrypted = doc["encryption"] is not None
+    compressed = doc["compression"] is not None
+    identities = ctx.identities() if encrypted else None
+    checks = []
+    c_dec = Check("decrypt")
+    restore, extra = None, []
+    sizes = None
+    try:
+        if fmt == "pgdump":
+            sizes, restore, extra = _restore_pg(ctx, repo, tenant, art, doc, identities, compressed)
+        elif fmt == "sqlite":
+            sizes, restore, extra = _restore_sqlite(ctx, repo, tenant, art, doc, identities, compressed)
+        else:
+            sizes, restore, extra = _decode_only(ctx, repo, tenant, art, fmt, identities, compressed)
+        checks.append(c_dec.done(PASS, "age%s" % (" + zstd" if compressed else "") if encrypted else
+                                 ("zstd" if compressed else "stored as plaintext")))
+    except _DecodeFailed as e:
+        checks.append(c_dec.done(FAIL, str(e)))
+        restore = _skip("restore", "the artifact did not decrypt")
+        extra = [_skip("row_counts", "nothing restored")]
+    # checksum: from the pass when it read everything, else a separate hashing pass
+    c_sum = Check("checksum")
+    if sizes is None:
+        sizes = _hash_only(repo, tenant, art)
+    problems = []
+    if sizes["sha256"] != doc["sha256"]:
+        problems.append("SHA-256 of the stored bytes is %s, the manifest says %s" % (sizes["sha256"][:16], doc["sha256"][:16]))
+    if sizes["stored"] != doc["size"]["stored"]:
+        problems.append("%d bytes stored, the manifest says %d" % (sizes["stored"], doc["size"]["stored"]))
+    checks.insert(0, c_sum.done(FAIL if problems else PASS, "; ".join(problems) or "%d bytes, SHA-256 as recorded" % sizes["stored"]))
+    checks.append(restore)
+    checks += extra
+    return checks
+
+
+class _DecodeFailed(Exception):
+    pass
+
+
+def _load(repo, tenant, art, sink, identities, compressed):
+    src = repo.open_read(tenant, art["name"])
+    try:
+        return pipeline.load(src, sink, identities, compressed)
+    except LifeboatError as e:
+        raise _DecodeFailed(str(e))
+    finally:
+        src.close()
+
+
+def _hash_only(repo, tenant, art):
+    src = repo.open_read(tenant, art["name"])
+    try:
+        return pipeline.load(src, _Null(), None, False)
+    finally:
+        src.close()
+
+
+class _Null(object):
+    def write(self, data):
+        return len(data)
+
+    def flush(self):
+        pass
+
+
+def _counts_check(expected, actual):
+    c = Check("row_counts")
+    problems = compare_counts(expected, actual)
+    if problems:
+        return c.done(FAIL, "; ".join(problems[:5]) + (" (and %d more)" % (len(problems) - 5) if len(problems) > 5 else ""))
+    return c.done(PASS, "%d tables, %d rows, as in the manifest" % (len(actual), sum(actual.values())))
+
+
+def _restore_pg(ctx, repo, tenant, art, doc, identities, compressed):
+    server_major = 0
+    with Janitor() as janitor:
+        admin = ctx.conn.connect("postgres", app="lifeboat-verify", option="login_host")
+        try:
+            server_major = postgres.major(postgres.server_version(admin))
+            pg_restore, _v = postgres.find_binary("pg_restore", ctx.p["pg_bin_dir"], server_major)
+            scratch = naming.derived_name("v", tenant, art["stamp"], secrets.token_hex(4))
+            params = ctx.conn.params("postgres", "lifeboat-verify-janitor")
+            if ctx.conn.password:
+                params["password"] = ctx.conn.password
+            jid = janitor.register_database(scratch, params)
+            from psycopg import sql
+            admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(scratch)))
+            admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(scratch), sql.Literal("lifeboat verify scratch of %s (pid %d on %s); safe to drop"
+                                                     % (art["name"], os.getpid(), socket.gethostname()))))
+            try:
+                c = Check("restore")
+                argv = [pg_restore, "--format=custom", "--no-owner", "--no-privileges", "--no-password", "--exit-on-error",
+                        "--dbname=" + ctx.conn.conninfo(scratch, "lifeboat-verify-pg_restore")]
+                tool = Tool(argv, ctx.conn.env("lifeboat-verify-pg_restore"), stdin=subprocess.PIPE)
+                sink = PipeSink(tool.proc.stdin)
+                try:
+                    try:
+                        sizes = _load(repo, tenant, art, sink, identities, compressed)
+                    except _DecodeFailed:
+                        raise
+                    except OSError:
+                        if not sink.broken:
+                            raise
+                        sizes = None
+                    try:
+                        tool.proc.stdin.close()
+                    except BrokenPipeError:
+                        pass
+                    tool.wait()
+                    failure = tool.failure()
+                finally:
+                    tool.close()
+                if failure or sizes is None:
+                    restore = c.done(FAIL, redact(failure or "pg_restore stopped reading the archive"))
+                    return sizes, restore, [_skip("row_counts", "the restore failed")]
+                restore = c.done(PASS, "pg_restore into scratch database %s on %s" % (scratch, ctx.conn.server))
+                with ctx.conn.connect(scratch, app="lifeboat-verify") as conn:
+                    actual = postgres.row_counts(conn)
+                    extra = [_counts_check(doc["row_counts"], actual)]
+                    extra += _run_queries(ctx, lambda q: conn.execute(q).fetchone()[0])
+                return sizes, restore, extra
+            finally:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
+                janitor.done(jid)
+        finally:
+            admin.close()
+
+
+def _restore_sqlite(ctx, repo, tenant, art, doc, identities, compressed):
+    with Janitor() as janitor, PrivateDir(ctx.p["tmp_dir"], prefix="lifeboat-verify-") as tmp:
+        jid = janitor.register_dir(tmp.path)
+        path, out = tmp.new_file("scratch.sqlite")
+        try:
+            sizes = _load(repo, tenant, art, out, identities, compressed)
+        finally:
+            out.close()
+        c = Check("restore")
+        problems = sqlite_engine.integrity_check(path)
+        if problems != "ok":
+            janitor.done(jid)
+            return sizes, c.done(FAIL, "PRAGMA integrity_check: %s" % problems), [_skip("row_counts", "the restore failed")]
+        restore = c.done(PASS, "SQLite file in a private folder; PRAGMA integrity_check ok")
+        extra = [_counts_check(doc["row_counts"], sqlite_engine.table_row_counts(path))]
+        conn = sqlite3.connect(path)
+        try:
+            extra += _run_queries(ctx, lambda q: conn.execute(q).fetchone()[0])
+        finally:
+            conn.close()
+        janitor.done(jid)
+        return sizes, restore, extra
+
+
+def _decode_only(ctx, repo, tenant, art, fmt, identities, compressed):
+    with Janitor() as janitor, PrivateDir(ctx.p["tmp_dir"], prefix="lifeboat-verify-") as tmp:
+        jid = janitor.register_dir(tmp.path)
+        path, out = tmp.new_file("payload")
+        try:
+            sizes = _load(repo, tenant, art, out, identities, compressed)
+        finally:
+            out.close()
+        c = Check("restore")
+        if fmt == "tar":
+            try:
+                with tarfile.open(path, "r:") as tf:
+                    members = len(tf.getmembers())
+                result = c.done(PASS, "a readable tar bundle of %d members (not unpacked)" % members)
+            except tarfile.TarError as e:
+                result = c.done(FAIL, "not a readable tar bundle: %s" % e)
+        else:
+            with open(path, "rb") as f:
+                head = f.read(1 << 20)
+            ok = b"PostgreSQL database cluster dump" in head or b"CREATE ROLE" in head
+            result = c.done(PASS if ok else FAIL, "pg_dumpall --globals-only output (not applied to a server)" if ok
+                            else "does not look like pg_dumpall --globals-only output")
+        janitor.done(jid)
+        return sizes, result, [_skip("row_counts", "no tables in a %s artifact" % fmt)]
+
+
+def _freshness(ctx, complete):
+    c = Check("freshness")
+    if ctx.max_age is None:
+        return [c.done(SKIP, "max_age not set")]
+    if not complete:
+        return [c.done(FAIL, "no complete artifact at all (max_age %ds)" % ctx.max_age)]
+    newest = complete[-1]
+    age = (ctx.now - naming.parse_stamp(newest["stamp"])).total_seconds()
+    if age > ctx.max_age:
+        return [c.done(FAIL, "the newest complete artifact %s is %.1f h old, more than max_age (%.1f h): backups "
+                             "have stopped or are failing; check the backup timer and its journal"
+                       % (newest["name"], age / 3600.0, ctx.max_age / 3600.0))]
+    return [c.done(PASS, "newest complete artifact is %.1f h old (max_age %.1f h)" % (age / 3600.0, ctx.max_age / 3600.0))]
+
+
+def _size_anomaly(ctx, repo, tenant, art, complete, doc):
+    c = Check("size_anomaly")
+    if not ctx.ratio or doc is None:
+        return [c.done(SKIP, "size_anomaly_ratio is 0" if not ctx.ratio else "no manifest")]
+    previous = [a for a in complete if a["stamp"] < art["stamp"] and a["format"] == art["format"]][-5:]
+    sizes = []
+    for a in previous:
+        try:
+            sizes.append(repo.read_json(tenant, a["manifest"])["size"]["raw"])
+        except (LifeboatError, KeyError, TypeError):
+            continue
+    if not sizes:
+        return [c.done(SKIP, "no earlier artifact to compare with")]
+    typical = statistics.median(sizes)
+    raw = doc["size"]["raw"]
+    if typical and raw < ctx.ratio * typical:
+        return [c.done(WARN, "%d bytes of dump, %.0f%% of the median of the %d previous (%d): did the tenant lose "
+                             "data, or did the backup miss tables?" % (raw, 100.0 * raw / typical, len(sizes), typical))]
+    return [c.done(PASS, "%d bytes of dump, %.0f%% of the median of the %d previous" % (raw, 100.0 * raw / typical, len(sizes)))]
+
+
+def _tenant_report(tenant, artifact, checks):
+    statuses = [c.status for c in checks]
+    status = FAIL if FAIL in statuses else PASS
+    return {"tenant": tenant, "artifact": artifact, "status": status,
+            "warnings": [c.name for c in checks if c.status == WARN],
+            "failed_checks": [c.name for c in checks if c.status == FAIL],
+            "checks": [c.as_dict() for c in checks]}
+
+
+# -- legacy plain dumps -----------------------------------------------------------------------------
+
+def verify_legacy(ctx):
+    pattern = ctx.p["legacy_glob"]
+    matches = [m for m in glob.glob(pattern) if os.path.isfile(m)]
+    if not matches:
+        c = Check("legacy_dump").done(FAIL, "no file matches %s" % pattern)
+        return _tenant_report(ctx.p["tenant"] or "legacy", None, [c])
+    newest = max(matches, key=lambda m: (os.path.getmtime(m), m))
+    checks = [_skip(n, "legacy dump: no manifest") for n in ("manifest", "checksum")]
+    with Janitor() as janitor, PrivateDir(ctx.p["tmp_dir"], prefix="lifeboat-verify-") as tmp:
+        jid = janitor.register_dir(tmp.path)
+        sql_path = newest
+        c = Check("decrypt")
+        if newest.endswith(".age"):
+            sql_path, out = tmp.new_file("dump.sql")
+            try:
+                with open(newest, "rb") as src:
+                    pipeline.load(src, out, ctx.identities(), False)
+                checks.append(c.done(PASS, "age"))
+            except LifeboatError as e:
+                checks.append(c.done(FAIL, str(e)))
+                janitor.done(jid)
+                return _tenant_report(ctx.p["tenant"] or "legacy", newest, checks)
+            finally:
+                out.close()
+        else:
+            checks.append(c.done(SKIP, "plain SQL"))
+        if ctx.p["legacy_engine"] == "sqlite":
+            checks += _legacy_sqlite(ctx, tmp, sql_path)
+        else:
+            checks += _legacy_pg(ctx, janitor, sql_path, newest)
+        janitor.done(jid)
+    return _tenant_report(ctx.p["tenant"] or "legacy", newest, checks)
+
+
+def _legacy_sqlite(ctx, tmp, sql_path):
+    c = Check("restore")
+    db = os.path.join(tmp.path, "scratch.sqlite")
+    conn = sqlite3.connect(db)
+    try:
+        with open(sql_path, "r", encoding="utf-8", errors="replace") as f:
+            conn.executescript(f.read())
+    except sqlite3.Error as e:
+        conn.close()
+        return [c.done(FAIL, "loading the dump into a scratch SQLite database failed: %s" % e)]
+    conn.close()
+    problems = sqlite_engine.integrity_check(db)
+    if problems != "ok":
+        return [c.done(FAIL, "PRAGMA integrity_check: %s" % problems)]
+    counts = sqlite_engine.table_row_counts(db)
+    checks = [c.done(PASS if counts else FAIL, "%d tables, %d rows loaded; PRAGMA integrity_check ok"
+                     % (len(counts), sum(counts.values())) if counts else "the dump created no table")]
+    checks.append(_skip("row_counts", "legacy dump: no manifest to compare with"))
+    conn = sqlite3.connect(db)
+    try:
+        checks += _run_queries(ctx, lambda q: conn.execute(q).fetchone()[0])
+    finally:
+        conn.close()
+    return checks
+
+
+def _legacy_pg(ctx, janitor, sql_path, original):
+    from psycopg import sql
+    c = Check("restore")
+    admin = ctx.conn.connect("postgres", app="lifeboat-verify", option="login_host")
+    scratch = naming.derived_name("v", "legacy", original, secrets.token_hex(4))
+    params = ctx.conn.params("postgres", "lifeboat-verify-janitor")
+    if ctx.conn.password:
+        params["password"] = ctx.conn.password
+    jid = janitor.register_database(scratch, params)
+    try:
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(scratch)))
+        psql, _v = postgres.find_binary("psql", ctx.p["pg_bin_dir"], 0)
+        tool = Tool([psql, "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-f", sql_path,
+                     "--dbname=" + ctx.conn.conninfo(scratch, "lifeboat-verify-psql")], ctx.conn.env("lifeboat-verify-psql"))
+        try:
+            tool.wait()
+            failure = tool.failure()
+        finally:
+            tool.close()
+        if failure:
+            return [c.done(FAIL, redact(failure))]
+        with ctx.conn.connect(scratch, app="lifeboat-verify") as conn:
+            counts = postgres.row_counts(conn)
+            checks = [c.done(PASS if counts else FAIL, "%d tables, %d rows loaded" % (len(counts), sum(counts.values()))
+                             if counts else "the dump created no table")]
+            checks.append(_skip("row_counts", "legacy dump: no manifest to compare with"))
+            checks += _run_queries(ctx, lambda q: conn.execute(q).fetchone()[0])
+        return checks
+    finally:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
+        janitor.done(jid)
+        admin.close()
+
+
+# -- entry point --------------------------------------------------------------------------------------
+
+def run(params, check_mode=False, now=None):
+    ctx = Context(params, now)
+    reports = []
+    written = []
+    if ctx.p["legacy_glob"]:
+        reports.append(verify_legacy(ctx))
+    else:
+        for repo, tenant, name in _targets(ctx):
+            report, found = verify_artifact(ctx, repo, tenant, name)
+            reports.append(report)
+            if found and found[1] is not None and ctx.p["record"]:
+                art, _doc = found
+                record = dict(report, checked_at=naming.iso(ctx.now), tool_version=TOOL_VERSION,
+                              artifact=art["name"], verifier_host=socket.gethostname())
+                if not check_mode:
+                    _replace_json(repo, tenant, naming.verify_record_name(tenant, art["stamp"]), record)
+                written.append(repo.location(tenant, naming.verify_record_name(tenant, art["stamp"])))
+    failed = [r for r in reports if r["status"] == FAIL]
+    status = FAIL if failed else PASS
+    result = {
+        "changed": bool(written),
+        "status": status,
+        "tenants": reports,
+        "records": written,
+        "msg": _summary(reports, check_mode),
+    }
+    if len(reports) == 1:
+        result.update(artifact=reports[0]["artifact"], checks=reports[0]["checks"],
+                      failed_checks=reports[0]["failed_checks"], warnings=reports[0]["warnings"])
+    if ctx.p["report"]:
+        atomic_write_json(ctx.p["report"], result)
+        result["report_path"] = ctx.p["report"]
+    return result
+
+
+def _replace_json(repo, tenant, name, data):
+    """A verify record may be rewritten (a later verification of the same artifact)."""
+    if name in repo.names(tenant):
+        repo.delete(tenant, name)
+    return repo.write_json(tenant, name, data)
+
+
+def _summary(reports, check_mode):
+    parts = []
+    for r in reports:
+        if r["status"] == FAIL:
+            fails = [c for c in r["checks"] if c["status"] == FAIL]
+            parts.append("%s FAIL (%s)" % (r["tenant"], "; ".join("%s: %s" % (c["name"], c["detail"]) for c in fails)))
+        else:
+            parts.append("%s PASS%s" % (r["tenant"], (" with WARN " + ", ".join(r["warnings"])) if r["warnings"] else ""))
+    head = "%d of %d verified artifact(s) FAILED. " % (sum(r["status"] == FAIL for r in reports), len(reports)) \
+        if any(r["status"] == FAIL for r in reports) else "All %d artifact(s) PASS. " % len(reports)
+    tail = "" if not any(r["status"] == FAIL for r in reports) else \
+        " Do not count on a failed artifact: fix the cause, take a new backup (pg_backup) and verify it."
+    return head + "; ".join(parts) + (" (check mode: no record written)" if check_mode else "") + tail

@@ -1,0 +1,225 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: lifeboat.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: backup_verify
+short_description: Prove backups restorable by restoring them into a scratch target
+version_added: 0.1.0
+description:
+  - Checks one artifact, the latest of a tenant, or the latest of every tenant of a repository.
+  - "Checks: C(manifest) (present and valid), C(checksum) (stored bytes match its SHA-256 and size), C(decrypt) (age and
+    zstd), C(restore) (into a scratch PostgreSQL database named by a hash on the server given by the C(login_*) options,
+    or a SQLite file in a private 0700 folder, with C(PRAGMA integrity_check); a pg_restore that printed any error is a
+    FAIL), C(row_counts) (as in the manifest), one C(query) check per O(queries) item, C(freshness) (the newest complete
+    artifact is younger than O(max_age)), C(size_anomaly) (a WARN when the dump is far smaller than the previous ones)."
+  - The scratch target is always removed, also when the run fails or is killed (a janitor process removes it then).
+  - Records the result beside the artifact as C(<tenant>-<stamp>.verify.json); M(lifeboat.backup.backup_prune) and the
+    C(dr_restore) playbook read these records. That record is the only change the module makes.
+  - A FAIL fails the task with a message naming the failed checks, unless O(fail_on_error=false).
+  - Also verifies legacy plain dumps matched by O(legacy_glob) (for example C(/var/backups/acme-*.sql), optionally
+    C(.age)): the newest match is loaded into a scratch SQLite or PostgreSQL target; the manifest checks are skipped.
+author:
+  - Lifeboat maintainers (@lifeboat)
+extends_documentation_fragment:
+  - lifeboat.backup.connection
+  - lifeboat.backup.s3
+attributes:
+  check_mode:
+    support: full
+    description: Verifies as usual (the scratch target is temporary) but writes no record.
+  diff_mode:
+    support: none
+options:
+  repository:
+    description:
+      - The repository, a local folder or C(s3://bucket/prefix).
+    type: str
+  tenant:
+    description:
+      - Only this tenant. Unset means every tenant of the repository.
+    type: str
+  artifact:
+    description:
+      - C(latest) (the newest complete artifact of each tenant), an artifact's file name, or a path to an artifact inside
+        a local repository.
+    type: str
+    default: latest
+  identity:
+    description:
+      - An age identity (C(AGE-SECRET-KEY-1...)) or an unencrypted SSH private key, to decrypt.
+    type: str
+  identity_file:
+    description:
+      - A file of age identities (as made by C(age-keygen)) or an SSH private key. Unset means O(identity), else the
+        environment variable E(BACKUP_PRIVATE_KEY).
+    type: path
+  tmp_dir:
+    description:
+      - Where the private 0700 scratch folder for SQLite and bundle checks is made. Defaults to E(TMPDIR).
+    type: path
+  max_age:
+    description:
+      - The RPO. The newest complete artifact of the tenant must be younger than this, else C(freshness) FAILs.
+        Seconds, or a number with C(s), C(m), C(h), C(d) or C(w), for example C(24h). Unset skips the check.
+    type: str
+  size_anomaly_ratio:
+    description:
+      - WARN when the dump is smaller than this fraction of the median of the tenant's five previous dumps. V(0) turns
+        the check off.
+    type: float
+    default: 0.5
+  queries:
+    description:
+      - Sanity queries run on the scratch target, each returning one number.
+    type: list
+    elements: dict
+    suboptions:
+      query:
+        description: SQL returning one row with one number, for example C(SELECT count(*) FROM bookings).
+        type: str
+        required: true
+      name:
+        description: A name for the check in the report.
+        type: str
+      min:
+        description: The number must be at least this.
+        type: float
+      max:
+        description: The number must be at most this.
+        type: float
+      equals:
+        description: The number must equal this.
+        type: float
+  fail_on_error:
+    description:
+      - Fail the task when any artifact FAILs. With V(false) the task succeeds and returns C(status=FAIL).
+    type: bool
+    default: true
+  record:
+    description:
+      - Write the C(.verify.json) record beside each verified complete artifact.
+    type: bool
+    default: true
+  report:
+    description:
+      - Also write the whole result as JSON to this path (0600).
+    type: path
+  legacy_glob:
+    description:
+      - Verify the newest file matching this glob instead of a repository artifact (plain SQL, optionally C(.age)).
+    type: str
+  legacy_engine:
+    description:
+      - Where a legacy dump is loaded for the check.
+    type: str
+    choices: [sqlite, postgresql]
+    default: sqlite
+notes:
+  - PostgreSQL artifacts need a PostgreSQL server to restore into (the C(login_*) options, a role allowed to create
+    databases) and C(pg_restore) at least as new as the one that wrote the archive.
+seealso:
+  - module: lifeboat.backup.pg_backup
+  - module: lifeboat.backup.backup_prune
+"""
+
+EXAMPLES = r"""
+- name: Weekly restore-verification of every tenant's latest backup
+  lifeboat.backup.backup_verify:
+    repository: /var/backups/lifeboat
+    identity_file: /run/credentials/lifeboat-verify.service/identity
+    login_unix_socket: /var/run/postgresql
+    max_age: 24h
+    queries:
+      - query: SELECT count(*) FROM bookings
+        min: 1
+
+- name: Check a legacy dump the way the old cron job did
+  lifeboat.backup.backup_verify:
+    legacy_glob: /var/backups/acme-*.sql
+    legacy_engine: sqlite
+"""
+
+RETURN = r"""
+status:
+  description: PASS or FAIL over everything verified.
+  returned: always
+  type: str
+  sample: PASS
+tenants:
+  description: Per tenant, the artifact, its status, failed checks, warnings and every check with status, seconds and detail.
+  returned: always
+  type: list
+  elements: dict
+checks:
+  description: The checks of the artifact, when one artifact was verified.
+  returned: when one artifact was verified
+  type: list
+  elements: dict
+failed_checks:
+  description: Names of the failed checks, when one artifact was verified.
+  returned: when one artifact was verified
+  type: list
+  elements: str
+records:
+  description: The verify records written (in check mode, those that would be).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.lifeboat.backup.plugins.module_utils import argspec
+from ansible_collections.lifeboat.backup.plugins.module_utils import verify as engine
+from ansible_collections.lifeboat.backup.plugins.module_utils.errors import LifeboatError
+
+S3_CONNECTION = ("s3_endpoint_url", "s3_region", "s3_access_key", "s3_secret_key", "s3_session_token")
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argspec.merged(
+            argspec.CONNECTION,
+            dict((k, v) for k, v in argspec.S3.items() if k in S3_CONNECTION),
+            repository=dict(type="str"),
+            tenant=dict(type="str"),
+            artifact=dict(type="str", default="latest"),
+            identity=dict(type="str", no_log=True),
+            identity_file=dict(type="path"),
+            tmp_dir=dict(type="path"),
+            max_age=dict(type="str"),
+            size_anomaly_ratio=dict(type="float", default=0.5),
+            queries=dict(type="list", elements="dict", options=dict(
+                query=dict(type="str", required=True),
+                name=dict(type="str"),
+                min=dict(type="float"),
+                max=dict(type="float"),
+                equals=dict(type="float"),
+            )),
+            fail_on_error=dict(type="bool", default=True),
+            record=dict(type="bool", default=True),
+            report=dict(type="path"),
+            legacy_glob=dict(type="str"),
+            legacy_engine=dict(type="str", default="sqlite", choices=["sqlite", "postgresql"]),
+        ),
+        supports_check_mode=True,
+    )
+    params = dict(module.params)
+    if params["queries"]:
+        params["queries"] = [dict((k, v) for k, v in q.items() if v is not None) for q in params["queries"]]
+    try:
+        result = engine.run(params, check_mode=module.check_mode)
+    except LifeboatError as e:
+        module.fail_json(**argspec.failure(e))
+    if result["status"] == "FAIL" and module.params["fail_on_error"]:
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
