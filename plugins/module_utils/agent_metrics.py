@@ -1,0 +1,170 @@
+# -*- coding: utf-8 -*-
+# Copyright: lifeboat.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The agent's memory between runs (a state file) and its Prometheus metrics.
+
+The state file (``<state_dir>/state.json``) keeps, per operation and tenant,
+the last run, the last success and its figures, so that a failed run does not
+erase when the tenant last succeeded. Metrics are rendered from it in the
+node_exporter textfile format, one file per operation
+(``<metrics_dir>/lifeboat_<operation>.prom``), written to a temporary file
+and renamed into place so that node_exporter never reads half a file.
+"""
+
+import json
+import os
+import re
+import secrets
+import time
+
+from .errors import LifeboatError
+
+STATE_NAME = "state.json"
+STATE_VERSION = 1
+
+
+def atomic_write(path, data, mode=0o644):
+    """Write ``data`` (bytes) to ``path`` through a temporary file and a rename."""
+    directory = os.path.dirname(path) or "."
+    tmp = os.path.join(directory, ".%s.%s.tmp" % (os.path.basename(path), secrets.token_hex(4)))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class State(object):
+    def __init__(self, state_dir):
+        self.path = os.path.join(state_dir, STATE_NAME)
+        self.data = {"version": STATE_VERSION, "operations": {}}
+
+    def load(self):
+        try:
+            with open(self.path, "r", encoding="utf-8") as f:
+                data = json.load(f)
+            if isinstance(data, dict) and isinstance(data.get("operations"), dict):
+                self.data = data
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError):
+            # A damaged state file costs only the "last success" history: start over.
+            pass
+        return self
+
+    def tenants(self, operation):
+        return self.data["operations"].setdefault(operation, {})
+
+    def record(self, operation, label, ok, when, seconds, figures=None, error=None, skipped=False):
+        entry = self.tenants(operation).setdefault(label, {})
+        entry["last_run"] = when
+        entry["last_status"] = "skipped" if skipped else ("ok" if ok else "failed")
+        entry["duration_seconds"] = round(seconds, 3)
+        entry["error"] = error
+        if ok:
+            entry["last_success"] = when
+            for key, value in (figures or {}).items():
+                entry[key] = value
+        return entry
+
+    def save(self):
+        directory = os.path.dirname(self.path)
+        try:
+            if not os.path.isdir(directory):
+                os.makedirs(directory, 0o700)
+            atomic_write(self.path, json.dumps(self.data, indent=1, sort_keys=True).encode("utf-8") + b"\n", 0o600)
+        except OSError as e:
+            raise LifeboatError("Cannot write the agent's state file %s: %s. Check state_dir in lifeboat.yml."
+                                % (self.path, e.strerror), option="state_dir")
+
+
+def _label(value):
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value):
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(value))
+
+
+# metric suffix, help, type, entry key (or a function of the entry)
+_PER_TENANT = (
+    ("last_run_timestamp_seconds", "When the last %s of the tenant finished (Unix time).", "gauge", "last_run"),
+    ("last_success_timestamp_seconds", "When the last successful %s of the tenant finished (Unix time).",
+     "gauge", "last_success"),
+    ("duration_seconds", "How long the last %s of the tenant took.", "gauge", "duration_seconds"),
+    ("status", "1 when the last %s of the tenant succeeded (or had nothing to do), 0 when it failed.", "gauge",
+     lambda e: 1 if e.get("last_status") in ("ok", "skipped") else 0),
+)
+_FIGURES = {
+    "backup": (("size_bytes", "Stored size of the newest artifact written by a successful backup (bytes).",
+                "size_stored"),
+               ("raw_size_bytes", "Size before compression and encryption of that artifact (bytes).", "size_raw")),
+    "anonymize": (("rows_scrubbed", "Rows scrubbed by the last successful anonymize run.", "rows_scrubbed"),),
+    "prune": (("artifacts_deleted", "Artifacts deleted by the last successful prune run.", "deleted"),),
+}
+
+
+def render(operation, entries, run_info):
+    """The textfile for ``operation``: ``entries`` is {tenant: state entry}."""
+    if not re.match(r"^[a-z_]+$", operation):
+        raise ValueError("operation")
+    lines = []
+    prefix = "lifeboat_%s_" % operation
+    for suffix, helptext, kind, key in _PER_TENANT:
+        name = prefix + suffix
+        lines.append("# HELP %s %s" % (name, helptext % operation))
+        lines.append("# TYPE %s %s" % (name, kind))
+        for tenant in sorted(entries):
+            entry = entries[tenant]
+            value = key(entry) if callable(key) else entry.get(key)
+            if value is None:
+                continue
+            lines.append('%s{tenant="%s"} %s' % (name, _label(tenant), _number(value)))
+    for suffix, helptext, key in _FIGURES.get(operation, ()):
+        name = prefix + suffix
+        lines.append("# HELP %s %s" % (name, helptext))
+        lines.append("# TYPE %s gauge" % name)
+        for tenant in sorted(entries):
+            value = entries[tenant].get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                lines.append('%s{tenant="%s"} %s' % (name, _label(tenant), _number(value)))
+    name = prefix + "run_timestamp_seconds"
+    lines.append("# HELP %s When the agent's last %s run finished (Unix time)." % (name, operation))
+    lines.append("# TYPE %s gauge" % name)
+    lines.append("%s %s" % (name, _number(run_info["finished"])))
+    name = prefix + "tenants"
+    lines.append("# HELP %s Tenants of the agent's last %s run, by result." % (name, operation))
+    lines.append("# TYPE %s gauge" % name)
+    for status in ("ok", "skipped", "failed"):
+        lines.append('%s{status="%s"} %d' % (name, status, run_info.get(status, 0)))
+    return "\n".join(lines) + "\n"
+
+
+def write(metrics_dir, operation, entries, run_info):
+    """Write ``lifeboat_<operation>.prom`` atomically; returns its path."""
+    path = os.path.join(metrics_dir, "lifeboat_%s.prom" % operation)
+    try:
+        atomic_write(path, render(operation, entries, run_info).encode("utf-8"), 0o644)
+    except OSError as e:
+        raise LifeboatError("Cannot write the metrics file %s: %s. Make metrics_dir in lifeboat.yml writable by "
+                            "the agent's user (or set it to null to write no metrics)." % (path, e.strerror),
+                            option="metrics_dir")
+    return path
+
+
+def now():
+    return time.time()
+

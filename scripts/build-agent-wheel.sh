@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Builds the host agent's wheel (package lifeboat_engine = plugins/module_utils,
+# console script `lifeboat`) from a clean copy, so that the shared checkout
+# gets no build leftovers. Prints the wheel's path.
+#
+#   scripts/build-agent-wheel.sh [OUT_DIR]                 the wheel only
+#   WHEELHOUSE=DIR scripts/build-agent-wheel.sh [OUT_DIR]  also download the
+#       pinned dependencies' wheels into DIR (for offline installs on hosts)
+#
+# A wheel is rebuilt only when the engine's sources or pyproject.toml change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$PWD
+out=${1:-build/agent/dist}
+py=${PYTHON:-$top/.venv/bin/python}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+key=$( (cat pyproject.toml; for f in plugins/module_utils/*.py; do echo "$f"; cat "$f"; done) | sha256sum | cut -c1-16)
+stamp=$out/.source-$key
+wheel=$(ls "$out"/lifeboat_agent-*.whl 2>/dev/null | head -1 || true)
+if [ ! -f "$stamp" ] || [ -z "$wheel" ]; then
+  src=$(mktemp -d "$top/build/agent-src.XXXXXX")
+  trap 'rm -rf "$src"' EXIT
+  mkdir -p "$src/plugins/module_utils"
+  cp pyproject.toml "$src/"
+  cp plugins/module_utils/*.py "$src/plugins/module_utils/"
+  rm -f "$out"/lifeboat_agent-*.whl "$out"/.source-*
+  if ! "$py" -m pip wheel -q --no-deps -w "$out" "$src" >"$out/build.log" 2>&1; then
+    cat "$out/build.log" >&2
+    exit 1
+  fi
+  touch "$stamp"
+  wheel=$(ls "$out"/lifeboat_agent-*.whl | head -1)
+fi
+if [ -n "${WHEELHOUSE:-}" ]; then
+  mkdir -p "$WHEELHOUSE"
+  # Dependencies only (the agent's own wheel is installed from $out); pip
+  # skips what the wheelhouse already holds.
+  "$py" -m pip download -q -d "$WHEELHOUSE" --only-binary=:all: \
+    --python-version 3.11 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux_2_28_x86_64 --platform any --implementation cp \
+    -r <("$py" -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' "$top/pyproject.toml") >&2
+fi
+echo "$wheel"
