@@ -808,7 +808,15 @@ class Plaintext(object):
 
     def _passphrase_decrypt(self, passphrase):
         limit = int(PASSPHRASE_MAX_BYTES * 1.4) + (1 << 16)
-        data = self.cipher.read(limit + 1)
+        parts, size = [], 0
+        while size <= limit:
+            part = self.cipher.read(limit + 1 - size)
+            if not part:
+                break
+            parts.append(part)
+            size += len(part)
+        data = b"".join(parts)
+        parts = None
         if len(data) > limit:
             raise LifeboatError(
                 "%s is larger than the %s passphrase limit: passphrase decryption works in memory only (pyrage)."
@@ -1035,6 +1043,8 @@ def _rekeyed(req, check_mode):
     targets = []
     if req.p["repository"]:
         repo = open_repository(req.p["repository"], create=False)
+        if getattr(repo, "kind", None) == "local" and not os.path.isdir(str(repo)):
+            raise LifeboatError("The repository %s does not exist." % repo, option="repository")
         tenants = [req.p["tenant"]] if req.p["tenant"] else repo.tenants()
         for tenant in tenants:
             targets.extend(_repository_targets(repo, tenant))
