@@ -60,7 +60,6 @@ OPTIONS = {
 }
 
 
-
 def resolve_days(value, environ=None):
     """``older_than_days``: the option, else PII_DAYS from the environment, else 30.
 
@@ -242,6 +241,13 @@ def run(params, check_mode=False, now=None, environ=None, progress=None):
                     except LifeboatError as e:
                         raise _partial(e, tables, done, entry)
                 done.append(entry)
+            db.verify(plans, cutoff, tables)
+            for plan, entry in zip(plans, tables):
+                if entry["rows_remaining"]:  # written during the run: one more pass
+                    try:
+                        db.scrub(plan, cutoff, req.batch_size, entry, progress)
+                    except LifeboatError as e:
+                        raise _partial(e, tables, done, entry)
             db.verify(plans, cutoff, tables)
             left = [e for e in tables if e["rows_remaining"]]
             if left:

@@ -66,7 +66,7 @@ class TablePlan(object):
         self.rule = rule
         self.schema = schema
         self.table = rule.table
-        self.key = rule.key
+        self.key = None
         self.key_type = None
         self.timestamp = rule.timestamp
         self.columns = []  # (Column, info)
@@ -170,9 +170,11 @@ class PgTenant(object):
                                              "index on it alone); batches need a unique key, usually the primary key"
                              % (label, q(rule.key), tname)))
             ok = False
+        else:
+            plan.key = rule.key
         if plan.key is not None:
             info = cols[plan.key]
-            plan.key_type = self.sql.Identifier(info[7], info[8])
+            plan.key_type = (info[7], info[8])
             if not info[10]:
                 problems.append((label + ".key", "%s.key: login_user may not read column %s of table %s"
                                  % (label, q(plan.key), tname)))
@@ -247,9 +249,16 @@ class PgTenant(object):
         return None
 
     # -- SQL -----------------------------------------------------------------------
+    def _id(self, *names):
+        """A quoted identifier, safe inside a query that also has parameters.
+
+        psycopg leaves a ``%`` inside ``sql.Identifier`` as it is, so a column
+        named ``a%sb`` would be read as a placeholder; double it here."""
+        return self.sql.SQL(self.sql.Identifier(*names).as_string(self.conn).replace("%", "%%"))
+
     def _parts(self, plan):
         """(table, key, ts, aged, where, [needs per column], params) as composable SQL."""
-        S, I = self.sql.SQL, self.sql.Identifier
+        S, I = self.sql.SQL, self._id
         table = I(plan.schema, plan.table)
         key, ts = I(plan.key), I(plan.timestamp)
         params = {}
@@ -338,7 +347,7 @@ class PgTenant(object):
 
     # -- scrubbing -----------------------------------------------------------------
     def scrub(self, plan, cutoff, batch_size, entry, progress=None):
-        S, I = self.sql.SQL, self.sql.Identifier
+        S, I = self.sql.SQL, self._id
         table, key, ts, aged, where, needs, params = self._parts(plan)
         params["cutoff"] = cutoff
         py = [(i, col, info) for i, (col, info) in enumerate(plan.columns) if info["python"]]
@@ -349,7 +358,7 @@ class PgTenant(object):
         later = S("{} AND {} > %(last)s ORDER BY {} LIMIT %(limit)s FOR UPDATE").format(base, key, key)
 
         sets = []
-        unnest = [S("%(keys)s::{}[]").format(plan.key_type)]
+        unnest = [S("%(keys)s::{}[]").format(I(*plan.key_type))]
         names = [S("lb_k")]
         text_type = I("pg_catalog", "text")
         for i, (col, info) in enumerate(plan.columns):
@@ -413,7 +422,7 @@ class PgTenant(object):
             entry["rows_per_second"] = round(entry["rows_scrubbed"] / elapsed, 1) if elapsed > 0 else 0.0
             if progress:
                 progress(dict(entry))
+            # A short batch does not end the loop: rows another run had locked come back only once it
+            # committed; the loop ends on a batch that finds nothing (one more cheap SELECT).
             last = rows[-1][0]
-            if len(rows) < batch_size:
-                break
         entry["seconds"] = round(time.monotonic() - t0, 3)

@@ -307,9 +307,9 @@ class SqliteTenant(object):
     def _scrub(self, plan, cutoff, batch_size, entry, progress):
         table, key, ts, aged, where, needs = self._parts(plan)
         scope = "%s AND %s AND (%s)" % (aged, where, " OR ".join(needs))
-        sets = ", ".join("%s = CASE WHEN %s THEN %s_s%d(%s) ELSE %s END" % (ident(name), needs[i], plan.fn, i, ident(name),
-                                                                         ident(name))
-                         for i, (_c, name) in enumerate(plan.columns))
+        sets = ", ".join(
+            "%s = CASE WHEN %s THEN %s_s%d(%s) ELSE %s END" % (ident(name), needs[i], plan.fn, i, ident(name), ident(name))
+            for i, (_c, name) in enumerate(plan.columns))
         counts = ", ".join(["count(*)"] + ["coalesce(sum(%s), 0)" % n for n in needs])
         at = cutoff.timestamp()
         last = None

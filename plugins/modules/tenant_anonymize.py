@@ -93,11 +93,11 @@ options:
         type: str
       columns:
         description:
-          - The personal-data columns, as a dict C(column: strategy). A strategy is a name, or a dict with
-            C(strategy) and its setting.
+          - "The personal-data columns, as a dict C(column: strategy). A strategy is a name, or a dict with
+            C(strategy) and its setting."
           - V(null) sets NULL (a YAML C(null) or C(~) means the same). Not for NOT NULL columns.
-          - V(redact) writes a fixed text, C([redacted]) unless C(text) is given, for example
-            C({strategy: redact, text: "n/a"}). Not for columns in a unique index.
+          - "V(redact) writes a fixed text, C([redacted]) unless C(text) is given, for example
+            C({strategy: redact, text: n/a}). Not for columns in a unique index."
           - V(hash) writes C(anon:) and the 64 hex digits of HMAC-SHA256(secret, value). The same value gives the
             same hash in every table and tenant scrubbed with the same secret, so joins and counts still work.
             Needs a text column of at least 69 characters.
@@ -106,8 +106,8 @@ options:
           - V(keep_domain) writes C(anon-<24 hex>@<domain>), keeping the domain (lower-cased) for statistics; when
             the value has no usable domain or the result does not fit the column, the domain becomes
             C(anonymized.invalid).
-          - V(truncate_date) cuts a date or time stamp to C(unit) V(year) (default), V(month) or V(day), for
-            example C({strategy: truncate_date, unit: month}); the time of day becomes midnight (UTC).
+          - "V(truncate_date) cuts a date or time stamp to C(unit) V(year) (default), V(month) or V(day), for
+            example C({strategy: truncate_date, unit: month}); the time of day becomes midnight (UTC)."
         type: dict
         required: true
       where:
@@ -128,7 +128,7 @@ options:
     description:
       - The key of the keyed hash behind V(hash), V(email) and V(keep_domain), at least 16 bytes. Required when a
         rule uses one of them. Never in results or logs.
-      - Use the same secret for every tenant and keep it: a new secret gives new hashes for values scrubbed from
+      - Use the same secret for every tenant and keep it; a new secret gives new hashes for values scrubbed from
         then on (values already scrubbed are never hashed again).
     type: str
   hmac_secret_file:

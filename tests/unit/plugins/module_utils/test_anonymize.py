@@ -145,9 +145,8 @@ def _rule(**over):
 
 
 def test_rules_parse_with_defaults():
-    rules = anonymize_rules.parse_rules([_rule(columns={"a": None, "b": "redact", "c": {"strategy": "truncate_date",
-                                                                                         "unit": "month"}})],
-                                        "postgresql")
+    columns = {"a": None, "b": "redact", "c": {"strategy": "truncate_date", "unit": "month"}}
+    rules = anonymize_rules.parse_rules([_rule(columns=columns)], "postgresql")
     cols = dict((c.name, c.strategy) for c in rules[0].columns)
     assert cols["a"].name == "null"
     assert cols["b"].text == "[redacted]"

@@ -198,7 +198,7 @@ def test_values_stay_stable_across_runs_as_rows_age(tenant):
 def test_hostile_names_are_quoted_not_executed(tmp_path):
     path = tmp_path / "h.db"
     table = 'gu"ests; DROP TABLE rooms; --'
-    col = "e\"mail'); DELETE FROM bookings; --"
+    col = "e\"mail%s ? :lb_cutoff'); DELETE FROM bookings; --"
     make_tenant(path, n=120, guests_table=table, email_col=col)
     keep = dict((k, v) for k, v in lbtest.sqlite_checksums(str(path)).items() if k != table)
     rule = {"table": table.upper(), "timestamp": "checked_out_at", "columns": {col: "hash", "FULL_NAME": "redact"}}

@@ -1,0 +1,197 @@
+"""tenant_anonymize's engine on a real PostgreSQL cluster: refusals before any write, batches that fail
+and resume, lock timeouts, privileges, stability across runs. (The module path through ansible-playbook
+is in test_tenant_anonymize.py; these call the engine directly, as the host agent does.)"""
+
+import datetime
+import secrets
+import threading
+
+import pytest
+from test_tenant_anonymize import GUEST_RULE, KEY, SECRET, expect_guests, make_pg_tenant, pg_rows
+
+import lbtest
+from lifeboat_engine import anonymize
+from lifeboat_engine import anonymize_scrub as scrub
+from lifeboat_engine.errors import LifeboatError
+
+
+def params(pg, db, **over):
+    p = dict(pg.login, tenant=db, hmac_secret=SECRET, batch_size=50, rules=[GUEST_RULE])
+    p.update(over)
+    return p
+
+
+@pytest.fixture(scope="module")
+def refusals_db(pg):
+    """One generated tenant with the odd columns and objects the refusal cases need."""
+    name = "anon_r_" + secrets.token_hex(3)
+    pg.psql('CREATE DATABASE "%s"' % name)
+    conn = pg.connect(name)
+    make_pg_tenant(conn, "public", n=150, seed=11)
+    conn.execute("""
+        ALTER TABLE guests ADD COLUMN short_code varchar(20), ADD COLUMN nick text,
+                           ADD COLUMN name_upper text GENERATED ALWAYS AS (upper(full_name)) STORED;
+        CREATE VIEW guest_view AS SELECT * FROM guests;
+        CREATE TABLE nopk (a int, ts timestamptz, e text);
+        CREATE TABLE nullkey (code text UNIQUE, ts timestamptz, e text);
+        INSERT INTO nullkey VALUES (NULL, now() - interval '90 days', 'x@y.org'), ('a', now(), 'z@y.org');
+    """)
+    yield name, conn, lbtest.table_checksums(conn)
+    conn.close()
+    pg.psql('DROP DATABASE "%s" WITH (FORCE)' % name)
+
+
+TS = "checked_out_at"
+REFUSALS = [
+    ({"columns": {"short_code": "hash"}},
+     'rules[0].columns.short_code: column "short_code" of table "guests" is character varying(20), too short for a '
+     'hash value (69 characters)'),
+    ({"columns": {"short_code": {"strategy": "redact", "text": "x" * 21}}},
+     "too short for the redact text (21 characters)"),
+    ({"columns": {"nick": "truncate_date"}},
+     'rules[0].columns.nick: column "nick" of table "guests" is text; truncate_date needs date, timestamp or timestamptz'),
+    ({"columns": {"visits": "redact"}}, 'column "visits" of table "guests" is integer; redact writes text'),
+    ({"columns": {"passport": "redact"}}, 'rules[0].columns.passport: column "passport" of table "guests" is in a '
+                                          'unique index'),
+    ({"columns": {"full_name": None}}, 'rules[0].columns.full_name: column "full_name" of table "guests" is NOT NULL'),
+    ({"columns": {"name_upper": "null"}}, 'column "name_upper" of table "guests" is generated'),
+    ({"timestamp": "notes"}, 'rules[0].timestamp: column "notes" of table "guests" is text; the column that decides '
+                             'age must be date, timestamp or timestamptz'),
+    ({"key": "kind"}, 'rules[0].key: column "kind" of table "guests" is not unique'),
+    ({"key": "nokey"}, 'rules[0].key: column "nokey" does not exist in table "guests"'),
+    ({"table": "guest_view"}, 'rules[0].table: "guest_view" in schema "public" of database'),
+    ({"table": "Guests"}, 'rules[0].table: table "Guests" does not exist'),  # names are literal, never folded
+    ({"table": "nopk", "timestamp": "ts", "where": None, "columns": {"e": "email"}},
+     'rules[0].key: table "nopk" has no single-column primary key; set key to a unique column'),
+    ({"table": "nullkey", "timestamp": "ts", "key": "code", "where": None, "columns": {"e": "email"}},
+     'rules[0].key: 1 rows older than the cut-off have a NULL "code"'),
+    ({"where": "kind = 'guest' AND"}, 'rules[0]: counting the rows of table "guests" failed: syntax error'),
+]
+
+
+@pytest.mark.parametrize("change,message", REFUSALS, ids=[str(i) for i in range(len(REFUSALS))])
+def test_refusals_name_the_rule_and_change_nothing(pg, refusals_db, change, message):
+    db, conn, sums = refusals_db
+    rule = dict(GUEST_RULE, columns={"email": "email"})
+    rule.update(change)
+    with pytest.raises(LifeboatError) as e:
+        anonymize.run(params(pg, db, rules=[rule]))
+    assert message in str(e.value), str(e.value)
+    assert "othing was changed" in str(e.value)
+    assert lbtest.table_checksums(conn) == sums
+
+
+@pytest.mark.parametrize("over,option", [({"schema": "nope"}, "schema"), ({"database": "anon_missing"}, "database"),
+                                         ({"login_password": "wrong"}, "login_host")])
+def test_unreachable_tenants_name_the_option(pg, refusals_db, over, option):
+    db, _conn, _sums = refusals_db
+    with pytest.raises(LifeboatError) as e:
+        anonymize.run(params(pg, db, **over))
+    assert e.value.option == option
+    assert "wrong" not in str(e.value) and pg.password not in str(e.value)
+
+
+def test_a_reader_may_count_but_not_scrub(pg, refusals_db):
+    db, conn, sums = refusals_db
+    role, password = "anon_reader_" + secrets.token_hex(2), secrets.token_hex(8)
+    pg.psql("CREATE ROLE %s LOGIN PASSWORD '%s'; GRANT SELECT ON ALL TABLES IN SCHEMA public TO %s"
+            % (role, password, role), db=db)
+    reader = dict(params(pg, db), login_user=role, login_password=password)
+    counted = anonymize.run(reader, check_mode=True)
+    assert counted["rows_to_scrub"] > 0
+    with pytest.raises(LifeboatError) as e:
+        anonymize.run(reader)
+    assert 'rules[0].columns.email: login_user may not update column "email"' in str(e.value)
+    assert lbtest.table_checksums(conn) == sums
+
+
+@pytest.fixture
+def tenant_db(pg):
+    name = "anon_e_" + secrets.token_hex(3)
+    pg.psql('CREATE DATABASE "%s"' % name)
+    conn = pg.connect(name)
+    make_pg_tenant(conn, "public", n=400, seed=12)
+    yield name, conn
+    conn.close()
+    pg.psql('DROP DATABASE "%s" WITH (FORCE)' % name)
+
+
+def _aged_ids(original, cutoff):
+    return [r["id"] for r in original if r["kind"] == "guest" and r["checked_out_at"] and r["checked_out_at"] < cutoff]
+
+
+def test_a_failing_batch_is_rolled_back_and_the_next_run_continues(pg, tenant_db):
+    db, conn = tenant_db
+    original = pg_rows(conn, "public", "guests")
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    cutoff = now - datetime.timedelta(days=30)
+    aged = _aged_ids(original, cutoff)
+    poison = aged[130]  # third batch of 50
+    conn.execute("""
+        CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN IF old.id = %d THEN RAISE EXCEPTION 'refused by a trigger'; END IF; RETURN new; END $$;
+        CREATE TRIGGER poison BEFORE UPDATE ON guests FOR EACH ROW EXECUTE FUNCTION poison();
+    """ % poison)
+    with pytest.raises(LifeboatError) as e:
+        anonymize.run(params(pg, db), now=now)
+    msg = str(e.value)
+    assert "failed in batch 3, which was rolled back: refused by a trigger" in msg
+    assert "2 batches (100 rows) of this table were committed before it" in msg and "run again" in msg
+    assert e.value.details["tables"][0]["rows_scrubbed"] == 100
+    state = dict((r["id"], r) for r in pg_rows(conn, "public", "guests"))
+    assert [i for i in aged if state[i]["full_name"] == "(removed)"] == aged[:100]
+    conn.execute("DROP TRIGGER poison ON guests")
+    res = anonymize.run(params(pg, db), now=now)
+    assert res["tables"][0]["rows_scrubbed"] == len(aged) - 100
+    assert pg_rows(conn, "public", "guests") == expect_guests(original, cutoff)
+
+
+def test_a_row_locked_by_the_application_times_out_the_batch_not_the_run_forever(pg, tenant_db):
+    db, conn = tenant_db
+    original = pg_rows(conn, "public", "guests")
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    aged = _aged_ids(original, now - datetime.timedelta(days=30))
+    app = pg.connect(db, autocommit=False)
+    app.execute("SELECT * FROM guests WHERE id = %s FOR UPDATE", (aged[60],))  # held by "the application"
+    try:
+        with pytest.raises(LifeboatError) as e:
+            anonymize.run(params(pg, db, lock_timeout=1), now=now)
+        assert "failed in batch 2, which was rolled back: canceling statement due to lock timeout" in str(e.value)
+    finally:
+        app.rollback()
+        app.close()
+    res = anonymize.run(params(pg, db, lock_timeout=1), now=now)
+    assert res["tables"][0]["rows_scrubbed"] == len(aged) - 50
+
+
+def test_hashes_are_stable_across_runs_and_concurrent_runs_agree(pg, tenant_db):
+    db, conn = tenant_db
+    original = dict((r["id"], r) for r in pg_rows(conn, "public", "guests"))
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    results, errors = [], []
+
+    def one():
+        try:
+            results.append(anonymize.run(params(pg, db, older_than_days=200, batch_size=20), now=now))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    first = dict((r["id"], r) for r in pg_rows(conn, "public", "guests"))
+    # each row once, by one of them; the earlier count saw them all
+    assert sum(r["rows_scrubbed"] for r in results) == max(r["rows_to_scrub"] for r in results)
+    assert [r["tables"][0]["rows_remaining"] for r in results] == [0, 0]
+    later = anonymize.run(params(pg, db, older_than_days=200), now=now + datetime.timedelta(days=120))
+    assert later["rows_scrubbed"] > 0
+    second = dict((r["id"], r) for r in pg_rows(conn, "public", "guests"))
+    for i, r in second.items():
+        if first[i]["passport"].startswith("anon:"):
+            assert r["passport"] == first[i]["passport"]
+        if r["passport"].startswith("anon:"):
+            assert r["passport"] == scrub.hash_value(KEY, original[i]["passport"])
+            assert r["email"] is None or r["email"] == scrub.email_value(KEY, original[i]["email"])
