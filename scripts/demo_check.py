@@ -1,58 +1,46 @@
-"""Proves each demo artifact decrypts and is a valid SQLite database, then
-prints the demo's table. Input: a JSON list of pg_backup results on stdin.
-
-Uses the collection's engine directly (plugins/module_utils), no Ansible.
-Plaintext goes to a private 0700 temporary folder that is always removed.
+"""The demo's closing table: for each tenant, its backup, its verification,
+and whether the restored copy holds the same data as the source (every
+table's rows compared). Input: JSON on stdin with the demo's tenants, the
+pg_backup and backup_verify results (in the same order) and the folder of
+restored copies.
 """
-import importlib.util
+import hashlib
 import json
 import os
-import shutil
+import sqlite3
 import sys
-import tempfile
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENGINE = os.path.join(ROOT, "plugins", "module_utils")
-spec = importlib.util.spec_from_file_location("lifeboat_engine", os.path.join(ENGINE, "__init__.py"),
-                                              submodule_search_locations=[ENGINE])
-engine = importlib.util.module_from_spec(spec)
-sys.modules["lifeboat_engine"] = engine
-spec.loader.exec_module(engine)
-from lifeboat_engine import crypto, pipeline, sqlite  # noqa: E402
 
 
-def check(result, identities):
-    with open(result["manifest"]) as f:
-        manifest = json.load(f)
-    tmp = tempfile.mkdtemp(prefix="lifeboat-demo-")
+def tables(path):
+    conn = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
     try:
-        out = os.path.join(tmp, "restored.sqlite")
-        with open(result["artifact"], "rb") as src, open(out, "wb") as sink:
-            stats = pipeline.load(src, sink, identities, compressed=manifest["compression"] is not None)
-        problems = []
-        if stats["sha256"] != manifest["sha256"]:
-            problems.append("sha256 differs from the manifest")
-        integrity = sqlite.integrity_check(out)
-        if integrity != "ok":
-            problems.append("integrity_check: " + integrity)
-        if sqlite.table_row_counts(out) != manifest["row_counts"]:
-            problems.append("row counts differ from the manifest")
-        return ("OK" if not problems else "FAIL: " + "; ".join(problems)), sum(manifest["row_counts"].values())
+        names = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        out = {}
+        for name in names:
+            digest = hashlib.sha256()
+            count = 0
+            for row in conn.execute('SELECT * FROM "%s" ORDER BY rowid' % name.replace('"', '""')):
+                digest.update(repr(row).encode("utf-8"))
+                count += 1
+            out[name] = (count, digest.hexdigest())
+        return out
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        conn.close()
 
 
 def main():
-    identity_file = sys.argv[1]
-    results = json.load(sys.stdin)
-    identities = crypto.load_identities(identity_file=identity_file)
-    rows = [("TENANT", "ARTIFACT", "SIZE", "SECONDS", "ROWS", "DECRYPTS+VALID")]
+    rows = [("TENANT", "ARTIFACT", "SIZE", "SECONDS", "VERIFY", "ROWS", "DATA EQUAL")]
     failed = 0
-    for r in results:
-        status, nrows = check(r, identities)
-        failed += status != "OK"
-        rows.append((r["tenant"], os.path.basename(r["artifact"]), "%.1f KB" % (r["size_stored"] / 1000.0),
-                     "%.2f" % r["seconds"] if r.get("seconds") is not None else "-", str(nrows), status))
+    data = json.load(sys.stdin)
+    for tenant, backup, verify in zip(data["tenants"], data["backups"], data["verify"]):
+        source = tables(tenant["path"])
+        restored = tables(os.path.join(data["restored"], tenant["name"] + ".db"))
+        equal = source == restored
+        failed += (not equal) or verify["status"] != "PASS"
+        rows.append((tenant["name"], os.path.basename(backup["artifact"]), "%.1f KB" % (backup["size_stored"] / 1000.0),
+                     "%.2f" % backup["seconds"], verify["status"], str(sum(c for c, _h in restored.values())),
+                     "yes" if equal else "NO"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

@@ -1,8 +1,7 @@
-"""Demo fixtures for `make demo`: SQLite tenants with guest-like data, and an
-age key pair. Deterministic, idempotent (existing files are left alone).
+"""Demo fixtures for `make demo`: SQLite tenants with guest-like data.
+Deterministic, idempotent (an existing file is left alone).
 
   demo_data.py tenant PATH GUESTS
-  demo_data.py keypair IDENTITY_FILE RECIPIENTS_FILE
 """
 import datetime
 import json
@@ -47,28 +46,8 @@ def tenant(path, guests):
     print("created")
 
 
-def keypair(identity_file, recipients_file):
-    if os.path.exists(identity_file):
-        print("exists")
-        return
-    import pyrage
-
-    os.makedirs(os.path.dirname(identity_file), mode=0o700, exist_ok=True)
-    ident = pyrage.x25519.Identity.generate()
-    public = str(ident.to_public())
-    fd = os.open(identity_file + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write("# demo identity for lifeboat.backup; public key: %s\n%s\n" % (public, ident))
-    with open(recipients_file, "w") as f:
-        f.write("# demo recipient\n%s\n" % public)
-    os.rename(identity_file + ".tmp", identity_file)
-    print("created")
-
-
 if __name__ == "__main__":
     if sys.argv[1] == "tenant":
         tenant(sys.argv[2], int(sys.argv[3]))
-    elif sys.argv[1] == "keypair":
-        keypair(sys.argv[2], sys.argv[3])
     else:
         sys.exit(__doc__)
