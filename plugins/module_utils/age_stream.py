@@ -162,6 +162,11 @@ def read_header(path, option="src"):
             data = f.read(HEADER_MAX)
     except OSError as e:
         raise LifeboatError("Cannot read %s %s: %s." % (option, path, e.strerror), option=option)
+    return header_of(data, path, option)
+
+
+def header_of(data, path, option="src"):
+    """parse_header() of the first bytes of ``path``, with errors an operator can act on."""
     try:
         header = parse_header(data)
     except LifeboatError:

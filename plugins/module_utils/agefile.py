@@ -1160,8 +1160,15 @@ def _replacing_writer(t):
 
 def _rekey_one(t, objs, texts, identity):
     """Decrypt in a child, encrypt here, publish by rename, then the record/manifest."""
-    path = t.repo.path_of(t.tenant, t.name) if t.repo is not None else t.name
-    header = age_stream.read_header(path)
+    path = t.location()
+    if t.repo is None:
+        header = age_stream.read_header(path)
+    else:  # through the repository's reader, so that other kinds of repository work alike
+        head = t.repo.open_read(t.tenant, t.name)
+        try:
+            header = age_stream.header_of(head.read(age_stream.HEADER_MAX), path)
+        finally:
+            head.close()
     if "scrypt" in header["stanzas"]:
         raise LifeboatError("%s is passphrase-encrypted; state rekeyed handles files encrypted to recipients."
                             % path, option="src")
