@@ -30,7 +30,7 @@ def tables(path):
 
 
 def main():
-    rows = [("TENANT", "ARTIFACT", "SIZE", "SECONDS", "VERIFY", "ROWS", "DATA EQUAL")]
+    rows = [("TENANT", "ARTIFACT", "SIZE", "SECS", "VERIFY", "ROWS", "SAME")]
     failed = 0
     data = json.load(sys.stdin)
     for tenant, backup, verify in zip(data["tenants"], data["backups"], data["verify"]):
