@@ -12,10 +12,10 @@ from lifeboat_engine import manifest, naming, repository
 UTC = datetime.timezone.utc
 
 
-def make_repo(root, tenant, days, verified=(), incomplete=(), now=None):
+def make_repo(root, tenant, days, verified=(), incomplete=(), now=None, **options):
     """A repository with one artifact a day at 03:00 UTC for ``days`` days before now."""
     now = now or naming.utcnow()
-    repo = repository.open_repository(root)
+    repo = repository.open_repository(root, **options)
     names = []
     for back in range(days, 0, -1):
         moment = (now - datetime.timedelta(days=back)).replace(hour=3, minute=0, second=0)
@@ -120,3 +120,18 @@ def test_interrupted_prune_leaves_no_lying_artifact(tmp_path):
     assert art["complete"] is False
     res = lbtest.run_module("backup_prune", dict(repository=root, keep_daily=7))
     assert names[3] in res["deleted"]
+
+
+def test_prune_on_s3(s3):
+    url = s3.url("fleet")
+    names = make_repo(url, "acme", 20, verified={15}, **s3.options())
+    args = dict(s3.options(), repository=url, keep_daily=3)
+    dry = lbtest.run_module("backup_prune", args, check=True)
+    assert dry.get("changed") is True, dry
+    assert len(s3.keys("fleet/acme/")) == 20 * 2 + 1  # artifacts, manifests, one verify record
+    res = lbtest.run_module("backup_prune", args)
+    assert set(res["deleted"]) == set(dry["deleted"]) and names[15] not in res["deleted"]
+    left = s3.keys("fleet/acme/")
+    assert sorted(k.rsplit("/", 1)[1] for k in left if ".manifest.json" not in k and ".verify.json" not in k) == \
+        sorted([names[1], names[2], names[3], names[15]])
+    assert s3.aws_json("s3api", "list-objects-v2", "--bucket", s3.bucket, "--prefix", "fleet/acme/")["Contents"].__len__() == len(left)

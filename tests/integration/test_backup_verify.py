@@ -225,3 +225,20 @@ def test_killed_verify_leaves_no_scratch_database(pg, keys, acme, tmp_path):
     while time.time() < deadline and scratch_databases(pg):
         time.sleep(0.1)
     assert scratch_databases(pg) == [], "the janitor did not drop the scratch database"
+
+
+def test_verify_on_s3(keys, s3, tmp_path):
+    db = str(tmp_path / "s.db")
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE guests (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.executemany("INSERT INTO guests (name) VALUES (?)", [("g%d" % i,) for i in range(500)])
+    conn.commit()
+    conn.close()
+    url = s3.url("fleet")
+    res = backup.run(dict(s3.options(), tenant="cloudy", engine="sqlite", path=db, repository=url, recipients=[keys["public"]]))
+    out = lbtest.run_module("backup_verify", dict(s3.options(), repository=url, identity_file=keys["identity"]))
+    assert out["status"] == "PASS", out
+    stamp = res["artifacts"][0]["stamp"]
+    record = json.loads(s3.get("fleet/cloudy/cloudy-%s.verify.json" % stamp))
+    assert record["status"] == "PASS"
+    assert leftovers() == []
