@@ -616,7 +616,7 @@ def make_client(endpoint_url=None, region=None, access_key=None, secret_key=None
     config = BotoConfig(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
-        retries={"max_attempts": 1, "mode": "standard"},  # our Retry does it, with our messages
+        retries={"total_max_attempts": 1, "mode": "standard"},  # no botocore retries: ours, with our messages
         max_pool_connections=pool,
         s3={"addressing_style": "path"} if endpoint_url else {},
         user_agent_extra="lifeboat.backup",

@@ -1,0 +1,86 @@
+"""Fixtures for integration tests against an S3-compatible server on loopback.
+
+``moto``: moto's standalone server, one per session, stopped afterwards.
+``s3``: a fresh bucket on it per test, with real boto3, the AWS CLI and the
+options that point the collection at it. ``fault_proxy``: a TCP proxy in
+front of moto that cuts or stalls connections (tests/s3server.py).
+"""
+
+import json
+import os
+import secrets
+import subprocess
+
+import pytest
+
+import lbtest
+import s3server
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory):
+    server = s3server.MotoServer(tmp_path_factory.mktemp("moto")).start()
+    yield server
+    server.stop()
+
+
+class S3Env(object):
+    """One bucket on the moto server, and ways to look at it that are not the collection's."""
+
+    def __init__(self, server, bucket, tmp_path):
+        self.server = server
+        self.endpoint = server.endpoint
+        self.bucket = bucket
+        self.client = server.client()
+        self.tmp_path = tmp_path
+
+    def url(self, prefix=""):
+        return "s3://%s/%s" % (self.bucket, prefix) if prefix else "s3://%s" % self.bucket
+
+    def options(self, endpoint=None, **extra):
+        """Module/engine options for this server; credentials as no_log options."""
+        opts = {"s3_endpoint_url": endpoint or self.endpoint, "s3_region": s3server.REGION,
+                "s3_access_key": s3server.ACCESS_KEY, "s3_secret_key": s3server.SECRET_KEY}
+        opts.update(extra)
+        return opts
+
+    def keys(self, prefix=""):
+        out = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            out.extend(o["Key"] for o in page.get("Contents", []))
+        return sorted(out)
+
+    def open_uploads(self, prefix=""):
+        return self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix).get("Uploads", [])
+
+    def get(self, key):
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def aws(self, *args, check=True):
+        """The AWS CLI (awscli from PyPI) against this server."""
+        env = dict(os.environ)
+        env.update(self.server.env())
+        argv = [str(lbtest.BIN / "aws"), "--endpoint-url", self.endpoint, "--output", "json"] + list(args)
+        res = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        if check:
+            assert res.returncode == 0, "aws %s failed: %s" % (" ".join(args), res.stderr)
+        return res
+
+    def aws_json(self, *args):
+        out = self.aws(*args).stdout
+        return json.loads(out) if out.strip() else None
+
+
+@pytest.fixture
+def s3(moto, tmp_path):
+    bucket = "lbtest-%s" % secrets.token_hex(5)
+    env = S3Env(moto, bucket, tmp_path)
+    env.client.create_bucket(Bucket=bucket)
+    return env
+
+
+@pytest.fixture
+def fault_proxy(moto):
+    proxy = s3server.FaultProxy(moto.port, lifetime=240)
+    yield proxy
+    proxy.stop()
