@@ -489,4 +489,3 @@ def _finish(result, t0):
     if info and not result["check_mode"] and result.get("seconds_restore"):
         result["mb_per_s"] = round(info["size_raw"] / 1e6 / result["seconds_restore"], 2)
     return result
-

@@ -103,7 +103,7 @@ SELECT DISTINCT o.type, o.identity
 """
 
 _LOCK_HOLDERS = """
-SELECT DISTINCT a.pid, a.usename, a.application_name, a.client_addr::text, a.backend_start, a.state
+SELECT DISTINCT a.pid, a.usename, a.application_name, pg_catalog.host(a.client_addr), a.backend_start, a.state
   FROM pg_catalog.pg_locks l
   JOIN pg_catalog.pg_class c ON c.oid = l.relation
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -114,7 +114,7 @@ SELECT DISTINCT a.pid, a.usename, a.application_name, a.client_addr::text, a.bac
 """
 
 _SESSIONS = """
-SELECT pid, usename, application_name, client_addr::text, backend_start, state
+SELECT pid, usename, application_name, pg_catalog.host(client_addr), backend_start, state
   FROM pg_catalog.pg_stat_activity
  WHERE datname = %s AND pid <> pg_catalog.pg_backend_pid() AND backend_type = 'client backend'
  ORDER BY pid
@@ -364,22 +364,30 @@ class Server(object):
     def rename_guarded(self, renames, target, terminate, allow_before=True):
         """Run ``renames`` [(old, new)] in one transaction; ``target`` may have client sessions.
 
-        Without ``terminate`` a session on the target is an error naming it. With it, new
-        connections to the target are refused, its sessions ended, and the renames retried.
+        Without ``terminate`` a session on the target is an error naming it. With it, the sessions
+        are ended and the renames retried; if clients keep coming back, new connections to the
+        target are refused (ALLOW_CONNECTIONS false, set back afterwards) for a last attempt.
         Returns the descriptions of the ended sessions.
         """
         in_use = postgres.require_psycopg().errors.ObjectInUse
-        try:
-            with self.conn.transaction():
-                for old, new in renames:
-                    self.rename_database(old, new)
-            return []
-        except in_use as e:
-            sessions = self.sessions(target)
-            if not terminate:
-                raise self.sessions_error(target, sessions, postgres.first_line(str(e)))
-        except _psycopg_error() as e:
-            raise LifeboatError("Renaming databases on %s failed: %s." % (self.where, postgres.first_line(str(e))))
+        ended = []
+        for attempt in range(4 if terminate else 1):
+            try:
+                with self.conn.transaction():
+                    for old, new in renames:
+                        self.rename_database(old, new)
+                return ended
+            except in_use as e:
+                sessions = self.sessions(target)
+                if not terminate:
+                    raise self.sessions_error(target, sessions, postgres.first_line(str(e)))
+                if attempt < 3:
+                    # End them and retry at once; ALLOW_CONNECTIONS false (below) is the last resort, as it
+                    # would stay set if this process were killed before setting it back.
+                    self.terminate([s["pid"] for s in sessions], target)
+                    ended.extend(describe_session(s) for s in sessions)
+            except _psycopg_error() as e:
+                raise LifeboatError("Renaming databases on %s failed: %s." % (self.where, postgres.first_line(str(e))))
         self.allow_connections(target, False)
         renamed = False
         try:
@@ -400,7 +408,7 @@ class Server(object):
                 self.allow_connections(new_name, allow_before)
             except LifeboatError as e:
                 self.warnings.append(str(e))
-        return [describe_session(s) for s in sessions]
+        return ended + [describe_session(s) for s in sessions]
 
     def sessions_error(self, dbname, sessions, server_text=None):
         if sessions:
@@ -562,8 +570,8 @@ def run_pg_restore(server, req, art, identities, dbname, progress, what, outcome
         if failure:
             raise restore_failed(what, failure, req, outcome)
         return sizes
-    if not create:
-        argv.append("--single-transaction")
+    # No --single-transaction: the fresh database (or, with --create, the database created in this run) is
+    # thrown away on failure, and one transaction over thousands of tables can exhaust max_locks_per_transaction.
     tool = Tool(argv, env, stdin=subprocess.PIPE)
     try:
         sizes = _stream(tool, art, identities, progress)
@@ -640,16 +648,16 @@ class DatabasePlan(object):
     def _what_replaced(self):
         if not self.existed:
             return "a new database %r" % self.target
-        return "database %r (%s%s), kept as safety copy %s %s" % (
+        return "database %r (%s%s), kept as a safety copy with a derived name (lb_s_...) %s" % (
             self.target, _describe_contents(self.contents),
             ", %s" % _human(self.info["size_bytes"]) if self.info["size_bytes"] is not None else "",
-            self.safety, "afterwards" if self.keep else "until the restore succeeded, then dropped")
+            "afterwards" if self.keep else "until the restore succeeded, then dropped")
 
     def summary_check(self):
         text = "would restore %s (%s) into %s on %s%s." % (
             self.art.name, _manifest_figures(self.art),
             self._what_replaced(), self.server.where,
-            "" if self.create_mode else " through the fresh database %s" % self.fresh)
+            "" if self.create_mode else " through a fresh database with a derived name (lb_r_...)")
         if self.sessions:
             text += " %d connected session(s) would be ended at the swap." % len(self.sessions)
         return text

@@ -298,8 +298,8 @@ FAILURES = {
     "tampered": (lambda k: {}, ["age decryption failed", "not changed", "dropped"], None),
     "missing_manifest": (lambda k: {}, ["no manifest", "incomplete", "Nothing was changed"], "artifact"),
     "not_empty": (lambda k: {"force": False}, ["not empty", "force: true"], "force"),
-    "pg_restore_error": (lambda k: {"privileges": True}, ["pg_restore", "does not exist", "globals_artifact",
-                                                           "not changed"], "privileges"),
+    "pg_restore_error": (lambda k: {"privileges": True},
+                         ["pg_restore", "does not exist", "globals_artifact", "not changed"], "privileges"),
 }
 
 
