@@ -64,13 +64,18 @@ class HashingWriter(object):
         self.sink = sink
         self.count = 0
         self.sha256 = hashlib.sha256()
+        self.error = None
 
     def write(self, data):
         view = memoryview(data)
         self.sha256.update(view)
         total = len(view)
         while view:
-            n = self.sink.write(view)
+            try:
+                n = self.sink.write(view)
+            except OSError as e:
+                self.error = e  # pyrage turns it into a bare message: keep the real one
+                raise
             if n is None:
                 n = len(view)
             view = view[n:]
@@ -98,7 +103,12 @@ def store(source, sink, recipients=None, compression_level=3, threads=0, progres
         reader = cctx.stream_reader(counting, read_size=CHUNK, closefd=False)
     out = HashingWriter(sink)
     if recipients:
-        encrypt_stream(reader, out, recipients, armored=armored)
+        try:
+            encrypt_stream(reader, out, recipients, armored=armored)
+        except LifeboatError:
+            if out.error is not None:
+                raise out.error  # e.g. ENOSPC, which the caller explains
+            raise
     else:
         shutil.copyfileobj(reader, out, CHUNK)
     out.flush()
