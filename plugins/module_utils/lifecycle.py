@@ -46,6 +46,7 @@ MIN_BILLED = {"STANDARD_IA": 30, "ONEZONE_IA": 30, "GLACIER_IR": 90, "GLACIER": 
 MAX_RULES = 1000
 LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 PUBLIC_ACCESS_FLAGS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
+PUBLIC_ACCESS_CHOICES = ("block", "remove", "unmanaged")
 
 RULE_KEYS = ("id", "enabled", "prefix", "tags", "transitions", "expiration_days", "expired_object_delete_marker",
              "noncurrent_version_transitions", "noncurrent_version_expiration_days",
@@ -473,7 +474,7 @@ OPTIONS = {
     "encryption": None,
     "encryption_key_id": None,
     "bucket_key_enabled": None,
-    "public_access_block": True,
+    "public_access_block": "block",
     "object_lock": None,
     "s3_endpoint_url": None,
     "s3_region": None,
@@ -602,6 +603,9 @@ def _validate_params(p):
         raise LifeboatError("Invalid encryption %r: AES256 or aws:kms." % (p["encryption"],), option="encryption")
     if p["encryption"] is None and (p["encryption_key_id"] or p["bucket_key_enabled"] is not None):
         raise LifeboatError("encryption_key_id and bucket_key_enabled need encryption (aws:kms).", option="encryption")
+    if p["public_access_block"] not in PUBLIC_ACCESS_CHOICES:
+        raise LifeboatError("Invalid public_access_block %r: block (the default), remove or unmanaged."
+                            % (p["public_access_block"],), option="public_access_block")
     if p["min_retention_days"] is not None:
         p["min_retention_days"] = _int(p["min_retention_days"], "min_retention_days", 1)
     rules = None
@@ -628,8 +632,7 @@ def run(params, check_mode=False, client=None, retry=None):
     nothing is written when anything is refused.
     """
     p = dict(OPTIONS)
-    # None means "unset"; public_access_block is on by default, and an explicit None leaves it alone.
-    p.update(dict((k, v) for k, v in params.items() if v is not None or k == "public_access_block"))
+    p.update(dict((k, v) for k, v in params.items() if v is not None))
     wanted_rules, wanted_lock = _validate_params(p)
     client = client or s3.make_client(p["s3_endpoint_url"], p["s3_region"], p["s3_access_key"], p["s3_secret_key"],
                                       p["s3_session_token"])
@@ -687,10 +690,11 @@ def run(params, check_mode=False, client=None, retry=None):
         change("encryption", cur, want, lambda enc=want: bucket.put_encryption(enc))
         result["encryption"] = want
 
-    if p["public_access_block"] is not None:
+    if p["public_access_block"] != "unmanaged":
+        block = p["public_access_block"] == "block"
         cur = current(bucket.public_access, "public_access_block")
-        want = dict((flag, bool(p["public_access_block"])) for flag in PUBLIC_ACCESS_FLAGS)
-        change("public_access_block", cur, want, lambda on=p["public_access_block"]: bucket.put_public_access(on))
+        want = dict((flag, block) for flag in PUBLIC_ACCESS_FLAGS)
+        change("public_access_block", cur, want, lambda on=block: bucket.put_public_access(on))
         result["public_access_block"] = want
 
     if wanted_lock is not None:

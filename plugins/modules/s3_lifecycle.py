@@ -163,11 +163,12 @@ options:
     type: bool
   public_access_block:
     description:
-      - V(true) blocks every kind of public access (all four settings); V(false) removes the block.
-      - On by default, so that a bucket of backups is never public by omission; set it to V(null) explicitly to
-        leave the public access block alone.
-    type: bool
-    default: true
+      - V(block) blocks every kind of public access (all four settings of the bucket's public access block);
+        V(remove) deletes the bucket's public access block; V(unmanaged) leaves it alone.
+      - V(block) by default, so that a bucket of backups is never public by omission.
+    type: str
+    choices: [block, remove, unmanaged]
+    default: block
   object_lock:
     description:
       - Object lock with an optional default retention. Needs versioning. Once enabled, object lock cannot be
@@ -231,7 +232,7 @@ EXAMPLES = r"""
 - name: Only the lifecycle rules, removing rules not named here
   lifeboat.backup.s3_lifecycle:
     bucket: acme-backups
-    public_access_block: null
+    public_access_block: unmanaged
     purge_rules: true
     rules:
       - id: abort-stale-uploads
@@ -324,7 +325,7 @@ def main():
             encryption=dict(type="str", choices=["AES256", "aws:kms"]),
             encryption_key_id=dict(type="str", no_log=False),
             bucket_key_enabled=dict(type="bool"),
-            public_access_block=dict(type="bool", default=True),
+            public_access_block=dict(type="str", default="block", choices=["block", "remove", "unmanaged"]),
             object_lock=dict(type="dict", options=dict(
                 mode=dict(type="str", choices=["GOVERNANCE", "COMPLIANCE"]),
                 days=dict(type="int"),
