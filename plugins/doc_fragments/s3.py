@@ -64,8 +64,9 @@ options:
     type: str
 notes:
   - "In an C(s3://bucket/prefix) repository, artifacts are streamed by multipart upload with one part in memory
-    at a time: 8 MiB parts, 11 MiB larger every 100 parts, so that S3's 10,000 parts hold the 5 TiB S3 allows
-    (the largest part, near 5 TiB, is about 1 GiB). An object becomes visible only once complete, never replaces
+    at a time: 8 MiB parts, 11 MiB larger every 100 parts, so that S3's 10,000 parts hold the 5 TiB S3 allows;
+    the largest part is 19 MiB for a 1 GB artifact, 140 MiB for 100 GB, about 1 GiB near 5 TiB.
+    An object becomes visible only once complete, never replaces
     an existing one, and a failure aborts its upload. Uploads left open by a killed run are aborted by the next
     run on the same host; those of other hosts only once older than a day."
   - The lock that keeps two runs on one tenant apart is a file of the host (C(/run/lifeboat) for root, else

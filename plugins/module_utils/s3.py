@@ -9,8 +9,9 @@ beside ``<tenant>-<stamp>.manifest.json``, uploaded last.
 Uploads stream through a multipart upload with one part buffer in memory (a
 reused bytearray). The part size starts at 8 MiB and grows by 11 MiB every
 100 parts, so that S3's 10,000 parts hold 5.27 TiB (S3's object limit is 5
-TiB) while an artifact of 1 GB uses 8 MiB parts and one of 100 GB parts of
-at most 140 MiB. The object becomes visible only when CompleteMultipartUpload
+TiB) while small artifacts keep small parts: the largest part (the memory
+held) is 19 MiB for 1 GB, 41 MiB for 10 GB, 140 MiB for 100 GB, 459 MiB for
+1 TB and 1075 MiB for 5 TiB. The object becomes visible only when CompleteMultipartUpload
 succeeds; any failure aborts the upload. An artifact smaller than one part
 is sent with one PutObject, atomic as well. Both are conditional
 (``If-None-Match: *``): an existing object is never replaced.
