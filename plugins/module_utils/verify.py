@@ -240,6 +240,8 @@ def _content_checks(ctx, repo, tenant, art, doc):
             sizes, restore, extra = _decode_only(ctx, repo, tenant, art, fmt, identities, compressed)
         checks.append(c_dec.done(PASS, "age%s" % (" + zstd" if compressed else "") if encrypted else
                                  ("zstd" if compressed else "stored as plaintext")))
+        if encrypted:
+            checks.append(_recipients_check(doc, identities))
     except _DecodeFailed as e:
         checks.append(c_dec.done(FAIL, str(e)))
         restore = _skip("restore", "the artifact did not decrypt")
@@ -257,6 +259,22 @@ def _content_checks(ctx, repo, tenant, art, doc):
     checks.append(restore)
     checks += extra
     return checks
+
+
+def _recipients_check(doc, identities):
+    """The manifest must name a recipient whose identity decrypted the artifact."""
+    c = Check("recipients")
+    listed = set(doc["encryption"].get("recipients") or [])
+    publics = set()
+    for ident in identities:
+        to_public = getattr(ident, "to_public", None)
+        if to_public is None:  # SSH identities: no public key to compare
+            return c.done(SKIP, "an SSH identity decrypted it; its public key is not derived here")
+        publics.add(str(to_public()))
+    if listed & publics:
+        return c.done(PASS, "the manifest lists the recipient whose identity decrypted it (of %d)" % len(listed))
+    return c.done(FAIL, "the artifact decrypts with an identity whose public key the manifest does not list "
+                        "(manifest lists %d recipient(s)): the manifest or the artifact was replaced" % len(listed))
 
 
 class _DecodeFailed(Exception):

@@ -88,6 +88,8 @@ def _flip(path, where):
     ("wrong-key", {"decrypt"}),
     ("lying-rowcount", {"row_counts"}),
     ("lying-hash", {"checksum"}),
+    ("lying-recipients", {"recipients"}),
+    ("malformed-json", {"manifest"}),
 ])
 def test_damage_fails_with_the_right_check_named(pg, keys, acme, tmp_path, damage, failed):
     repo = copy_repo(acme["repo"], str(tmp_path / "r"))
@@ -107,10 +109,15 @@ def test_damage_fails_with_the_right_check_named(pg, keys, acme, tmp_path, damag
         doc = json.load(open(man))
         if damage == "lying-rowcount":
             doc["row_counts"]["public.bookings"] += 1
+        elif damage == "lying-recipients":
+            doc["encryption"]["recipients"] = [keys["other_public"]]
         else:
             doc["sha256"] = "f" * 64
         os.chmod(man, 0o600)
         open(man, "w").write(json.dumps(doc))
+    elif damage == "malformed-json":
+        open(man, "w").write('{"manifest_version": 1, "tenant": ')
+        kw["artifact"] = os.path.basename(art)
     res = lbtest.run_module("backup_verify", verify_args(pg, keys, repo, tenant="vacme", fail_on_error=True, **kw))
     assert res.get("failed") is True, res
     assert set(res["failed_checks"]) == failed, res["checks"]
