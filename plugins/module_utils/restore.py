@@ -58,7 +58,15 @@ OPTIONS = {
     "globals_artifact": None,
     "globals_host": None,
     "tmp_dir": None,
+    # s3://bucket/prefix repositories (see s3.py); read-side options only
+    "s3_endpoint_url": None,
+    "s3_region": None,
+    "s3_access_key": None,
+    "s3_secret_key": None,
+    "s3_session_token": None,
 }
+
+S3_OPTIONS = ("s3_endpoint_url", "s3_region", "s3_access_key", "s3_secret_key", "s3_session_token")
 
 MAX_JOBS = 64
 MANIFEST_LIMIT = 4 << 20
@@ -157,17 +165,24 @@ class RestoreRequest(object):
                 option="allow_create_in_dump",
             )
         self.conn = postgres.Connection.from_params(p)
+        self.s3 = dict((k, p[k]) for k in S3_OPTIONS if p[k] is not None)
 
 
 # -- artifacts --------------------------------------------------------------------
 
 
 class Artifact(object):
-    """A complete artifact (its manifest exists and is valid) on local disk."""
+    """A complete artifact: its manifest exists, is valid and describes it.
 
-    def __init__(self, path, info, doc, manifest_path, option):
+    ``path`` is where it is (a local path or an s3:// URL); ``opener`` returns a
+    reader of its stored bytes and ``sizer`` their size now.
+    """
+
+    def __init__(self, path, info, doc, manifest_path, option, opener, sizer):
         self.path = path
         self.name = os.path.basename(path)
+        self._opener = opener
+        self._sizer = sizer
         self.info = info
         self.tenant = info["tenant"]
         self.stamp = info["stamp"]
@@ -184,15 +199,14 @@ class Artifact(object):
 
     def open(self):
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            return self._opener()
         except OSError as e:
             raise LifeboatError("Cannot open the artifact %s: %s." % (self.path, e.strerror), option=self.option)
-        return os.fdopen(fd, "rb", buffering=0)
 
     def check_stored_size(self):
         """Cheap first check: a truncated or extended file is refused before anything is touched."""
         try:
-            size = os.stat(self.path).st_size
+            size = self._sizer()
         except OSError as e:
             raise LifeboatError("Cannot read the artifact %s: %s." % (self.path, e.strerror), option=self.option)
         expected = self.manifest["size"]["stored"]
@@ -245,23 +259,107 @@ def _read_manifest(path, option):
         raise LifeboatError("The manifest %s is larger than %d bytes: not a lifeboat manifest." % (path, MANIFEST_LIMIT),
                             option=option)
     try:
-        doc = json.loads(data.decode("utf-8"))
+        return json.loads(data.decode("utf-8"))
     except ValueError as e:
         raise LifeboatError("The manifest %s is not valid JSON (%s): it is damaged. Restore another artifact."
                             % (path, e), option=option)
-    return manifest.validate(doc, "The manifest %s" % path)
 
 
-def find_artifact(repository, spec, tenant, fmt, option):
-    """Resolve ``spec`` (``latest``, a file name in the repository, or a path) to a complete Artifact."""
+def _no_manifest(location, mname, option):
+    return LifeboatError(
+        "The artifact %s has no manifest (%s): it is incomplete (the backup that wrote it was interrupted, "
+        "or the manifest was removed), and lifeboat never restores an incomplete artifact. Nothing was "
+        "changed. Restore another artifact (%s: latest picks the newest complete one)." % (location, mname, option),
+        option=option,
+    )
+
+
+def _parse_name(name, location, fmt, option):
+    info = naming.parse_artifact_name(name)
+    if not info:
+        raise LifeboatError(
+            "%s %s is not the name of a lifeboat artifact (<tenant>-<YYYYMMDDTHHMMSSZ>.<format>[.zst][.age]). "
+            "Give the artifact itself, not its manifest." % (option, location),
+            option=option,
+        )
+    if info["format"] != fmt:
+        raise LifeboatError(
+            "%s %s is a %s artifact; this needs a %s artifact%s." % (
+                option, location, info["format"], fmt,
+                " (set engine: sqlite for a SQLite backup)" if info["format"] == "sqlite" else ""),
+            option="engine" if info["format"] in ("sqlite", "pgdump") and fmt in ("sqlite", "pgdump") else option,
+        )
+    return info
+
+
+def _checked(doc, name, info, where, option):
+    doc = manifest.validate(doc, where)
+    if doc["artifact"] != name or doc["tenant"] != info["tenant"] or doc["format"] != info["format"]:
+        raise LifeboatError(
+            "%s describes %s (tenant %s), not %s: the files were renamed or mixed up. Restore another artifact."
+            % (where, doc["artifact"], doc["tenant"], name),
+            option=option,
+        )
+    if bool(doc["encryption"]) != info["encrypted"] or bool(doc["compression"]) != info["compressed"]:
+        raise LifeboatError(
+            "%s disagrees with the artifact's name %s about compression or encryption; restore another artifact."
+            % (where, name),
+            option=option,
+        )
+    return doc
+
+
+def _in_repository(repo, tenant, name, fmt, option):
+    """An artifact of ``repo`` (a local folder or s3://), read through the repository."""
+    location = repo.location(tenant, name)
+    info = _parse_name(name, location, fmt, option)
+    names = repo.names(tenant)
+    if name not in names:
+        raise LifeboatError("The artifact %s does not exist (%s). Check the name, or use latest." % (location, option),
+                            option=option)
+    mname = naming.manifest_name(info["tenant"], info["stamp"])
+    if mname not in names:
+        raise _no_manifest(location, mname, option)
+    mlocation = repo.location(tenant, mname)
+    doc = _checked(repo.read_json(tenant, mname), name, info, "The manifest %s" % mlocation, option)
+
+    def sizer():
+        return repo.names(tenant).get(name, -1)
+
+    return Artifact(location, info, doc, mlocation, option, lambda: repo.open_read(tenant, name), sizer)
+
+
+def _local_file(path, fmt, option):
+    """An artifact given by its path, wherever it was copied to; its manifest must be beside it."""
+    name = os.path.basename(path)
+    info = _parse_name(name, path, fmt, option)
+    if not os.path.isfile(path):
+        raise LifeboatError("The artifact %s does not exist (%s). Check the path, or use latest." % (path, option),
+                            option=option)
+    mpath = os.path.join(os.path.dirname(path), naming.manifest_name(info["tenant"], info["stamp"]))
+    if not os.path.exists(mpath):
+        raise _no_manifest(path, os.path.basename(mpath), option)
+    doc = _checked(_read_manifest(mpath, option), name, info, "The manifest %s" % mpath, option)
+
+    def opener():
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return os.fdopen(fd, "rb", buffering=0)
+
+    return Artifact(path, info, doc, mpath, option, opener, lambda: os.stat(path).st_size)
+
+
+def find_artifact(repository, spec, tenant, fmt, option, s3=None):
+    """Resolve ``spec`` to a complete Artifact: ``latest`` (of ``tenant`` in ``repository``), a file
+    name in ``repository``, an s3:// URL, or a local path."""
+    s3 = s3 or {}
     if spec in (None, "", "latest"):
         if not repository:
             raise LifeboatError(
-                "%s: latest needs repository (the folder the backups are in); or give %s as the path of an "
-                "artifact." % (option, option),
+                "%s: latest needs repository (where the backups are); or give %s as the path of an artifact."
+                % (option, option),
                 option="repository",
             )
-        repo = open_repository(repository, create=False)
+        repo = open_repository(repository, create=False, **s3)
         latest = repo.latest_complete(tenant, fmt)
         if not latest:
             partial = [a["name"] for a in repo.artifacts(tenant) if a["format"] == fmt]
@@ -278,58 +376,23 @@ def find_artifact(repository, spec, tenant, fmt, option):
                 "artifact's path as %s." % (fmt, tenant, repo, option),
                 option=option,
             )
-        path = repo.path_of(tenant, latest["name"])
-    else:
-        if not isinstance(spec, str) or "\0" in spec:
-            raise LifeboatError("Invalid %s %r: give latest or the path of an artifact." % (option, spec), option=option)
-        path = os.path.expanduser(spec)
-        if "/" not in spec and repository:
-            info = naming.parse_artifact_name(spec)
-            if info:
-                path = open_repository(repository, create=False).path_of(info["tenant"], spec)
-        path = os.path.abspath(path)
-    name = os.path.basename(path)
-    info = naming.parse_artifact_name(name)
-    if not info:
-        raise LifeboatError(
-            "%s %s is not the name of a lifeboat artifact (<tenant>-<YYYYMMDDTHHMMSSZ>.<format>[.zst][.age]). "
-            "Give the artifact itself, not its manifest." % (option, path),
-            option=option,
-        )
-    if info["format"] != fmt:
-        raise LifeboatError(
-            "%s %s is a %s artifact; this needs a %s artifact%s." % (
-                option, path, info["format"], fmt,
-                " (set engine: sqlite for a SQLite backup)" if info["format"] == "sqlite" else ""),
-            option="engine" if info["format"] in ("sqlite", "pgdump") and fmt in ("sqlite", "pgdump") else option,
-        )
-    if not os.path.isfile(path):
-        raise LifeboatError("The artifact %s does not exist (%s). Check the path, or use latest." % (path, option),
-                            option=option)
-    mpath = os.path.join(os.path.dirname(path), naming.manifest_name(info["tenant"], info["stamp"]))
-    if not os.path.exists(mpath):
-        raise LifeboatError(
-            "The artifact %s has no manifest (%s): it is incomplete (the backup that wrote it was interrupted, "
-            "or the manifest was removed), and lifeboat never restores an incomplete artifact. Nothing was "
-            "changed. Restore another artifact (%s: latest picks the newest complete one)." % (
-                path, os.path.basename(mpath), option),
-            option=option,
-        )
-    doc = _read_manifest(mpath, option)
-    where = "The manifest %s" % mpath
-    if doc["artifact"] != name or doc["tenant"] != info["tenant"] or doc["format"] != info["format"]:
-        raise LifeboatError(
-            "%s describes %s (tenant %s), not %s: the files were renamed or mixed up. Restore another artifact."
-            % (where, doc["artifact"], doc["tenant"], name),
-            option=option,
-        )
-    if bool(doc["encryption"]) != info["encrypted"] or bool(doc["compression"]) != info["compressed"]:
-        raise LifeboatError(
-            "%s disagrees with the artifact's name %s about compression or encryption; restore another artifact."
-            % (where, name),
-            option=option,
-        )
-    return Artifact(path, info, doc, mpath, option)
+        return _in_repository(repo, tenant, latest["name"], fmt, option)
+    if not isinstance(spec, str) or "\0" in spec:
+        raise LifeboatError("Invalid %s %r: give latest or the path of an artifact." % (option, spec), option=option)
+    if spec.startswith("s3://"):
+        head, _sep, name = spec.rpartition("/")
+        root, _sep, tenant_dir = head.rpartition("/")
+        info = _parse_name(name, spec, fmt, option)
+        if tenant_dir != info["tenant"] or not root.startswith("s3://"):
+            raise LifeboatError("%s %s is not laid out as s3://bucket/prefix/<tenant>/<artifact>." % (option, spec),
+                                option=option)
+        return _in_repository(open_repository(root, create=False, **s3), info["tenant"], name, fmt, option)
+    if "/" not in spec and repository:
+        info = _parse_name(spec, spec, fmt, option)
+        return _in_repository(open_repository(repository, create=False, **s3), info["tenant"], spec, fmt, option)
+    if "://" in spec:
+        raise LifeboatError("Invalid %s %r: give latest, a path, or an s3:// URL." % (option, spec), option=option)
+    return _local_file(os.path.abspath(os.path.expanduser(spec)), fmt, option)
 
 
 def find_globals_artifact(req):
@@ -337,7 +400,7 @@ def find_globals_artifact(req):
     if spec in ("latest",):
         if not req.p["repository"]:
             raise LifeboatError("globals_artifact: latest needs repository.", option="repository")
-        repo = open_repository(req.p["repository"], create=False)
+        repo = open_repository(req.p["repository"], create=False, **req.s3)
         if req.p["globals_host"]:
             tenant = naming.globals_tenant(req.p["globals_host"])
         else:
@@ -355,8 +418,8 @@ def find_globals_artifact(req):
                     option="globals_host",
                 )
             tenant = found[0]
-        return find_artifact(req.p["repository"], "latest", tenant, "globals", "globals_artifact")
-    return find_artifact(req.p["repository"], spec, None, "globals", "globals_artifact")
+        return find_artifact(req.p["repository"], "latest", tenant, "globals", "globals_artifact", req.s3)
+    return find_artifact(req.p["repository"], spec, None, "globals", "globals_artifact", req.s3)
 
 
 def _identity_option(req):
@@ -404,7 +467,7 @@ def run(params, check_mode=False, progress=None):
     art = None
     if req.tenant is not None:
         fmt = "sqlite" if req.engine == "sqlite" else "pgdump"
-        art = find_artifact(req.p["repository"], req.p["artifact"], req.tenant, fmt, "artifact")
+        art = find_artifact(req.p["repository"], req.p["artifact"], req.tenant, fmt, "artifact", req.s3)
         art.check_stored_size()
     gart = find_globals_artifact(req) if req.globals_artifact else None
     if gart is not None:
@@ -481,6 +544,9 @@ def run(params, check_mode=False, progress=None):
 
 def _finish(result, t0):
     result["seconds"] = round(time.monotonic() - t0, 3)
+    target = result.get("target") or {}
+    result["target_database"] = target.get("database")
+    result["target_path"] = target.get("path")
     counts = result.get("row_counts")
     if counts is not None:
         result["tables"] = len(counts)

@@ -33,6 +33,7 @@ author:
   - Lifeboat maintainers (@lifeboat)
 extends_documentation_fragment:
   - lifeboat.backup.connection
+  - lifeboat.backup.s3
 attributes:
   check_mode:
     support: full
@@ -70,12 +71,14 @@ options:
     type: path
   repository:
     description:
-      - The repository folder the artifacts are in. Required with O(artifact=latest) or O(globals_artifact=latest).
+      - Where the artifacts are, a local folder or C(s3://bucket/prefix). Required with O(artifact=latest) or
+        O(globals_artifact=latest).
     type: str
   artifact:
     description:
       - V(latest) (the newest artifact of O(tenant) that has its manifest), the file name of an artifact in
-        O(repository), or the path of an artifact (its manifest must be beside it).
+        O(repository), the C(s3://bucket/prefix/<tenant>/<artifact>) URL of an artifact, or the local path of an
+        artifact (its manifest must be beside it).
       - An artifact without its manifest is incomplete and never restored.
     type: str
     default: latest
@@ -222,6 +225,14 @@ target:
     C(path)).
   returned: when a tenant was given
   type: dict
+target_database:
+  description: The database restored into (for a schema tenant, the database holding the schema); null for SQLite.
+  returned: when a tenant was given
+  type: str
+target_path:
+  description: The SQLite file restored into; null for PostgreSQL.
+  returned: when a tenant was given
+  type: str
 replaced:
   description: What the target held before (C(existed), owner, size, C(contents) counts of tables, functions, ...).
   returned: when a tenant was given
@@ -292,6 +303,7 @@ def main():
         argument_spec=argspec.merged(
             argspec.TENANT,
             argspec.CONNECTION,
+            dict((k, v) for k, v in argspec.S3.items() if k in engine.S3_OPTIONS),
             repository=dict(type="str"),
             artifact=dict(type="str", default="latest"),
             identity=dict(type="str", no_log=True),

@@ -550,3 +550,40 @@ def test_globals_then_tenant_with_privileges_on_a_fresh_cluster(pg, other, keys,
 
     psycopg.connect(host="127.0.0.1", port=other.port, user="rs_ro", password="ro-secret-42", dbname="rs_granted").close()
     other.connect().close()
+
+
+# -- s3:// repositories ----------------------------------------------------------------------------------------
+
+
+def test_restore_from_an_s3_repository(pg, keys, s3, tmp_path):
+    repo = s3.url("lifeboat")
+    pg.psql("CREATE DATABASE rs_s3db")
+    pg.psql(data_sql(80, 300), db="rs_s3db")
+    wanted = checksums(pg, "rs_s3db")
+    common = dict(s3.options(), repository=repo, recipients=[keys["public"]])
+    backup.run(dict(pg.login, tenant="rs_s3db", **common))
+    src = str(tmp_path / "src.db")
+    make_sqlite(src, rows=50)
+    art = backup.run(dict(tenant="rs_s3lite", engine="sqlite", path=src, **common))["artifact"]
+    assert art.startswith("s3://")
+    res = restore.run(dict(pg.login, **s3.options(), tenant="rs_s3db", repository=repo, identity_file=keys["identity"],
+                           target_database="rs_s3_copy"))
+    assert res["artifact"].startswith(repo + "/rs_s3db/") and res["manifest"].startswith("s3://")
+    assert checksums(pg, "rs_s3_copy") == wanted
+    target = str(tmp_path / "restored.db")
+    res = restore.run(dict(s3.options(), tenant="rs_s3lite", engine="sqlite", artifact=art,
+                           identity_file=keys["identity"], target_path=target))
+    assert lbtest.sqlite_checksums(target) == lbtest.sqlite_checksums(src)
+    assert res["target_path"] == target and res["target_database"] is None
+    # a byte flipped in the stored object: refused, the target keeps what it held
+    key = art[len("s3://%s/" % s3.bucket):]
+    blob = bytearray(s3.get(key))
+    blob[len(blob) // 2] ^= 0x01
+    s3.client.put_object(Bucket=s3.bucket, Key=key, Body=bytes(blob))
+    before = lbtest.sqlite_checksums(target)
+    with pytest.raises(LifeboatError) as e:
+        restore.run(dict(s3.options(), tenant="rs_s3lite", engine="sqlite", artifact=art,
+                         identity_file=keys["identity"], target_path=target, force=True))
+    assert "age decryption failed" in str(e.value) and "not changed" in str(e.value)
+    assert lbtest.sqlite_checksums(target) == before
+    assert sorted(os.listdir(str(tmp_path))) == ["restored.db", "src.db"]
