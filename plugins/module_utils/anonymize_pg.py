@@ -338,6 +338,8 @@ class PgTenant(object):
         """Count again: rows older than the cut-off still holding unscrubbed values."""
         S = self.sql.SQL
         for plan, entry in zip(plans, entries):
+            if not entry["rows_to_scrub"]:
+                continue  # the count a moment ago found nothing to scrub
             table, key, ts, aged, where, needs, params = self._parts(plan)
             params["cutoff"] = cutoff
             query = S("SELECT count(*) FROM {} WHERE {} AND {} AND ({})").format(table, where, aged, S(" OR ").join(needs))

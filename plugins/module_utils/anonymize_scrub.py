@@ -25,7 +25,6 @@ trimmed and lower-cased, so ``Ann@X.org`` and ``ann@x.org`` stay equal.
 ``.invalid`` is reserved (RFC 2606): a fake address can never be delivered.
 """
 
-import datetime
 import hashlib
 import hmac
 import re
@@ -145,25 +144,42 @@ _ISO_DATE_RE = re.compile(
 _NUMBER_RE = re.compile(r"\A\s*-?\d+(?:\.\d+)?\s*\Z")
 
 
+def _days_before(year, month, day):
+    """Days from 1970-01-01 to the given date (proleptic Gregorian), or None when the date does not exist."""
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return None
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    if day > (29 if leap else 28) if month == 2 else day > (30 if month in (4, 6, 9, 11) else 31):
+        return None
+    # H. Hinnant, days_from_civil
+    y = year - (month <= 2)
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
 def parse_iso(value):
-    """(datetime in UTC, had_time) of an ISO 8601 text, or None."""
+    """(Unix seconds, had_time) of an ISO 8601 text (UTC unless it carries an offset), or None."""
     if not isinstance(value, str):
         return None
     m = _ISO_DATE_RE.match(value.strip())
     if not m:
         return None
     y, mo, d, sep, hh, mi, ss, frac, tz = m.groups()
-    try:
-        moment = datetime.datetime(int(y), int(mo), int(d), int(hh or 0), int(mi or 0), int(ss or 0),
-                                   int((frac or "0").ljust(6, "0")[:6]))
-    except ValueError:
+    days = _days_before(int(y), int(mo), int(d))
+    if days is None:
         return None
-    offset = datetime.timedelta(0)
+    hh, mi, ss = int(hh or 0), int(mi or 0), int(ss or 0)
+    if hh > 23 or mi > 59 or ss > 59:
+        return None
+    seconds = days * 86400 + hh * 3600 + mi * 60 + ss + (float("0." + frac) if frac else 0.0)
     if tz and tz != "Z":
-        sign = -1 if tz[0] == "-" else 1
         digits = tz[1:].replace(":", "")
-        offset = sign * datetime.timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
-    return (moment - offset).replace(tzinfo=datetime.timezone.utc), sep is not None
+        offset = int(digits[:2]) * 3600 + int(digits[2:4] or 0) * 60
+        seconds -= offset if tz[0] == "+" else -offset
+    return seconds, sep is not None
 
 
 def epoch_seconds(value):
@@ -179,7 +195,7 @@ def epoch_seconds(value):
             return float(value)
         parsed = parse_iso(value)
         if parsed:
-            return parsed[0].timestamp()
+            return float(parsed[0])
     return None
 
 
@@ -192,7 +208,9 @@ def truncate_text(value, unit):
     if not isinstance(value, str):
         return None
     m = _ISO_DATE_RE.match(value.strip())
-    if not m or parse_iso(value) is None:
+    if not m:
+        return None
+    if parse_iso(value) is None:
         return None
     y, mo, d, sep = m.group(1), m.group(2), m.group(3), m.group(4)
     if unit == "year":

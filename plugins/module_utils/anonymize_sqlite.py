@@ -5,15 +5,17 @@
 
 Names reach SQL only after they were found in the catalog (``sqlite_master``,
 ``pragma_table_xinfo``), spelled as the catalog spells them and quoted by
-``ident()``; values only as parameters. The strategies run as Python
-functions registered on the connection (the same code that decides whether a
-value is already scrubbed scrubs it), so SQL and Python cannot disagree.
+``ident()``; values only as parameters. SQL selects the rule's rows (its
+``where``) in key order; Python decides, once per row, the row's age and which
+values still need scrubbing, with the same code that scrubs them, so the count,
+the batches and the final check cannot disagree.
 
 Time stamps are ISO 8601 texts (UTC unless they carry an offset) or numbers
 of Unix seconds; a value that is neither is reported before anything is
 written. Check mode opens the file read-only (``mode=ro``); a real run plans
-under ``PRAGMA query_only`` and writes each batch in its own
-``BEGIN IMMEDIATE`` transaction.
+under ``PRAGMA query_only``, reads each batch of rows without a write lock,
+and only when some of them need scrubbing reads them again and updates them
+in one short ``BEGIN IMMEDIATE`` transaction.
 """
 
 import os
@@ -59,7 +61,6 @@ class TablePlan(object):
         self.key = key
         self.timestamp = timestamp
         self.columns = []           # (Column, catalog name)
-        self.fn = "lb%d" % rule.index
 
 
 class SqliteTenant(object):
@@ -80,7 +81,6 @@ class SqliteTenant(object):
             else:
                 self.conn = sqlite3.connect(self.req.path, timeout=timeout, isolation_level=None)
                 self.conn.execute("PRAGMA query_only = ON")
-            self.conn.create_function("lb_epoch", 1, scrub.epoch_seconds, deterministic=True)
         except sqlite3.Error as e:
             raise LifeboatError("Cannot open the SQLite file %s: %s (path)." % (self.req.path, e), option="path")
         return self
@@ -100,8 +100,6 @@ class SqliteTenant(object):
                 plans.append(plan)
         if problems:
             raise rules_error(problems)
-        for plan in plans:
-            self._register(plan)
         return plans
 
     def _plan_rule(self, rule, problems):
@@ -206,32 +204,48 @@ class SqliteTenant(object):
                     "hash or null" % (q(col.name), tname))
         return None
 
-    def _register(self, plan):
-        """Functions lbR_nI (needs scrubbing), lbR_sI (scrubbed value), lbR_bI (not a date) per column."""
-        secret = self.req.secret
-        for i, (col, _name) in enumerate(plan.columns):
-            s = col.strategy
+    # -- rows --------------------------------------------------------------------
+    def _select(self, plan, ranged=None, after=False):
+        """Key, time stamp and the personal-data columns of the rule's rows (its where only: the age and
+        what needs scrubbing are decided in Python, once per row, by the same code that scrubs).
 
-            def needs(value, s=s):
-                return 0 if s.is_scrubbed(value) else 1
+        ``ranged``: None (all rows), "from" (the next :lb_limit rows in key order after :lb_last when
+        ``after``), "between" (keys after :lb_last when ``after``, up to :lb_upto)."""
+        key = ident(plan.key)
+        cols = ", ".join([key, ident(plan.timestamp)] + [ident(name) for _c, name in plan.columns])
+        query = "SELECT %s FROM %s WHERE %s" % (cols, ident(plan.table),
+                                                "(%s)" % plan.rule.where if plan.rule.where else "1")
+        if ranged is None:
+            return query
+        if after:
+            query += " AND %s > :lb_last" % key
+        if ranged == "from":
+            return query + " ORDER BY %s LIMIT :lb_limit" % key
+        return query + " AND %s <= :lb_upto" % key
 
-            def scrubbed(value, s=s):
-                return s.scrub(value, secret)
+    @staticmethod
+    def _classify(plan, row, at):
+        """(state, flags): state is 'no_ts', 'bad_ts', 'young' or 'aged'; flags tell which columns need scrubbing."""
+        if row[1] is None:
+            return "no_ts", None
+        seconds = scrub.epoch_seconds(row[1])
+        if seconds is None:
+            return "bad_ts", None
+        if seconds >= at:
+            return "young", None
+        return "aged", [not col.strategy.is_scrubbed(v) for (col, _n), v in zip(plan.columns, row[2:])]
 
-            def bad_date(value, s=s):
-                return 1 if (value is not None and scrub.truncate_text(value, s.unit) is None) else 0
-
-            self.conn.create_function("%s_n%d" % (plan.fn, i), 1, needs, deterministic=True)
-            self.conn.create_function("%s_s%d" % (plan.fn, i), 1, scrubbed, deterministic=True)
-            self.conn.create_function("%s_b%d" % (plan.fn, i), 1, bad_date, deterministic=True)
-
-    # -- SQL -----------------------------------------------------------------------
-    def _parts(self, plan):
-        table, key, ts = ident(plan.table), ident(plan.key), ident(plan.timestamp)
-        needs = ["%s_n%d(%s)" % (plan.fn, i, ident(name)) for i, (_c, name) in enumerate(plan.columns)]
-        where = "(%s)" % plan.rule.where if plan.rule.where else "1"
-        aged = "(lb_epoch(%s) < :lb_cutoff)" % ts
-        return table, key, ts, aged, where, needs
+    def _rows(self, query, args, plan):
+        try:
+            cur = self.conn.execute(query, args)
+            while True:
+                chunk = cur.fetchmany(2000)
+                if not chunk:
+                    return
+                for row in chunk:
+                    yield row
+        except sqlite3.Error as e:
+            raise _QueryError(e)
 
     def _error(self, plan, e, what):
         rule = plan.rule
@@ -249,27 +263,30 @@ class SqliteTenant(object):
             entry["table"] = plan.table
             entry["key"] = plan.key
             entries.append(entry)
-            table, key, ts, aged, where, needs = self._parts(plan)
-            any_need = " OR ".join(needs)
-            exprs = ["sum(CASE WHEN %s THEN 1 ELSE 0 END)" % aged,
-                     "sum(CASE WHEN %s AND (%s) THEN 1 ELSE 0 END)" % (aged, any_need),
-                     "sum(CASE WHEN %s IS NULL THEN 1 ELSE 0 END)" % ts,
-                     "sum(CASE WHEN %s AND (%s) AND %s IS NULL THEN 1 ELSE 0 END)" % (aged, any_need, key),
-                     "sum(CASE WHEN %s IS NOT NULL AND lb_epoch(%s) IS NULL THEN 1 ELSE 0 END)" % (ts, ts)]
-            exprs += ["sum(CASE WHEN %s AND %s THEN 1 ELSE 0 END)" % (aged, n) for n in needs]
-            bad = [(col, "sum(CASE WHEN %s AND %s_b%d(%s) THEN 1 ELSE 0 END)" % (aged, plan.fn, i, ident(name)))
-                   for i, (col, name) in enumerate(plan.columns) if col.strategy.name == "truncate_date"]
-            exprs += [b[1] for b in bad]
-            query = "SELECT %s FROM %s WHERE %s" % (", ".join(exprs), table, where)
+            values = [0] * len(plan.columns)
+            bad_dates = [0] * len(plan.columns)
+            bad_ts = null_keys = 0
             try:
-                row = [v or 0 for v in self.conn.execute(query, {"lb_cutoff": at}).fetchone()]
-            except sqlite3.Error as e:
-                problems.append(self._error(plan, e, "counting the rows"))
+                for row in self._rows(self._select(plan, None), {}, plan):
+                    state, flags = self._classify(plan, row, at)
+                    if state == "no_ts":
+                        entry["rows_without_timestamp"] += 1
+                    elif state == "bad_ts":
+                        bad_ts += 1
+                    elif state == "aged":
+                        entry["rows_in_scope"] += 1
+                        if any(flags):
+                            entry["rows_to_scrub"] += 1
+                            null_keys += row[0] is None
+                        for i, ((col, _n), flag, v) in enumerate(zip(plan.columns, flags, row[2:])):
+                            values[i] += flag
+                            if flag and col.strategy.name == "truncate_date" and scrub.truncate_text(v, col.strategy.unit) is None:
+                                bad_dates[i] += 1
+            except _QueryError as e:
+                problems.append(self._error(plan, e.error, "counting the rows"))
                 continue
-            entry["rows_in_scope"], entry["rows_to_scrub"], entry["rows_without_timestamp"], null_keys, bad_ts = row[:5]
             entry["rows_remaining"] = entry["rows_to_scrub"]
-            n_cols = len(plan.columns)
-            for (col, _name), n in zip(plan.columns, row[5:5 + n_cols]):
+            for (col, _name), n in zip(plan.columns, values):
                 d = col.strategy.describe()
                 d.update({"values_to_scrub": n, "values_scrubbed": 0})
                 entry["columns"][col.name] = d
@@ -281,7 +298,7 @@ class SqliteTenant(object):
             if null_keys:
                 problems.append((label + ".key", "%s.key: %d rows older than the cut-off have a NULL %s; they cannot "
                                  "be batched: choose a NOT NULL unique key" % (label, null_keys, q(plan.key))))
-            for (col, _expr), n in zip(bad, row[5 + n_cols:]):
+            for (col, _name), n in zip(plan.columns, bad_dates):
                 if n:
                     problems.append((col.path, "%s: %d values older than the cut-off are not ISO 8601 dates "
                                                "(YYYY-MM-DD...), so truncate_date cannot cut them; fix them or use "
@@ -291,10 +308,15 @@ class SqliteTenant(object):
         return entries
 
     def verify(self, plans, cutoff, entries):
+        at = cutoff.timestamp()
         for plan, entry in zip(plans, entries):
-            table, key, ts, aged, where, needs = self._parts(plan)
-            query = "SELECT count(*) FROM %s WHERE %s AND %s AND (%s)" % (table, where, aged, " OR ".join(needs))
-            entry["rows_remaining"] = self.conn.execute(query, {"lb_cutoff": cutoff.timestamp()}).fetchone()[0]
+            if not entry["rows_to_scrub"]:
+                continue  # the count a moment ago found nothing to scrub
+            remaining = 0
+            for row in self._rows(self._select(plan, None), {}, plan):
+                state, flags = self._classify(plan, row, at)
+                remaining += state == "aged" and any(flags)
+            entry["rows_remaining"] = remaining
 
     # -- scrubbing -----------------------------------------------------------------
     def scrub(self, plan, cutoff, batch_size, entry, progress=None):
@@ -305,58 +327,90 @@ class SqliteTenant(object):
             self.conn.execute("PRAGMA query_only = ON")
 
     def _scrub(self, plan, cutoff, batch_size, entry, progress):
-        table, key, ts, aged, where, needs = self._parts(plan)
-        scope = "%s AND %s AND (%s)" % (aged, where, " OR ".join(needs))
-        sets = ", ".join(
-            "%s = CASE WHEN %s THEN %s_s%d(%s) ELSE %s END" % (ident(name), needs[i], plan.fn, i, ident(name), ident(name))
-            for i, (_c, name) in enumerate(plan.columns))
-        counts = ", ".join(["count(*)"] + ["coalesce(sum(%s), 0)" % n for n in needs])
+        """Read up to batch_size rows of the rule in key order without a write lock; when some need
+        scrubbing, take the write lock (BEGIN IMMEDIATE), read the same key range again, and update
+        the rows that need it in that one short transaction."""
         at = cutoff.timestamp()
+        secret = self.req.secret
+        update = "UPDATE %s SET %s WHERE %s = ?" % (
+            ident(plan.table), ", ".join("%s = ?" % ident(name) for _c, name in plan.columns), ident(plan.key))
         last = None
         t0 = time.monotonic()
         while True:
-            lower = "" if last is None else " AND %s > :lb_last" % key
-            args = {"lb_cutoff": at, "lb_last": last, "lb_skip": batch_size - 1}
+            args = {"lb_last": last, "lb_limit": batch_size}
             try:
-                self.conn.execute("BEGIN IMMEDIATE")
-                try:
-                    upper_row = self.conn.execute(
-                        "SELECT %s FROM %s WHERE %s%s ORDER BY %s LIMIT 1 OFFSET :lb_skip" % (key, table, scope, lower, key),
-                        args).fetchone()
-                    upper = None if upper_row is None else upper_row[0]
-                    rng = lower + ("" if upper_row is None else " AND %s <= :lb_upper" % key)
-                    args["lb_upper"] = upper
-                    got = self.conn.execute("SELECT %s FROM %s WHERE %s%s" % (counts, table, scope, rng), args).fetchone()
-                    if got[0]:
-                        cur = self.conn.execute("UPDATE %s SET %s WHERE %s%s" % (table, sets, scope, rng), args)
-                        if cur.rowcount != got[0]:
-                            raise LifeboatError("the update matched %d rows instead of %d" % (cur.rowcount, got[0]))
-                    self.conn.execute("COMMIT")
-                except BaseException:
-                    if self.conn.in_transaction:
-                        self.conn.execute("ROLLBACK")
-                    raise
-            except (sqlite3.Error, LifeboatError) as e:
-                text = e.msg if isinstance(e, LifeboatError) else str(e)
-                raise LifeboatError(
-                    "Anonymizing table %s (%s) failed in batch %d, which was rolled back: %s. %d batches (%d rows) "
-                    "of this table were committed before it."
-                    % (q(plan.table), plan.rule.label, entry["batches"] + 1, text, entry["batches"], entry["rows_scrubbed"]),
-                    option=plan.rule.label,
-                    details={"table": plan.table, "batches_committed": entry["batches"],
-                             "rows_scrubbed": entry["rows_scrubbed"]},
-                )
-            if got[0]:
-                entry["batches"] += 1
-                entry["rows_scrubbed"] += got[0]
-                for (col, _name), n in zip(plan.columns, got[1:]):
-                    entry["columns"][col.name]["values_scrubbed"] += n
-                elapsed = time.monotonic() - t0
-                entry["seconds"] = round(elapsed, 3)
-                entry["rows_per_second"] = round(entry["rows_scrubbed"] / elapsed, 1) if elapsed > 0 else 0.0
-                if progress:
-                    progress(dict(entry))
-            if upper_row is None:
+                chunk = list(self._rows(self._select(plan, "from", last is not None), args, plan))
+            except _QueryError as e:
+                raise self._batch_error(plan, entry, e.error)
+            if not chunk:
                 break
-            last = upper
+            upto = chunk[-1][0]
+            if any(self._needs(plan, row, at) for row in chunk):
+                changed = self._write(plan, update, self._select(plan, "between", last is not None),
+                                      dict(args, lb_upto=upto), at, secret, entry)
+                if changed:
+                    entry["batches"] += 1
+                    entry["rows_scrubbed"] += changed
+                    elapsed = time.monotonic() - t0
+                    entry["seconds"] = round(elapsed, 3)
+                    entry["rows_per_second"] = round(entry["rows_scrubbed"] / elapsed, 1) if elapsed > 0 else 0.0
+                    if progress:
+                        progress(dict(entry))
+            last = upto
+            if len(chunk) < batch_size:
+                break
         entry["seconds"] = round(time.monotonic() - t0, 3)
+
+    def _needs(self, plan, row, at):
+        state, flags = self._classify(plan, row, at)
+        return state == "aged" and any(flags)
+
+    def _write(self, plan, update, select, args, at, secret, entry):
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                updates = []
+                counts = [0] * len(plan.columns)
+                for row in self._rows(select, args, plan):
+                    state, flags = self._classify(plan, row, at)
+                    if state != "aged" or not any(flags):
+                        continue
+                    new = []
+                    for i, ((col, _n), flag, v) in enumerate(zip(plan.columns, flags, row[2:])):
+                        new.append(col.strategy.scrub(v, secret) if flag else v)
+                        counts[i] += flag
+                    updates.append(tuple(new) + (row[0],))
+                before = self.conn.total_changes
+                self.conn.executemany(update, updates)
+                if self.conn.total_changes - before != len(updates):
+                    raise LifeboatError("the update changed %d rows instead of %d"
+                                        % (self.conn.total_changes - before, len(updates)))
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        except _QueryError as e:
+            raise self._batch_error(plan, entry, e.error)
+        except (sqlite3.Error, LifeboatError, ValueError) as e:
+            raise self._batch_error(plan, entry, e)
+        for (col, _name), n in zip(plan.columns, counts):
+            entry["columns"][col.name]["values_scrubbed"] += n
+        return len(updates)
+
+    @staticmethod
+    def _batch_error(plan, entry, e):
+        text = e.msg if isinstance(e, LifeboatError) else str(e)
+        return LifeboatError(
+            "Anonymizing table %s (%s) failed in batch %d, which was rolled back: %s. %d batches (%d rows) "
+            "of this table were committed before it."
+            % (q(plan.table), plan.rule.label, entry["batches"] + 1, text, entry["batches"], entry["rows_scrubbed"]),
+            option=plan.rule.label,
+            details={"table": plan.table, "batches_committed": entry["batches"], "rows_scrubbed": entry["rows_scrubbed"]},
+        )
+
+
+class _QueryError(Exception):
+    def __init__(self, error):
+        super(_QueryError, self).__init__(str(error))
+        self.error = error

@@ -209,9 +209,8 @@ def test_schema_tenant_and_sqlite_tenant_hash_alike(pg, pgdb, tmp_path):
     key_file.write_text(SECRET + "\n")
     lite_rule = {"table": "guests", "timestamp": "checked_out_at", "columns": {"email": "email", "passport": "hash"}}
     run = lbtest.run_playbook([
-        {"name": "schema tenant", "lifeboat.backup.tenant_anonymize": dict(module_args(pg, "tenant_b"), database=db,
-                                                                          schema="tenant_b", older_than_days=None),
-         "environment": {"PII_DAYS": "45"}},
+        {"name": "schema tenant", "environment": {"PII_DAYS": "45"},
+         "lifeboat.backup.tenant_anonymize": dict(module_args(pg, "tenant_b"), database=db, schema="tenant_b")},
         {"name": "sqlite tenant", "lifeboat.backup.tenant_anonymize": {
             "tenant": "tenant_d", "engine": "sqlite", "path": str(lite), "hmac_secret_file": str(key_file),
             "rules": [lite_rule]}},

@@ -176,7 +176,7 @@ def test_hashes_are_stable_across_runs_and_concurrent_runs_agree(pg, tenant_db):
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=one) for _ in range(2)]
+    threads = [threading.Thread(target=one), threading.Thread(target=one)]
     for t in threads:
         t.start()
     for t in threads:
