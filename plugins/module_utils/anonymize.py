@@ -222,12 +222,20 @@ def backup_report(repo, tenant, cutoff, now, retention_days):
 # -- run --------------------------------------------------------------------------
 
 def run(params, check_mode=False, now=None, environ=None, progress=None):
-    """Anonymize as ``params`` say. Returns a result dict with counts only."""
+    """Anonymize as ``params`` say. Returns a result dict with counts only.
+
+    ``environ`` (default ``os.environ``) supplies PII_DAYS; ``progress(count)``, when given, is called
+    after each committed batch with the rows scrubbed so far in this run (as the host agent expects)."""
     req = Request(params, environ)
     now = now or naming.utcnow()
     cutoff = now - datetime.timedelta(days=req.days)
     backend = _backend(req)
     tables = []
+    if progress is not None:
+        report = progress
+
+        def progress(_count):
+            report(sum(e["rows_scrubbed"] for e in tables))
     with backend.open_tenant(req, check_mode) as db:
         plans = db.plan(req.rules)              # catalog checks of every rule; raises before any write
         tables = db.count(plans, cutoff)        # reads only; data problems of every rule raise here

@@ -423,7 +423,7 @@ class PgTenant(object):
             entry["seconds"] = round(elapsed, 3)
             entry["rows_per_second"] = round(entry["rows_scrubbed"] / elapsed, 1) if elapsed > 0 else 0.0
             if progress:
-                progress(dict(entry))
+                progress(entry["rows_scrubbed"])
             # A short batch does not end the loop: rows another run had locked come back only once it
             # committed; the loop ends on a batch that finds nothing (one more cheap SELECT).
             last = rows[-1][0]

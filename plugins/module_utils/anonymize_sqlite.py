@@ -355,7 +355,7 @@ class SqliteTenant(object):
                     entry["seconds"] = round(elapsed, 3)
                     entry["rows_per_second"] = round(entry["rows_scrubbed"] / elapsed, 1) if elapsed > 0 else 0.0
                     if progress:
-                        progress(dict(entry))
+                        progress(entry["rows_scrubbed"])
             last = upto
             if len(chunk) < batch_size:
                 break

@@ -307,3 +307,11 @@ def test_engine_results_hold_no_row_data_and_no_secret(tenant):
             if value and len(value) > 6:
                 assert value not in text
     assert "anon" not in text  # no scrubbed value either
+
+
+def test_progress_reports_rows_scrubbed_so_far_as_a_number(tenant):
+    seen = []
+    res = anonymize.run(params(tenant), now=NOW, environ={}, progress=seen.append)
+    assert all(isinstance(n, int) for n in seen)
+    assert seen == sorted(seen) and len(seen) == sum(t["batches"] for t in res["tables"])
+    assert seen[-1] == res["rows_scrubbed"]
