@@ -22,7 +22,7 @@ description:
     C(dr_restore) playbook read these records. That record is the only change the module makes.
   - A FAIL fails the task with a message naming the failed checks, unless O(fail_on_error=false).
   - Also verifies legacy plain dumps matched by O(legacy_glob) (for example C(/var/backups/acme-*.sql), optionally
-    C(.age)): the newest match is loaded into a scratch SQLite or PostgreSQL target; the manifest checks are skipped.
+    C(.age)). The newest match is loaded into a scratch SQLite or PostgreSQL target; the manifest checks are skipped.
 author:
   - Lifeboat maintainers (@lifeboat)
 extends_documentation_fragment:
