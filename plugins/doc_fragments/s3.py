@@ -70,6 +70,6 @@ notes:
     an existing one, and a failure aborts its upload. Uploads left open by a killed run are aborted by the next
     run on the same host; those of other hosts only once older than a day."
   - The lock that keeps two runs on one tenant apart is a file of the host (C(/run/lifeboat) for root, else
-    E(XDG_RUNTIME_DIR) or the temporary folder): S3 has no locks, so give each tenant one backup host.
+    E(XDG_RUNTIME_DIR) or the temporary folder), since S3 has no locks. Give each tenant one backup host.
   - Downloads stream and resume (C(Range) and C(If-Match)) after a broken connection.
 """
