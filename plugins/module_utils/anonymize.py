@@ -57,7 +57,13 @@ OPTIONS = {
     "lock_timeout": 30,
     "repository": None,
     "retention_days": None,
+    "s3_endpoint_url": None,
+    "s3_region": None,
+    "s3_access_key": None,
+    "s3_secret_key": None,
+    "s3_session_token": None,
 }
+S3_OPTIONS = ("s3_endpoint_url", "s3_region", "s3_access_key", "s3_secret_key", "s3_session_token")
 
 
 def resolve_days(value, environ=None):
@@ -174,7 +180,12 @@ class Request(object):
                 % (", ".join(needing), scrub.MIN_SECRET_BYTES),
                 option="hmac_secret",
             )
-        self.repository = open_repository(p["repository"], create=False) if p["repository"] else None
+        self.repository = None
+        if p["repository"]:
+            s3 = dict((k, p[k]) for k in S3_OPTIONS if p[k] is not None)
+            if s3 and not p["repository"].startswith("s3://"):
+                raise LifeboatError("%s applies to s3:// repositories only." % sorted(s3)[0], option=sorted(s3)[0])
+            self.repository = open_repository(p["repository"], create=False, **s3)
 
 
 def _backend(req):

@@ -242,8 +242,7 @@ class SqliteTenant(object):
                 chunk = cur.fetchmany(2000)
                 if not chunk:
                     return
-                for row in chunk:
-                    yield row
+                yield from chunk
         except sqlite3.Error as e:
             raise _QueryError(e)
 

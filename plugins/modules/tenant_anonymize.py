@@ -31,6 +31,7 @@ author:
   - Lifeboat maintainers (@lifeboat)
 extends_documentation_fragment:
   - lifeboat.backup.connection
+  - lifeboat.backup.s3
 attributes:
   check_mode:
     support: full
@@ -149,7 +150,8 @@ options:
     default: 30
   repository:
     description:
-      - The backup repository (a folder) whose artifacts of the tenant are reported in RV(backups). Read only.
+      - The backup repository (a folder or C(s3://bucket/prefix)) whose artifacts of the tenant are reported in
+        RV(backups). Only listed, never changed; the C(s3_*) options reach an S3 repository.
     type: str
   retention_days:
     description:
@@ -332,6 +334,7 @@ def argument_spec():
         repository=dict(type="str"),
         retention_days=dict(type="int"),
     )
+    spec.update(argspec.merged(dict((k, v) for k, v in argspec.S3.items() if k in engine.S3_OPTIONS)))
     spec["tenant"]["required"] = True
     return spec
 

@@ -195,3 +195,37 @@ def test_hashes_are_stable_across_runs_and_concurrent_runs_agree(pg, tenant_db):
         if r["passport"].startswith("anon:"):
             assert r["passport"] == scrub.hash_value(KEY, original[i]["passport"])
             assert r["email"] is None or r["email"] == scrub.email_value(KEY, original[i]["email"])
+
+
+def test_backups_in_an_s3_repository_are_reported(s3, tmp_path):
+    import sqlite3
+
+    from lifeboat_engine import naming, repository
+
+    path = tmp_path / "lite.db"
+    conn = sqlite3.connect(str(path))
+    conn.execute("CREATE TABLE guests (id INTEGER PRIMARY KEY, checked_out_at TEXT, email TEXT)")
+    conn.execute("INSERT INTO guests VALUES (1, '2001-01-01', 'a@b.org')")
+    conn.commit()
+    conn.close()
+    repo = repository.open_repository(s3.url("lb"), **s3.options())
+    now = naming.utcnow()
+    stamps = [naming.format_stamp(now - datetime.timedelta(days=d)) for d in (50, 3)]
+    for stamp in stamps:
+        w = repo.new_writer("lite", naming.artifact_name("lite", stamp, "sqlite", True, True))
+        w.write(b"x" * 10)
+        w.commit()
+        repo.write_json("lite", naming.manifest_name("lite", stamp), {"tenant": "lite"})
+    rule = {"table": "guests", "timestamp": "checked_out_at", "columns": {"email": "email"}}
+    p = {"tenant": "lite", "engine": "sqlite", "path": str(path), "hmac_secret": SECRET, "rules": [rule],
+         "repository": s3.url("lb"), "retention_days": 14}
+    p.update(s3.options())
+    res = anonymize.run(p, check_mode=True, now=now)
+    backups = res["backups"]
+    assert [a["artifact"] for a in backups["before_cutoff"]] == [naming.artifact_name("lite", stamps[0], "sqlite", True, True)]
+    assert backups["before_cutoff"][0]["overdue"] is True and backups["since_cutoff"] == 1
+    assert backups["clear_by"] == naming.iso(naming.parse_stamp(stamps[1]) + datetime.timedelta(days=14))
+    assert s3.options()["s3_secret_key"] not in repr(res)
+    with pytest.raises(LifeboatError) as e:
+        anonymize.run(dict(p, repository=str(tmp_path / "local")), check_mode=True, now=now)
+    assert e.value.option == "s3_access_key"
