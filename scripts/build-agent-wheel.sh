@@ -32,13 +32,16 @@ if [ ! -f "$stamp" ] || [ -z "$wheel" ]; then
   touch "$stamp"
   wheel=$(ls "$out"/lifeboat_agent-*.whl | head -1)
 fi
-if [ -n "${WHEELHOUSE:-}" ]; then
+deps_key=$("$py" -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' pyproject.toml | sha256sum | cut -c1-16)
+if [ -n "${WHEELHOUSE:-}" ] && [ ! -f "$WHEELHOUSE/.deps-$deps_key" ]; then
   mkdir -p "$WHEELHOUSE"
-  # Dependencies only (the agent's own wheel is installed from $out); pip
-  # skips what the wheelhouse already holds.
+  rm -f "$WHEELHOUSE"/.deps-* "$WHEELHOUSE"/*.whl
+  # Dependencies only (the agent's own wheel is installed from $out), for
+  # the hosts' Python (Debian 12: CPython 3.11, x86_64).
   "$py" -m pip download -q -d "$WHEELHOUSE" --only-binary=:all: \
     --python-version 3.11 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux_2_28_x86_64 --platform any --implementation cp \
     -r <("$py" -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' "$top/pyproject.toml") >&2
+  touch "$WHEELHOUSE/.deps-$deps_key"
 fi
 echo "$wheel"

@@ -557,7 +557,7 @@ def cmd_anonymize(args, config, log):
     jobs, skipped = [], []
     for name in names:
         t = config.tenant(name)
-        rules = t.get("anonymize_rules") or anon.get("rules")
+        rules = (anon.get("tenant_rules") or {}).get(name) or t.get("anonymize_rules") or anon.get("rules")
         if t.get("anonymize") is False or not rules:
             skipped.append(name)
             continue

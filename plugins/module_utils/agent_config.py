@@ -270,8 +270,22 @@ def tenant_list(value, where, key):
     return value
 
 
+def tenant_rules(value, where, key):
+    if not isinstance(value, dict):
+        raise ConfigError(where, key, "expected a mapping of tenant name to its list of rules, got %s." % _type_name(value))
+    out = {}
+    for name, rules in value.items():
+        try:
+            naming.validate_tenant(name)
+        except LifeboatError as e:
+            raise ConfigError(where, "%s.%s" % (key, name), e.msg)
+        out[name] = anonymize_rules(rules, where, "%s.%s" % (key, name))
+    return out
+
+
 ANONYMIZE = {
     "rules": anonymize_rules,
+    "tenant_rules": tenant_rules,
     "older_than_days": integer(0, 36500),
     "hmac_secret_file": abs_path,
     "batch_size": integer(1, 100000),
@@ -516,5 +530,9 @@ def load(config_file=CONFIG_FILE, tenants_env=TENANTS_ENV, dropin_dir=None, requ
         doc = check_document(parse_yaml(_read(path, "config"), where), where)
         merged = merge(merged, doc)
     settings = merge(DEFAULTS, merged)
+    if len(files) > 1:
+        # Each file was valid alone; a tenant's settings may come from several of them.
+        names = " + ".join(os.path.basename(f) for f in files)
+        settings["tenants"] = tenants(settings["tenants"], names, "tenants")
     env = load_tenants_env(tenants_env)
     return Config(settings, env, files)

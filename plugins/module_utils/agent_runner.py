@@ -20,6 +20,12 @@ import traceback
 
 from .errors import LifeboatError
 
+# Loaded now, while the agent may still be root: once it switched to its
+# user (agent.become) it may not read an interpreter installed in a private
+# place, and multiprocessing imports these lazily.
+from multiprocessing import popen_fork, queues, synchronize  # noqa: E402 pylint: disable=wrong-import-position
+
+PRELOADED = (popen_fork, queues, synchronize)
 PROGRESS_EVERY = 0.5
 
 
