@@ -40,7 +40,7 @@ import time
 from . import age_stream, age_tar, crypto, manifest, naming
 from .age_stream import AgeProcess, BoundedBuffer, Hasher, HashingSource, WorkerError
 from .errors import LifeboatError, MissingDependency
-from .repository import describe_os_error, open_repository
+from .repository import describe_os_error, open_repository, unique_stamp
 from .version import TOOL_VERSION
 
 try:
@@ -583,16 +583,6 @@ def _remove_src(src, is_dir):
         os.unlink(src)
 
 
-def _unique_stamp(repo, tenant):
-    for _attempt in range(5):
-        moment = naming.utcnow()
-        stamp = naming.format_stamp(moment)
-        if not repo.stamp_taken(tenant, stamp):
-            return moment, stamp
-        time.sleep(1.05 - (time.time() % 1.0))
-    raise LifeboatError("Could not find a free time stamp for tenant %s; is the clock stuck?" % tenant)
-
-
 def _bundle_manifests(repo, tenant):
     """(artifact info, manifest) of the tenant's complete tar artifacts, newest first."""
     out = []
@@ -676,7 +666,7 @@ def _encrypted_repository(req, check_mode, recipient_texts):
         return result
     with repo.lock(tenant, "age_encrypt of %s" % src, req.lock_timeout):
         result["removed_partials"] = repo.remove_partials(tenant)
-        started, stamp = _unique_stamp(repo, tenant)
+        started, stamp = unique_stamp(repo, tenant)
         name = naming.artifact_name(tenant, stamp, "tar", comp == "zstd", True)
         writer = repo.new_writer(tenant, name)
         published = None

@@ -29,6 +29,10 @@ S3 = dict(
     sse_kms_key_id=dict(type="str", no_log=False),
 )
 
+# The S3 options that only say how to reach the store (no upload settings).
+S3_CONNECTION = dict((k, v) for k, v in S3.items()
+                     if k in ("s3_endpoint_url", "s3_region", "s3_access_key", "s3_secret_key", "s3_session_token"))
+
 TENANT = dict(
     tenant=dict(type="str"),
     engine=dict(type="str", default="postgresql", choices=["postgresql", "sqlite"]),

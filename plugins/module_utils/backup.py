@@ -18,7 +18,7 @@ import time
 from . import crypto, manifest, naming, pipeline, postgres
 from . import sqlite as sqlite_engine
 from .errors import LifeboatError
-from .repository import describe_os_error, open_repository
+from .repository import describe_os_error, open_repository, unique_stamp
 
 STDERR_LIMIT = 64 * 1024
 
@@ -271,19 +271,9 @@ def _human(n):
         n /= 1000.0
 
 
-def _unique_stamp(repo, tenant):
-    for _attempt in range(5):
-        moment = naming.utcnow()
-        stamp = naming.format_stamp(moment)
-        if not repo.stamp_taken(tenant, stamp):
-            return moment, stamp
-        time.sleep(1.05 - (time.time() % 1.0))
-    raise LifeboatError("Could not find a free time stamp for tenant %s; is the clock stuck?" % tenant)
-
-
 def _write_job(req, job, facts, progress):
     repo = req.repository
-    started, stamp = _unique_stamp(repo, job.tenant)
+    started, stamp = unique_stamp(repo, job.tenant)
     t0 = time.monotonic()
     name = naming.artifact_name(job.tenant, stamp, job.format, req.level is not None, bool(req.recipients))
     writer = repo.new_writer(job.tenant, name)

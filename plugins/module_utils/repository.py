@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import stat
+import time
 
 from . import naming
 from .errors import LifeboatError
@@ -41,6 +42,21 @@ def open_repository(spec, create=True, **options):
             "Invalid repository %r: give a local folder or s3://bucket/prefix." % spec, option="repository"
         )
     return LocalRepository(spec, create=create)
+
+
+def unique_stamp(repo, tenant):
+    """(moment, stamp) for a new artifact of ``tenant`` whose stamp no file uses yet.
+
+    Call it while holding the tenant's lock: two runs in one second then get
+    different stamps (the second waits for the next second).
+    """
+    for _attempt in range(5):
+        moment = naming.utcnow()
+        stamp = naming.format_stamp(moment)
+        if not repo.stamp_taken(tenant, stamp):
+            return moment, stamp
+        time.sleep(1.05 - (time.time() % 1.0))
+    raise LifeboatError("Could not find a free time stamp for tenant %s; is the clock stuck?" % tenant)
 
 
 def _fsync_dir(path):

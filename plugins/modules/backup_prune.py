@@ -137,13 +137,10 @@ from ansible_collections.lifeboat.backup.plugins.module_utils import argspec
 from ansible_collections.lifeboat.backup.plugins.module_utils import prune as engine
 from ansible_collections.lifeboat.backup.plugins.module_utils.errors import LifeboatError
 
-S3_CONNECTION = ("s3_endpoint_url", "s3_region", "s3_access_key", "s3_secret_key", "s3_session_token")
-
-
 def main():
     module = AnsibleModule(
         argument_spec=argspec.merged(
-            dict((k, v) for k, v in argspec.S3.items() if k in S3_CONNECTION),
+            argspec.S3_CONNECTION,
             repository=dict(type="str", required=True),
             tenant=dict(type="str"),
             keep_last=dict(type="int"),
