@@ -96,8 +96,8 @@ def rule_from_options(opt):
                 raise LifeboatError("Invalid tag %r in %s: keys of 1 to 128 characters, values up to 256." % (k, where),
                                     option="rules")
         out["tags"] = dict((k, "" if v is None else str(v)) for k, v in tags.items())
-    for key, days_what in (("transitions", "transition days"), ("noncurrent_version_transitions",
-                                                                 "noncurrent version transition days")):
+    kinds = (("transitions", "transition days"), ("noncurrent_version_transitions", "noncurrent version transition days"))
+    for key, days_what in kinds:
         items = opt.get(key) or []
         if items:
             norm = []

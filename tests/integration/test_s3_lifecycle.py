@@ -203,11 +203,11 @@ def test_what_aws_rejects_is_refused_before_any_call(s3):
         {"ID": "existing", "Status": "Enabled", "Filter": {"Prefix": "lifeboat/"}, "Expiration": {"Days": 20}}]})
     base = dict(s3.options(), bucket=s3.bucket, versioning=True)
     retention = dict(base, min_retention_days=35, retention_prefix="lifeboat/")
+    too_soon = [{"days": 100, "storage_class": "GLACIER"}, {"days": 150, "storage_class": "DEEP_ARCHIVE"}]
+    upstream = [{"days": 30, "storage_class": "GLACIER"}, {"days": 200, "storage_class": "STANDARD_IA"}]
     results = engine_cycle([
-        (dict(base, rules=[{"id": "x", "transitions": [{"days": 100, "storage_class": "GLACIER"},
-                                                        {"days": 150, "storage_class": "DEEP_ARCHIVE"}]}]), False),
-        (dict(base, rules=[{"id": "x", "transitions": [{"days": 30, "storage_class": "GLACIER"},
-                                                        {"days": 200, "storage_class": "STANDARD_IA"}]}]), False),
+        (dict(base, rules=[{"id": "x", "transitions": too_soon}]), False),
+        (dict(base, rules=[{"id": "x", "transitions": upstream}]), False),
         (dict(base, rules=[{"id": "x", "noncurrent_version_expiration_days": 0}]), False),
         (dict(retention, purge_rules=True, rules=[{"id": "short", "prefix": "lifeboat/acme/", "expiration_days": 14}]),
          False),

@@ -8,7 +8,6 @@ pg_restore or sqlite3): backup_restore reads local repositories only so far.
 
 import hashlib
 import json
-import os
 import random
 import signal
 import sqlite3
@@ -45,7 +44,7 @@ def sqlite_tenant(path, blob_mib=0, rows=2000):
                      [("Guest %d" % i, "g%d@example.com" % i) for i in range(rows)])
     conn.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB)")
     rng = random.Random(42)
-    conn.executemany("INSERT INTO blobs (data) VALUES (?)", [(rng.randbytes(256 * 1024),) for _ in range(blob_mib * 4)])
+    conn.executemany("INSERT INTO blobs (data) VALUES (?)", [(rng.randbytes(256 * 1024),) for _blob in range(blob_mib * 4)])
     conn.commit()
     conn.close()
     return str(path)
