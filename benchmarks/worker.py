@@ -1,0 +1,146 @@
+"""One engine operation in a process of its own, for timing and peak memory.
+
+    python benchmarks/worker.py OPERATION PARAMS_JSON
+
+The engine is imported as ``lifeboat_engine`` from plugins/module_utils (as the
+host agent does), with no Ansible. The last line printed is JSON: the
+engine's own seconds (the call alone, without interpreter start-up and
+imports), this process's peak RSS (VmHWM: the process doing the work; pg_dump
+and pg_restore are separate processes of PostgreSQL's), CPU seconds of this
+process and of its children, and a few figures of the result.
+"""
+
+import json
+import os
+import resource
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, HERE)
+
+import lbtest  # noqa: E402  (tests/lbtest.py: the engine without Ansible)
+
+E = lbtest.load_engine("lifeboat_engine")
+
+
+def op_backup(p):
+    from lifeboat_engine import backup
+
+    r = backup.run(p)
+    return {k: r.get(k) for k in ("artifact", "size_raw", "size_stored", "sha256", "rows", "tables")}
+
+
+def op_restore(p):
+    from lifeboat_engine import restore
+
+    r = restore.run(p)
+    return {"changed": r.get("changed"), "jobs": r.get("jobs")}
+
+
+def op_verify(p):
+    from lifeboat_engine import verify
+
+    r = verify.run(p)
+    if r["status"] != "PASS":
+        raise SystemExit("verification did not pass: %s" % r.get("msg"))
+    return {"status": r["status"]}
+
+
+def op_anonymize(p):
+    from lifeboat_engine import anonymize
+
+    r = anonymize.run(p)
+    return {"changed": r.get("changed"), "rows_scrubbed": r.get("rows_scrubbed")}
+
+
+def op_agent(p):
+    from lifeboat_engine import agent
+
+    rc = agent.main(p["argv"])
+    if rc:
+        raise SystemExit("lifeboat agent exited with %s" % rc)
+    return {"rc": rc}
+
+
+class _Null(object):
+    def write(self, data):
+        return len(data)
+
+    def flush(self):
+        pass
+
+
+def op_s3_put(p):
+    """Upload a local file through the S3 repository writer (the path pg_backup streams into)."""
+    from lifeboat_engine import pipeline
+    from lifeboat_engine.repository import open_repository
+
+    repo = open_repository(p["repository"], **p["s3"])
+    writer = repo.new_writer(p["tenant"], p["name"])
+    try:
+        with open(p["file"], "rb", buffering=0) as src:
+            sizes = pipeline.store(src, writer, None, None)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return {"bytes": sizes["stored"], "sha256": sizes["sha256"]}
+
+
+def op_s3_get(p):
+    """Read an artifact through the S3 repository reader, hashing it (as verify and restore read) into ``out``."""
+    from lifeboat_engine import pipeline
+    from lifeboat_engine.repository import open_repository
+
+    repo = open_repository(p["repository"], create=False, **p["s3"])
+    src = repo.open_read(p["tenant"], p["name"])
+    try:
+        if p.get("out"):
+            with open(p["out"], "wb", buffering=0) as sink:
+                sizes = pipeline.load(src, sink, None, False)
+        else:
+            sizes = pipeline.load(src, _Null(), None, False)
+    finally:
+        src.close()
+    return {"bytes": sizes["stored"], "sha256": sizes["sha256"]}
+
+
+def op_store_variant(p):
+    """Investigation: pg_dump -Fc -Z0 through a variant of the store pipeline (see run.py, backup_variants)."""
+    import variants
+
+    return variants.run(E, p)
+
+
+OPS = dict((k[3:], v) for k, v in globals().items() if k.startswith("op_"))
+
+
+def vm_hwm_kb():
+    """Peak RSS of this process (VmHWM). Not ru_maxrss: Linux carries a parent's RSS across
+    fork+exec into the child's ru_maxrss, so a worker started by a 40 MB runner would never
+    report less than 40 MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def main():
+    op, params = sys.argv[1], json.loads(sys.argv[2])
+    t0 = time.monotonic()
+    out = OPS[op](params) or {}
+    out["engine_seconds"] = time.monotonic() - t0
+    out["rss_self_kb"] = vm_hwm_kb()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out["cpu_self_seconds"] = usage.ru_utime + usage.ru_stime
+    out["cpu_children_seconds"] = children.ru_utime + children.ru_stime
+    sys.stdout.write("\n" + json.dumps(out) + "\n")
+
+
+if __name__ == "__main__":
+    main()
