@@ -20,7 +20,7 @@ import pytest
 
 import lbtest
 import s3server
-from lifeboat_engine import backup, repository, s3 as s3mod
+from lifeboat_engine import backup, crypto, pipeline, repository, s3 as s3mod
 from lifeboat_engine.errors import LifeboatError
 
 MiB = 1 << 20
@@ -126,6 +126,14 @@ def test_multipart_sqlite_backup_survives_a_cut_connection_and_restores_equal(s3
     restored = tmp_path / "restored.db"
     decrypt_to(keys["identity"], local, restored)
     assert lbtest.sqlite_checksums(str(restored)) == lbtest.sqlite_checksums(db)
+
+    # The engine's own streaming download feeds decryption and decompression directly (no copy on disk).
+    repo = repository.open_repository(s3.url("lb"), **s3.options())
+    streamed = tmp_path / "streamed.db"
+    with repo.open_read("bigco", res["artifact"].rsplit("/", 1)[1]) as src, open(streamed, "wb") as sink:
+        sizes = pipeline.load(src, sink, crypto.load_identities(identity_file=keys["identity"]))
+    assert sizes["sha256"] == res["sha256"] and sizes["raw"] == res["size_raw"]
+    assert lbtest.sqlite_checksums(str(streamed)) == lbtest.sqlite_checksums(db)
 
 
 def test_failed_upload_leaves_no_object_says_why_and_the_next_run_succeeds(s3, fault_proxy, keys, tmp_path):
