@@ -145,7 +145,7 @@ options:
   lock_timeout:
     description:
       - Seconds a batch waits for rows or a SQLite file that the application has locked before it fails (rolled
-        back, reported).
+        back, reported). On PostgreSQL, V(0) waits as long as it takes.
     type: int
     default: 30
   repository:
