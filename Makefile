@@ -10,7 +10,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/build/collections
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?=
 
-.PHONY: help demo test deps-demo deps-test venv collection sanity lint units integration pytest clean
+.PHONY: help demo test deps-demo deps-test venv collection sanity lint units integration pytest molecule clean
 
 help:
 	@echo "make demo   back up, verify and restore the demo tenants on localhost (no server needed)"
@@ -51,6 +51,10 @@ lint: venv collection
 
 pytest: venv collection
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Roles on systemd hosts in Podman (image built once, cached by its package list).
+molecule: deps-test venv collection
+	@scripts/molecule.sh
 
 clean:
 	rm -rf build .demo

@@ -6,6 +6,7 @@ set -euo pipefail
 set_name=${1:-test}
 demo_pkgs=(python3 python3-venv python3-pip sqlite3 zstd)
 test_pkgs=("${demo_pkgs[@]}" postgresql postgresql-client age openssh-client git rsync shellcheck)
+test_pkgs+=(podman debootstrap)  # Molecule: systemd hosts in Podman from a local debootstrap image
 case "$set_name" in
   demo) want=("${demo_pkgs[@]}") ;;
   test) want=("${test_pkgs[@]}") ;;

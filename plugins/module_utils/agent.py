@@ -26,6 +26,7 @@ overlap: a host-wide lock, which a second run waits for (``--wait``,
 """
 
 import argparse
+import http.client
 import inspect
 import json
 import os
@@ -34,6 +35,7 @@ import socket
 import subprocess
 import sys
 import time
+from urllib.parse import urlsplit
 
 from . import agent_config, agent_metrics, naming
 from .agent_output import Log, Progress, human_age, table
@@ -195,8 +197,8 @@ def summarize_verify(result):
            "warnings": ",".join(report.get("warnings") or []) or None}
     if result.get("status") == "FAIL":
         fails = [c for c in report.get("checks") or [] if c.get("status") == "FAIL"]
-        out["error"] = "verification FAILED: " + ("; ".join("%s: %s" % (c.get("name"), c.get("detail"))
-                                                           for c in fails) or result.get("msg", ""))
+        detail = "; ".join("%s: %s" % (c.get("name"), c.get("detail")) for c in fails)
+        out["error"] = "verification FAILED: " + (detail or result.get("msg", ""))
     return out
 
 
@@ -286,6 +288,7 @@ class Session(object):
         self.progress = Progress(sys.stderr, operation) if (
             operation in ("backup", "restore", "verify") and not args.no_progress and Progress.wanted()) else None
         self.lines = []
+        self.start_pairs = []
 
     def line_for(self, outcome):
         pairs = [("op", self.operation), ("tenant", outcome.label), ("status", outcome.status),
@@ -315,7 +318,7 @@ class Session(object):
 
     def run(self, jobs, parallel):
         self.log.line([("op", self.operation), ("event", "start"), ("tenants", len(jobs)),
-                       ("parallel", min(parallel, len(jobs)) or 1), ("version", TOOL_VERSION)])
+                       ("parallel", min(parallel, len(jobs)) or 1), ("version", TOOL_VERSION)] + self.start_pairs)
         t0 = time.monotonic()
         runner = Runner(parallel, on_update=self.progress.update if self.progress else None, on_done=self._done)
         outcomes = runner.run(jobs)
@@ -428,8 +431,9 @@ def cmd_backup(args, config, log):
     return _run_jobs(args, config, log, "backup", jobs, config["parallel"], labels, _figures_backup)
 
 
-def _run_jobs(args, config, log, operation, jobs, parallel, labels, figures_of=None):
+def _run_jobs(args, config, log, operation, jobs, parallel, labels, figures_of=None, start=()):
     session = Session(args, config, operation, log)
+    session.start_pairs = list(start)
     session.args_all_labels = labels if not args.tenant else ()
     if args.tenant:
         # A partial run keeps the other tenants' history.
@@ -465,8 +469,8 @@ def cmd_restore(args, config, log):
     return session.finish(outcomes)
 
 
-def credential_path(config, environ=None):
-    """The age identity: systemd's credential (LoadCredential=) first, then verify.identity_file."""
+def identity_source(config, environ=None):
+    """(path, where): systemd's credential (LoadCredential=) first, then verify.identity_file."""
     environ = os.environ if environ is None else environ
     verify = config["verify"] or {}
     name = verify.get("identity_credential") or CREDENTIAL_DEFAULT
@@ -474,8 +478,14 @@ def credential_path(config, environ=None):
     if directory:
         path = os.path.join(directory, name)
         if os.path.isfile(path):
-            return path
-    return verify.get("identity_file")
+            return path, "credential"
+    if verify.get("identity_file"):
+        return verify["identity_file"], "file"
+    return None, ("environment" if environ.get("BACKUP_PRIVATE_KEY") else None)
+
+
+def credential_path(config, environ=None):
+    return identity_source(config, environ)[0]
 
 
 def cmd_verify(args, config, log):
@@ -485,8 +495,8 @@ def cmd_verify(args, config, log):
     if not repository:
         raise agent_config.ConfigError(config.where, "verify.repository",
                                        "is required to verify (or the top-level repository): where the artifacts are.")
-    identity = credential_path(config)
-    if not identity and not os.environ.get("BACKUP_PRIVATE_KEY"):
+    identity, source = identity_source(config)
+    if not source:
         raise agent_config.ConfigError(
             config.where, "verify.identity_credential",
             "no age identity: the unit gives it with LoadCredential=%s:<file> (CREDENTIALS_DIRECTORY is %s), or set "
@@ -518,7 +528,8 @@ def cmd_verify(args, config, log):
         params = dict(common, tenant=name)
         jobs.append(make_job(name, engine.run, filter_params(engine, params, "verify"), summarize_verify,
                              check_mode=args.check))
-    return _run_jobs(args, config, log, "verify", jobs, verify.get("parallel") or config["parallel"], names)
+    return _run_jobs(args, config, log, "verify", jobs, verify.get("parallel") or config["parallel"], names,
+                     start=[("identity", source)])
 
 
 def _repo_options(config):
@@ -741,18 +752,21 @@ def cmd_alert(args, config, log):
 
 
 def post_webhook(address, payload, timeout):
-    from urllib import error as urlerror, request
-
+    """POST ``payload`` as JSON; an error text, or None when the server answered 2xx."""
+    parts = urlsplit(address)
     data = json.dumps(payload).encode("utf-8")
-    req = request.Request(address, data=data, method="POST",
-                          headers={"Content-Type": "application/json", "User-Agent": "lifeboat/%s" % TOOL_VERSION})
+    conn_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
     try:
-        with request.urlopen(req, timeout=timeout) as resp:  # nosec - the operator's configured URL
-            code = resp.getcode()
-    except urlerror.HTTPError as e:
-        code = e.code
-    except (urlerror.URLError, OSError) as e:
-        return "alert.webhook_url could not be reached: %s" % getattr(e, "reason", e)
+        conn = conn_class(parts.hostname, parts.port, timeout=timeout)
+        try:
+            conn.request("POST", path, body=data, headers={
+                "Content-Type": "application/json", "User-Agent": "lifeboat/%s" % TOOL_VERSION})
+            code = conn.getresponse().status
+        finally:
+            conn.close()
+    except (OSError, http.client.HTTPException) as e:
+        return "alert.webhook_url could not be reached: %s" % e
     if not 200 <= code < 300:
         return "alert.webhook_url answered HTTP %d" % code
     return None
@@ -876,10 +890,5 @@ def main(argv=None):
         return 130
 
 
-def run():
-    """Console script entry point."""
-    sys.exit(main())
-
-
 if __name__ == "__main__":
-    run()
+    raise SystemExit(main())

@@ -167,4 +167,3 @@ def write(metrics_dir, operation, entries, run_info):
 
 def now():
     return time.time()
-

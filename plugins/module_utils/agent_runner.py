@@ -17,14 +17,13 @@ import queue
 import signal
 import time
 import traceback
+from multiprocessing import popen_fork, queues, synchronize
 
 from .errors import LifeboatError
 
-# Loaded now, while the agent may still be root: once it switched to its
-# user (agent.become) it may not read an interpreter installed in a private
-# place, and multiprocessing imports these lazily.
-from multiprocessing import popen_fork, queues, synchronize  # noqa: E402 pylint: disable=wrong-import-position
-
+# Loaded now, while the agent may still be root: once it switched to its user
+# (agent.become) it may not read an interpreter installed in a private place,
+# and multiprocessing imports these lazily.
 PRELOADED = (popen_fork, queues, synchronize)
 PROGRESS_EVERY = 0.5
 

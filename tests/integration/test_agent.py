@@ -144,7 +144,7 @@ def test_the_wheel_holds_the_engine_and_the_console_script(agent_pkg):
         eps = configparser.ConfigParser()
         eps.read_string(z.read(entry).decode())
         meta = z.read([n for n in names if n.endswith("METADATA")][0]).decode()
-    assert eps["console_scripts"]["lifeboat"] == "lifeboat_engine.agent:run"
+    assert eps["console_scripts"]["lifeboat"] == "lifeboat_engine.agent:main"
     assert "lifeboat_engine/backup.py" in names and "lifeboat_engine/agent.py" in names
     assert not [n for n in names if n.startswith(("plugins/", "ansible"))]
     requires = sorted(line.split(":", 1)[1].strip() for line in meta.splitlines() if line.startswith("Requires-Dist:"))
@@ -275,14 +275,16 @@ def test_a_second_run_exits_75_with_a_clear_message_or_waits(agent, sqlite_setup
         assert proc.returncode == 75
         assert "Another lifeboat run holds the host lock" in proc.stdout
         assert "the test's holder" in proc.stdout and "--wait" in proc.stdout
-        timer = threading.Timer(1.5, lock.release)
-        timer.start()
-        t0 = time.monotonic()
-        proc = agent.run("backup", "--wait", "30")
-        timer.join()
-        assert proc.returncode == 0, proc.stdout
-        assert time.monotonic() - t0 >= 1.4
-        assert proc.lines[0]["event"] == "waiting"
+        proc = subprocess.Popen(agent.argv("backup", "--wait", "60"), stdout=subprocess.PIPE, text=True,
+                                env=agent.env(), stdin=subprocess.DEVNULL)
+        first = proc.stdout.readline()
+        assert parse(first)["event"] == "waiting" and "the test's holder" in first, first
+        time.sleep(0.5)
+        assert proc.poll() is None, "it waits while the lock is held"
+        lock.release()
+        rest = proc.stdout.read()
+        assert proc.wait(120) == 0, first + rest
+        assert rest.count("status=ok") == 3
     finally:
         lock.release()
 
@@ -319,6 +321,7 @@ def test_verify_reads_the_identity_from_the_credentials_directory(agent, sqlite_
     shutil.copy(keys["identity"], str(creds / "age-identity"))
     proc = agent.run("verify", env={"CREDENTIALS_DIRECTORY": str(creds)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.lines[0]["identity"] == "credential"
     assert all(x["status"] == "ok" and x["result"] == "PASS" for x in proc.tenants.values())
     assert metric(agent.metrics_text("verify"), "lifeboat_verify_status", "alpha") == 1
     status = agent.run("status")

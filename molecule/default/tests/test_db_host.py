@@ -55,7 +55,7 @@ def test_services_are_hardened_oneshots_that_alert_on_failure(db):
         assert unit_property(db, unit, "ProtectSystem") == "strict"
         assert unit_property(db, unit, "PrivateTmp") == "yes"
         assert unit_property(db, unit, "OnFailure") == "lifeboat-alert@%s.service" % unit
-        assert unit_property(db, unit, "LoadCredential") == ""
+        assert "LoadCredential" not in sh(db, "systemctl cat %s" % unit).stdout
     assert REPO in unit_property(db, "lifeboat-backup.service", "ReadWritePaths")
     exposure = sh(db, "systemd-analyze security --no-pager lifeboat-backup.service", ok=False).stdout
     score = re.search(r"Overall exposure level for lifeboat-backup.service: ([0-9.]+)", exposure)
@@ -89,12 +89,14 @@ def test_backup_service_succeeds_and_leaves_complete_artifacts(db, tmp_path):
     for tenant in TENANTS + [GLOBALS]:
         folder = db.file("%s/%s" % (REPO, tenant))
         assert folder.mode == 0o700 and folder.user == "postgres"
-        manifests = sh(db, "ls %s/%s/*.manifest.json" % (REPO, tenant)).stdout.split()
-        assert len(manifests) == 1, manifests
-        doc = json.loads(db.file(manifests[0]).content_string)
-        artifact = db.file("%s/%s/%s" % (REPO, tenant, doc["artifact"]))
+        path = per_tenant[tenant]["artifact"]
+        assert path.startswith("%s/%s/%s-" % (REPO, tenant, tenant)), path
+        manifest = db.file(re.sub(r"\.(pgdump|sqlite|globals)(\.zst)?(\.age)?$", ".manifest.json", path))
+        assert manifest.exists and manifest.mode == 0o600, manifest.path
+        doc = json.loads(manifest.content_string)
+        artifact = db.file(path)
+        assert doc["artifact"] == path.rsplit("/", 1)[1]
         assert artifact.exists and artifact.mode == 0o600 and artifact.size == doc["size"]["stored"]
-        assert per_tenant[tenant]["artifact"].endswith(doc["artifact"])
         assert doc["encryption"]["recipients"] == [os.environ["LIFEBOAT_MOLECULE_RECIPIENT"]]
         local = podman_cp("lb-db", artifact.path, str(tmp_path / doc["artifact"]))
         plain = str(tmp_path / (tenant + ".plain"))
@@ -158,7 +160,7 @@ def test_prune_service_rotates(db):
     assert unit_property(db, "lifeboat-prune.service", "Result") == "success"
     lines = [x for x in agent_lines(journal(db, "lifeboat-prune.service", start), "prune") if "tenant" in x]
     assert sorted(x["tenant"] for x in lines) == sorted(TENANTS + [GLOBALS])
-    assert all(x["status"] == "ok" and x["kept"] == "1" and x["deleted"] == "0" for x in lines), lines
+    assert all(x["status"] == "ok" and int(x["kept"]) >= 1 for x in lines), lines
     m = metrics(db, "%s/lifeboat_prune.prom" % METRICS)
     assert m[("lifeboat_prune_status", '{tenant="acme"}')] == 1
 

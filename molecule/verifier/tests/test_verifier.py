@@ -59,7 +59,8 @@ def test_the_identity_is_root_only_on_the_verifier_and_absent_from_the_database_
     assert cred.user == "root" and cred.mode == 0o600
     assert verifier.file("/etc/lifeboat/credentials").mode == 0o700
     assert sh(verifier, "runuser -u postgres -- cat %s" % CREDENTIAL, ok=False).rc != 0
-    assert unit_property(verifier, "lifeboat-verify.service", "LoadCredential") == "age-identity:%s" % CREDENTIAL
+    unit = sh(verifier, "systemctl cat lifeboat-verify.service").stdout
+    assert "LoadCredential=age-identity:%s" % CREDENTIAL in unit
     for prop in ("Environment", "ExecStart"):
         assert "AGE-SECRET-KEY" not in unit_property(verifier, "lifeboat-verify.service", prop)
     found = sh(db2, "grep -rlE '%s' /etc /opt/lifeboat /var/lib/lifeboat /var/lib/postgresql /root /tmp" % IDENTITY_RE,
@@ -92,7 +93,9 @@ def test_verify_service_restores_each_artifact_with_the_credential(verifier, s3)
     start = cursor(verifier)
     sh(verifier, "systemctl start lifeboat-verify.service")
     assert unit_property(verifier, "lifeboat-verify.service", "Result") == "success"
-    lines = [x for x in agent_lines(journal(verifier, "lifeboat-verify.service", start), "verify") if "tenant" in x]
+    every = agent_lines(journal(verifier, "lifeboat-verify.service", start), "verify")
+    assert every[0]["event"] == "start" and every[0]["identity"] == "credential", every[0]
+    lines = [x for x in every if "tenant" in x]
     by = dict((x["tenant"], x) for x in lines)
     assert by["acme"]["status"] == "ok" and by["acme"]["result"] == "PASS", lines
     records = [k for k in keys(s3) if k.endswith(".verify.json")]
