@@ -137,6 +137,7 @@ from ansible_collections.lifeboat.backup.plugins.module_utils import argspec
 from ansible_collections.lifeboat.backup.plugins.module_utils import prune as engine
 from ansible_collections.lifeboat.backup.plugins.module_utils.errors import LifeboatError
 
+
 def main():
     module = AnsibleModule(
         argument_spec=argspec.merged(

@@ -34,6 +34,7 @@ attributes:
     description: Verifies as usual (the scratch target is temporary) but writes no record.
   diff_mode:
     support: none
+    description: There is nothing to compare; the verify record is the only change.
 options:
   repository:
     description:
@@ -177,6 +178,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.lifeboat.backup.plugins.module_utils import argspec
 from ansible_collections.lifeboat.backup.plugins.module_utils import verify as engine
 from ansible_collections.lifeboat.backup.plugins.module_utils.errors import LifeboatError
+
 
 def main():
     module = AnsibleModule(

@@ -54,8 +54,9 @@ def by_name(result):
 
 def test_a_good_artifact_passes_and_is_recorded(pg, keys, acme, tmp_path):
     repo = copy_repo(acme["repo"], str(tmp_path / "r"))
-    res = lbtest.run_module("backup_verify", verify_args(pg, keys, repo, tenant="vacme", max_age="1h", fail_on_error=True,
-                                                        queries=[{"query": "SELECT count(*) FROM bookings", "min": 3000}]))
+    queries = [{"query": "SELECT count(*) FROM bookings", "min": 3000}]
+    args = verify_args(pg, keys, repo, tenant="vacme", max_age="1h", fail_on_error=True, queries=queries)
+    res = lbtest.run_module("backup_verify", args)
     assert res.get("failed") is not True, res
     assert res["status"] == "PASS" and res["changed"] is True
     checks = by_name(res)

@@ -1,8 +1,6 @@
 """Every module, wrong types and values: a failed task whose message names the
 option, and never a traceback. One playbook run for all cases."""
 
-import pytest
-
 import lbtest
 
 CASES = [

@@ -16,7 +16,6 @@ import lbtest
 from lifeboat_engine import backup, prune, repository, restore, verify
 from lifeboat_engine.errors import LifeboatError
 
-from test_kill_and_faults import big, complete_artifacts_are_honest  # noqa: F401  (fixture)
 
 SLOW_BACKUP = textwrap.dedent("""
     import json, sys, time
@@ -66,7 +65,7 @@ def test_two_backups_of_one_tenant(big, keys, tmp_path):
     assert "already holds the lock" in str(e.value) and "lock_timeout" in str(e.value)
     waiting = backup.run(dict(params, lock_timeout=120))  # waits for the first, then runs
     assert finish(first)["ok"] is True
-    assert len(complete_artifacts_are_honest(root, "rel")) == 2
+    assert len(lbtest.complete_artifacts_are_honest(root, "rel")) == 2
     assert waiting["changed"]
 
 
@@ -85,7 +84,7 @@ def test_prune_during_a_backup_leaves_it_alone(big, keys, tmp_path):
     assert set(partial) <= set(repo.partial_files("rel"))  # the running backup's file is untouched
     out = finish(running)
     assert out["ok"] is True, out
-    assert len(complete_artifacts_are_honest(root, "rel")) == 3
+    assert len(lbtest.complete_artifacts_are_honest(root, "rel")) == 3
     res = prune.run(dict(repository=root, keep_last=0))  # now the lock is free
     assert len(res["deleted"]) == 2
 
@@ -107,7 +106,7 @@ def test_restore_during_a_backup_is_refused_or_safe(big, keys, tmp_path):
         assert "connect" in str(e) or "session" in str(e) or "lock" in str(e), str(e)
     out = finish(running)
     assert out["ok"] or "pg_dump" in out["msg"], out  # the backup finished, or failed and said why
-    complete_artifacts_are_honest(root, "rel")
+    lbtest.complete_artifacts_are_honest(root, "rel")
     with big.connect("rel") as conn:
         assert lbtest.table_checksums(conn) == before, outcome  # same data either way
 

@@ -2,7 +2,6 @@
 PostgreSQL restarted mid-dump and mid-restore. Nothing may look complete that
 is not, earlier artifacts stay intact, the next run succeeds."""
 
-import hashlib
 import json
 import os
 import subprocess
@@ -12,7 +11,7 @@ import textwrap
 import pytest
 
 import lbtest
-from lifeboat_engine import backup, manifest, naming, repository, restore
+from lifeboat_engine import backup, repository, restore
 from lifeboat_engine.errors import LifeboatError
 
 KILLER = textwrap.dedent("""
@@ -51,31 +50,6 @@ KILLER = textwrap.dedent("""
 """) % {"tests": str(lbtest.ROOT / "tests")}
 
 
-@pytest.fixture(scope="module")
-def big(pg):
-    """A tenant whose dump is about 25 MB raw (text, numbers, JSON, incompressible bytea)."""
-    pg.psql("CREATE DATABASE rel")
-    pg.psql("CREATE TABLE guests AS SELECT i AS id, 'guest ' || i AS name, md5(i::text) || '@example.com' AS email, "
-            "jsonb_build_object('n', i) AS prefs, now() - i * interval '1 minute' AS seen, "
-            "decode(md5(i::text) || md5((i * 7)::text) || md5((i * 13)::text), 'hex') AS blob "
-            "FROM generate_series(1, 160000) i", db="rel")
-    return pg
-
-
-def complete_artifacts_are_honest(root, tenant):
-    """Every artifact with a manifest matches it byte for byte; returns their names."""
-    repo = repository.open_repository(root)
-    names = []
-    for a in repo.artifacts(tenant):
-        if not a["complete"]:
-            continue
-        doc = manifest.validate(repo.read_json(tenant, a["manifest"]), a["manifest"])
-        data = open(os.path.join(root, tenant, a["name"]), "rb").read()
-        assert hashlib.sha256(data).hexdigest() == doc["sha256"] and len(data) == doc["size"]["stored"], a["name"]
-        names.append(a["name"])
-    return names
-
-
 def test_sigkill_at_many_points_never_leaves_a_complete_looking_artifact(big, keys, tmp_path):
     root = str(tmp_path / "repo")
     params = dict(big.login, tenant="rel", repository=root, recipients=[keys["public"]])
@@ -88,7 +62,7 @@ def test_sigkill_at_many_points_never_leaves_a_complete_looking_artifact(big, ke
         proc = subprocess.run([sys.executable, "-c", KILLER, mode, str(value)], input=json.dumps(params), text=True,
                               capture_output=True, check=False, timeout=120)
         assert proc.returncode == -9, (mode, value, proc.stdout, proc.stderr[-2000:])
-        honest = complete_artifacts_are_honest(root, "rel")
+        honest = lbtest.complete_artifacts_are_honest(root, "rel")
         assert os.path.basename(first["artifact"]) in honest
         assert len(honest) == 1, "a killed run left something that looks complete: %s" % honest
         outcomes.append((mode, value))
@@ -97,7 +71,7 @@ def test_sigkill_at_many_points_never_leaves_a_complete_looking_artifact(big, ke
     after = backup.run(params)
     assert after["changed"]
     assert repository.open_repository(root).partial_files("rel") == []
-    assert len(complete_artifacts_are_honest(root, "rel")) == 2
+    assert len(lbtest.complete_artifacts_are_honest(root, "rel")) == 2
     # incomplete artifacts (published, never got a manifest) are visible as such, for prune to remove
     incomplete = [a for a in repository.open_repository(root).artifacts("rel") if not a["complete"]]
     assert len(incomplete) == 2  # after-commit and mid-manifest
@@ -128,7 +102,7 @@ def test_full_file_system_is_a_clear_error_and_keeps_what_was_there(big, keys, t
         backup.run(dict(big.login, tenant="rel", repository=small_fs, recipients=[keys["public"]]))
     assert "full" in str(e.value) and "nothing was published" in str(e.value)
     assert sorted(os.listdir(os.path.join(small_fs, "rel"))) == before
-    assert complete_artifacts_are_honest(small_fs, "rel") == [os.path.basename(earlier["artifact"])]
+    assert lbtest.complete_artifacts_are_honest(small_fs, "rel") == [os.path.basename(earlier["artifact"])]
 
 
 def _restart(pg):
@@ -147,7 +121,7 @@ def test_postgresql_restarted_during_a_dump(big, keys, tmp_path):
     with pytest.raises(LifeboatError) as e:
         backup.run(dict(big.login, tenant="rel", repository=root, recipients=[keys["public"]]), progress=progress)
     assert done and "pg_dump" in str(e.value)
-    assert complete_artifacts_are_honest(root, "rel") == []
+    assert lbtest.complete_artifacts_are_honest(root, "rel") == []
     assert backup.run(dict(big.login, tenant="rel", repository=root, recipients=[keys["public"]]))["changed"]
 
 

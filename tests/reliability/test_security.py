@@ -4,8 +4,6 @@ bad input is refused before anything runs."""
 import os
 import re
 import secrets
-import sqlite3
-import subprocess
 import threading
 import time
 
@@ -80,21 +78,20 @@ def test_no_secret_in_results_verbose_output_files_or_command_lines(pg, tmp_path
     repo = str(tmp_path / "repo")
     small = tmp_path / "small.txt"
     small.write_text("recovery codes")
-    tasks = [
-        {"name": "backup", "lifeboat.backup.pg_backup": dict(login, tenant="sec", repository=repo, recipients=[public],
-                                                              globals=True)},
-        {"name": "verify", "lifeboat.backup.backup_verify": dict(login, repository=repo, tenant="sec", identity=identity,
-                                                                  report=str(tmp_path / "verify.json"))},
-        {"name": "restore", "lifeboat.backup.backup_restore": dict(login, tenant="sec", repository=repo, artifact="latest",
-                                                                    target_database="sec_copy", identity=identity)},
-        {"name": "anonymize", "lifeboat.backup.tenant_anonymize": dict(
-            login, tenant="sec", hmac_secret=hmac_secret, older_than_days=30,
-            rules=[{"table": "guests", "timestamp": "created", "columns": {"email": "email"}}])},
-        {"name": "passphrase", "lifeboat.backup.age_encrypt": dict(src=str(small), dest=str(tmp_path / "small.age"),
-                                                                    passphrase=passphrase)},
-        {"name": "s3", "lifeboat.backup.pg_backup": dict(login, tenant="sec", repository=s3.url("p"), recipients=[public],
-                                                          **s3.options(s3_secret_key=s3_secret))},
+    steps = [
+        ("backup", "pg_backup", dict(login, tenant="sec", repository=repo, recipients=[public], globals=True)),
+        ("verify", "backup_verify", dict(login, repository=repo, tenant="sec", identity=identity,
+                                         report=str(tmp_path / "verify.json"))),
+        ("restore", "backup_restore", dict(login, tenant="sec", repository=repo, artifact="latest",
+                                           target_database="sec_copy", identity=identity)),
+        ("anonymize", "tenant_anonymize", dict(login, tenant="sec", hmac_secret=hmac_secret, older_than_days=30,
+                                               rules=[{"table": "guests", "timestamp": "created",
+                                                       "columns": {"email": "email"}}])),
+        ("passphrase", "age_encrypt", dict(src=str(small), dest=str(tmp_path / "small.age"), passphrase=passphrase)),
+        ("s3", "pg_backup", dict(login, tenant="sec", repository=s3.url("p"), recipients=[public],
+                                 **s3.options(s3_secret_key=s3_secret))),
     ]
+    tasks = [{"name": name, "lifeboat.backup." + module: args} for name, module, args in steps]
     sampler = CmdlineSampler(needles)
     started = time.time() - 1
     sampler.start()
@@ -131,7 +128,7 @@ def test_no_plaintext_on_disk_in_the_default_path(pg, keys, tmp_path):
     assert pg.psql("SELECT count(*) FROM notes WHERE body = '%s'" % canary, db="plain_copy") == "1"
     # every file written since the run began, anywhere but inside the databases themselves
     roots = [str(tmp_path), "/tmp", "/var/tmp", "/root", "/var/log", "/run"]
-    leaks = [(p, n) for p, n in files_containing(roots, [canary], started)]
+    leaks = files_containing(roots, [canary], started)
     assert leaks == [], leaks
     # the documented exception (jobs: 2 decrypts into a private folder) leaves nothing behind
     restore.run(dict(pg.login, tenant="plain", repository=repo, artifact="latest", target_database="plain_par",
