@@ -4,7 +4,6 @@ import datetime
 import hashlib
 import hmac
 import os
-import re
 
 import pytest
 from hypothesis import given, settings
@@ -93,15 +92,6 @@ def test_truncate_text_refuses_what_is_not_an_iso_date(value):
 ])
 def test_sqlite_timestamps(value, expected):
     assert scrub.epoch_seconds(value) == expected
-
-
-def test_python_and_postgresql_patterns_say_the_same():
-    for pattern, fn in ((scrub.HASH_PATTERN, scrub.is_hash), (scrub.EMAIL_PATTERN, scrub.is_email),
-                        (scrub.KEEP_DOMAIN_PATTERN, scrub.is_keep_domain)):
-        rx = re.compile(pattern.replace("$", r"\Z"))
-        for value in (scrub.hash_value(SECRET, "a"), scrub.email_value(SECRET, "a@b.c"),
-                      scrub.keep_domain_value(SECRET, "a@b.co"), "anon:xyz", "anon:" + "0" * 64 + "\n", ""):
-            assert bool(rx.match(value)) == fn(value), (pattern, value)
 
 
 # -- where ------------------------------------------------------------------------
