@@ -13,7 +13,7 @@ options:
     description:
       - Where artifacts live, as C(<repository>/<tenant>/<tenant>-<YYYYMMDDTHHMMSSZ>.<format>[.zst][.age])
         beside a C(.manifest.json) written last.
-      - A local folder (created 0700 when missing).
+      - A local folder (created 0700 when missing), or C(s3://bucket/prefix) with the S3 options.
     type: str
     required: true
   recipients:

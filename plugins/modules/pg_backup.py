@@ -135,6 +135,16 @@ EXAMPLES = r"""
     login_user: backup
     login_password: "{{ vault_backup_password }}"
 
+- name: Nightly backup into S3, age-encrypted, with SSE-KMS
+  lifeboat.backup.pg_backup:
+    tenant: acme
+    repository: s3://acme-backups/lifeboat
+    s3_region: eu-west-1
+    sse: aws:kms
+    sse_kms_key_id: alias/backups
+    recipients_file: /etc/lifeboat/recipients.txt
+    skip_if_newer_than: 20h
+
 - name: A SQLite tenant
   lifeboat.backup.pg_backup:
     tenant: initech
