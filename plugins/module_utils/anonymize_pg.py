@@ -240,7 +240,7 @@ class PgTenant(object):
                     % (q(col.name), tname, label, s.name))
         maxlen = typmod - 4 if (base in ("varchar", "bpchar") and typmod > 4) else (63 if base == "name" else None)
         if maxlen is not None and maxlen < s.min_length:
-            what = "the redact text" if s.name == "redact" else "a %s value" % s.name
+            what = "the redact text" if s.name == "redact" else "a scrubbed %s value" % s.name
             return ("column %s of table %s is %s, too short for %s (%d characters); widen it or choose another "
                     "strategy" % (q(col.name), tname, label, what, s.min_length))
         if s.name == "redact" and attnum in in_unique:

@@ -45,7 +45,7 @@ TS = "checked_out_at"
 REFUSALS = [
     ({"columns": {"short_code": "hash"}},
      'rules[0].columns.short_code: column "short_code" of table "guests" is character varying(20), too short for a '
-     'hash value (69 characters)'),
+     'scrubbed hash value (69 characters)'),
     ({"columns": {"short_code": {"strategy": "redact", "text": "x" * 21}}},
      "too short for the redact text (21 characters)"),
     ({"columns": {"nick": "truncate_date"}},
