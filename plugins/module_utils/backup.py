@@ -353,6 +353,7 @@ class _Tool(object):
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=self.stderr, env=env, bufsize=0, close_fds=True)
+        pipeline.grow_pipe(self.proc.stdout)
 
     def finish(self, what):
         self.proc.stdout.close()

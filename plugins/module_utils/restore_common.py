@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 
 from .errors import LifeboatError
+from .pipeline import grow_pipe
 
 STDERR_LIMIT = 64 * 1024
 
@@ -72,6 +73,8 @@ class Tool(object):
         except OSError as e:
             self.stderr.close()
             raise LifeboatError("Cannot run %s: %s. Check pg_bin_dir." % (argv[0], e.strerror), option="pg_bin_dir")
+        if self.proc.stdin is not None:
+            grow_pipe(self.proc.stdin)
 
     def text(self):
         self.stderr.seek(0, os.SEEK_END)
