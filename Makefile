@@ -58,3 +58,13 @@ molecule: deps-test venv collection
 
 clean:
 	rm -rf build .demo
+
+# Benchmarks (issue 10): on demand, never part of `make test`. Writes benchmarks/results/*.json and docs/PERFORMANCE.md.
+# Standard set (100 and 500 MB, ~30 min); then, merging into the same results:
+#   make bench BENCH_ARGS='--only fleet'                             (200 small tenants, ~20 min)
+#   make bench BENCH_ARGS='--sizes 2000 --only backup,jobs,verify'   (the 2 GB tenant, ~35 min)
+BENCH_ARGS ?=
+.PHONY: bench
+bench: deps-test venv collection
+	@$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)

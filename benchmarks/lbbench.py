@@ -160,20 +160,24 @@ def verdict(ratio, target, higher_is_better=False):
 
 def save(bench, key, record):
     """Merge ``record`` under ``key`` into results/<bench>.json."""
+    import fcntl
+
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, "%s.json" % bench)
-    data = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            data = json.load(f)
     record = dict(record, measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   host={"cpus": os.cpu_count(), "load_at_end": loadavg()})
-    data[str(key)] = record
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    with open(os.path.join(RESULTS, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two bench runs (different sizes) may save at once
+        data = {}
+        if os.path.exists(path):
+            with open(path) as f:
+                data = json.load(f)
+        data[str(key)] = record
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
     return path
 
 

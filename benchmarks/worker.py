@@ -129,8 +129,35 @@ def vm_hwm_kb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def _patch_pipe_size(size):
+    """Investigation only (params ``_pipe_size``): give the pipes to pg_dump and pg_restore ``size`` bytes."""
+    import fcntl
+    from lifeboat_engine import backup, restore_common
+
+    def grow(f):
+        try:
+            fcntl.fcntl(f.fileno(), fcntl.F_SETPIPE_SZ, size)
+        except OSError:
+            pass
+
+    tool_init, rtool_init = backup._Tool.__init__, restore_common.Tool.__init__
+
+    def tool(self, *a, **k):
+        tool_init(self, *a, **k)
+        grow(self.proc.stdout)
+
+    def rtool(self, *a, **k):
+        rtool_init(self, *a, **k)
+        if self.proc.stdin is not None:
+            grow(self.proc.stdin)
+
+    backup._Tool.__init__, restore_common.Tool.__init__ = tool, rtool
+
+
 def main():
     op, params = sys.argv[1], json.loads(sys.argv[2])
+    if params.get("_pipe_size"):
+        _patch_pipe_size(params.pop("_pipe_size"))
     t0 = time.monotonic()
     out = OPS[op](params) or {}
     out["engine_seconds"] = time.monotonic() - t0

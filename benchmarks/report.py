@@ -1,0 +1,392 @@
+"""Write docs/PERFORMANCE.md and the plots (benchmarks/results/*.png) from benchmarks/results/*.json.
+
+    .venv/bin/python benchmarks/report.py
+
+The analysis (why a target is missed, what was tried) is hand-written in
+benchmarks/ANALYSIS.md and copied in below the generated tables.
+"""
+
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+RESULTS = os.path.join(HERE, "results")
+DOC = os.path.join(ROOT, "docs", "PERFORMANCE.md")
+ANALYSIS = os.path.join(HERE, "ANALYSIS.md")
+
+sys.path.insert(0, HERE)
+from run import TARGETS  # noqa: E402
+
+
+def load(name):
+    path = os.path.join(RESULTS, name + ".json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def by_size(data):
+    return [data[k] for k in sorted(data, key=lambda k: float(k))]
+
+
+def fmt(x, digits=2):
+    return "n/m" if x is None else ("%.*f" % (digits, x))
+
+
+def verdict(value, target, higher=False):
+    if value is None:
+        return "not measured"
+    ok = value >= target if higher else value <= target
+    return "**pass**" if ok else "**MISS**"
+
+
+def ratio(record, key):
+    st = (record.get("ratios") or {}).get(key)
+    return st["median"] if st else None
+
+
+def spread(record, key):
+    st = (record.get("ratios") or {}).get(key)
+    if not st:
+        return ""
+    return "%s to %s" % (fmt(st["min"]), fmt(st["max"]))
+
+
+def size_label(record):
+    if record.get("dump_bytes"):
+        return "%d MB (dump %.0f MB)" % (record["size_mb"], record["dump_bytes"] / 1e6)
+    return "%s MB" % record.get("size_mb")
+
+
+def rel(path):
+    return os.path.relpath(path, os.path.dirname(DOC))
+
+
+# -- plots ----------------------------------------------------------------------------------
+
+def plots(backup, restore, verify, variants, summary_rows):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    made = []
+    rows = by_size(backup)
+    if rows:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+        xs = [r["dump_bytes"] / 1e6 for r in rows]
+        for name, label, style in (("limit", "pg_dump -Fc -Z0 > /dev/null (the limit)", "k--o"),
+                                   ("pg_backup", "pg_backup (zstd + age, local)", "b-o"),
+                                   ("hand_pipeline", "pg_dump -Fc | age > file (by hand)", "r:s")):
+            pts = [(x, r["times"][name]["seconds_median"]) for x, r in zip(xs, rows) if name in r["times"]]
+            if pts:
+                ax1.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
+        ax1.set_xlabel("dump size (MB)")
+        ax1.set_ylabel("seconds (median; shared 2-core machine)")
+        ax1.set_title("Backup time against size")
+        ax1.legend(fontsize=8)
+        ax1.grid(alpha=0.3)
+        for key, label, style in (("pg_backup_vs_limit", "pg_backup / limit", "b-o"),
+                                  ("pg_backup_vs_hand", "pg_backup / by hand", "r-s")):
+            pts = [(x, ratio(r, key)) for x, r in zip(xs, rows) if ratio(r, key) is not None]
+            if pts:
+                ax2.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
+        ax2.axhline(TARGETS["backup_vs_limit"], color="b", ls="--", lw=0.8, label="target vs limit (1.20)")
+        ax2.axhline(TARGETS["backup_vs_hand"], color="r", ls="--", lw=0.8, label="target vs by hand (0.40)")
+        ax2.set_xlabel("dump size (MB)")
+        ax2.set_ylabel("ratio (median of paired rounds)")
+        ax2.set_title("Backup ratios against size")
+        ax2.set_ylim(bottom=0)
+        ax2.legend(fontsize=8)
+        ax2.grid(alpha=0.3)
+        fig.tight_layout()
+        path = os.path.join(RESULTS, "backup_scaling.png")
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        made.append(("Backup time and ratios against size", path))
+    mem = []
+    for name, data in (("backup", backup), ("restore", restore), ("verify", verify)):
+        pts = [(r["dump_bytes"] / 1e6, r["rss_mb"]) for r in by_size(data) if r.get("rss_mb")]
+        if pts:
+            mem.append((name, pts))
+    if mem:
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        for (name, pts), style in zip(mem, ("b-o", "g-s", "m-^")):
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=name)
+        ax.axhline(TARGETS["memory_mb"], color="r", ls="--", lw=0.8, label="target: under 100 MB")
+        ax.set_xscale("log")
+        ax.set_xlabel("dump size (MB, log scale)")
+        ax.set_ylabel("peak RSS of the engine process (MB)")
+        ax.set_title("Peak memory against size")
+        ax.set_ylim(0, max(120, max(p[1] for _n, pts in mem for p in pts) * 1.15))
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = os.path.join(RESULTS, "memory.png")
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        made.append(("Peak RSS against size", path))
+    if variants:
+        rec = by_size(variants)[-1]
+        items = sorted(((k, v["median"]) for k, v in rec["ratios"].items() if v), key=lambda kv: kv[1])
+        fig, ax = plt.subplots(figsize=(8, 0.35 * len(items) + 1.2))
+        ax.barh([k for k, _v in items], [v for _k, v in items], color=["#4a7" if v <= 1.2 else "#c66" for _k, v in items])
+        ax.axvline(1.0, color="k", lw=0.8)
+        ax.axvline(TARGETS["backup_vs_limit"], color="b", ls="--", lw=0.8, label="target 1.20")
+        ax.set_xlabel("time / pg_dump -Fc -Z0 > /dev/null (median of paired rounds)")
+        ax.set_title("Where the backup's time goes (%d MB)" % rec["size_mb"])
+        ax.tick_params(axis="y", labelsize=8)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = os.path.join(RESULTS, "backup_variants.png")
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        made.append(("Backup pipeline variants", path))
+    items = [(label, value / target if not higher else target / value, value, target)
+             for label, value, target, higher in summary_rows if value]
+    if items:
+        fig, ax = plt.subplots(figsize=(8, 0.38 * len(items) + 1.2))
+        labels = [i[0] for i in items]
+        norm = [i[1] for i in items]
+        ax.barh(labels, norm, color=["#4a7" if n <= 1 else "#c66" for n in norm])
+        ax.axvline(1.0, color="k", lw=1, label="target")
+        for y, (_l, n, v, t) in enumerate(items):
+            ax.text(n, y, "  %.2f (target %.2f)" % (v, t), va="center", fontsize=7)
+        ax.set_xlabel("measured / target (left of 1 passes; for rows/s, target / measured)")
+        ax.set_title("Every target")
+        ax.tick_params(axis="y", labelsize=8)
+        ax.set_xlim(0, max(norm) * 1.5)
+        ax.invert_yaxis()
+        fig.tight_layout()
+        path = os.path.join(RESULTS, "targets.png")
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        made.insert(0, ("Every target: measured / target", path))
+    return made
+
+
+# -- the document -----------------------------------------------------------------------------
+
+def write():
+    backup, variants = load("backup"), load("backup_variants")
+    restore, jobs, verify = load("restore"), load("restore_jobs"), load("verify")
+    fleet, s3, anon = load("fleet"), load("s3"), load("anonymize")
+    lines = []
+    add = lines.append
+    summary_rows = []  # (label, value, target, higher_is_better) for the plot
+    add("# Performance")
+    add("")
+    add("Generated by `make bench` (`benchmarks/run.py`, then `benchmarks/report.py`) from "
+        "`benchmarks/results/*.json`; the analysis at the end is `benchmarks/ANALYSIS.md`. Do not edit the "
+        "tables by hand: run `make bench` (all sizes, about 30 to 40 minutes on 2 cores) or "
+        "`make bench BENCH_ARGS='--sizes 100 --only backup'` for a part, which merges into the results.")
+    add("")
+    add("**Method.** Every figure is a ratio against a baseline measured in the same run, on the same data, "
+        "seconds apart: each comparison runs in rounds, every variant once per round (the order rotates), and "
+        "the figure is the median over the rounds of variant / baseline within a round (min to max shown). "
+        "Absolute seconds are listed only to show scale: the machine has 2 cores shared with other work "
+        "(load average 4 to 11 during these runs), so they swing by 2x. Engine times are the engine call "
+        "alone, in a process of its own (`benchmarks/worker.py`); times through Ansible are "
+        "`ansible-playbook` with the module minus `ansible-playbook` with `ansible.builtin.ping` in the same "
+        "round (Ansible's own start-up is reported separately). Peak memory is VmHWM of the engine process "
+        "(pg_dump and pg_restore are PostgreSQL's own processes, reported apart where useful).")
+    add("")
+    add("**Data.** `benchmarks/datagen.py` generates tenants deterministically (server-side, seeded hashes): "
+        "customers (names, e-mails, phones, addresses, birth dates, time stamps, balances, JSON preferences), "
+        "orders (JSON line items), notes (free text from an English vocabulary with skewed word frequencies) and "
+        "attachments (incompressible bytea, about a sixth of the dump), with indexes and foreign keys. Sizes are "
+        "given as the size of `pg_dump -Fc -Z0`; the tables below give the measured dump size and compression.")
+    add("")
+    # -- targets summary
+    add("## Targets")
+    add("")
+    add("| # | What | Target | Measured (median) | Spread | At | Verdict |")
+    add("| --- | --- | --- | --- | --- | --- | --- |")
+
+    def row(num, what, target_text, value, rec, key, at, target, higher=False, label=None):
+        add("| %s | %s | %s | %s | %s | %s | %s |" % (num, what, target_text, fmt(value), spread(rec, key) if rec else "",
+                                                       at, verdict(value, target, higher)))
+        if label:
+            summary_rows.append((label, value, target, higher))
+
+    for rec in by_size(backup):
+        at = size_label(rec)
+        row(1, "pg_backup / `pg_dump -Fc -Z0 > /dev/null`", "<= 1.20", ratio(rec, "pg_backup_vs_limit"), rec,
+            "pg_backup_vs_limit", at, TARGETS["backup_vs_limit"], label="1 backup/limit %d MB" % rec["size_mb"])
+        if ratio(rec, "pg_backup_vs_hand") is not None:
+            row(1, "pg_backup / `pg_dump -Fc \\| age -r KEY > file`", "<= 0.40", ratio(rec, "pg_backup_vs_hand"), rec,
+                "pg_backup_vs_hand", at, TARGETS["backup_vs_hand"], label="1 backup/by hand %d MB" % rec["size_mb"])
+            row(1, "artifact size / that pipeline's file", "<= 0.85", ratio(rec, "size_vs_hand"), rec, "size_vs_hand",
+                at, TARGETS["size_vs_hand"], label="1 size/by hand %d MB" % rec["size_mb"])
+        if ratio(rec, "module_net_vs_limit") is not None:
+            row(1, "pg_backup through Ansible (minus ping) / limit", "<= 1.20", ratio(rec, "module_net_vs_limit"), rec,
+                "module_net_vs_limit", at, TARGETS["backup_vs_limit"])
+    # memory
+    mems = []
+    for name, data in (("backup", backup), ("restore", restore), ("verify", verify)):
+        recs = [r for r in by_size(data) if r.get("rss_mb")]
+        if recs:
+            mems.append((name, recs[0], recs[-1]))
+    for name, small, large in mems:
+        peak = max(small.get("rss_mb_max", small["rss_mb"]), large.get("rss_mb_max", large["rss_mb"]))
+        add("| 2 | peak RSS of %s (largest of all runs, MB) | < 100 | %.1f | | %s | %s |" % (
+            name, peak, " and ".join(sorted({size_label(small), size_label(large)})), verdict(peak, TARGETS["memory_mb"])))
+        summary_rows.append(("2 %s RSS MB" % name, peak, TARGETS["memory_mb"], False))
+        if small is not large:
+            growth = large["rss_mb"] / small["rss_mb"]
+            add("| 2 | %s RSS at %d MB / at %d MB | <= 1.10 | %.2f | | | %s |" % (
+                name, large["size_mb"], small["size_mb"], growth, verdict(growth, TARGETS["memory_growth"])))
+            summary_rows.append(("2 %s RSS growth" % name, growth, TARGETS["memory_growth"], False))
+        else:
+            add("| 2 | %s RSS growth with size | <= 1.10 | n/m | | only %s measured | not measured |" % (
+                name, size_label(small)))
+    for rec in by_size(restore):
+        row(3, "backup_restore / `pg_restore` of a local `-Fc -Z0` dump", "<= 1.10",
+            ratio(rec, "backup_restore_vs_pg_restore"), rec, "backup_restore_vs_pg_restore", size_label(rec),
+            TARGETS["restore_vs_pg_restore"], label="3 restore %d MB" % rec["size_mb"])
+        if ratio(rec, "module_net_vs_pg_restore") is not None:
+            row(3, "backup_restore through Ansible (minus ping) / pg_restore", "<= 1.10",
+                ratio(rec, "module_net_vs_pg_restore"), rec, "module_net_vs_pg_restore", size_label(rec),
+                TARGETS["restore_vs_pg_restore"])
+    for rec in by_size(jobs):
+        row(3, "backup_restore `jobs: 2` / `jobs: 1`", "< 1.00", ratio(rec, "jobs2_vs_jobs1"), rec, "jobs2_vs_jobs1",
+            size_label(rec), 0.9999, label="3 jobs2/jobs1 %d MB" % rec["size_mb"])
+    for rec in by_size(fleet):
+        row(4, "agent, %d tenants / %d sequential `pg_dump -Fc`" % (rec["tenants"], rec["tenants"]), "<= 0.75",
+            ratio(rec, "agent_vs_sequential"), rec, "agent_vs_sequential",
+            "%d x %s MB, parallel %d" % (rec["tenants"], rec["tenant_mb"], rec["parallel"]),
+            TARGETS["fleet_vs_sequential"], label="4 fleet")
+    for rec in by_size(verify):
+        row(5, "backup_verify / (`age -d \\| zstd -d \\| pg_restore` by hand)", "<= 1.30",
+            ratio(rec, "backup_verify_vs_by_hand"), rec, "backup_verify_vs_by_hand", size_label(rec),
+            TARGETS["verify_vs_hand"], label="5 verify %d MB" % rec["size_mb"])
+        if ratio(rec, "module_net_vs_by_hand") is not None:
+            row(5, "backup_verify through Ansible (minus ping) / by hand", "<= 1.30",
+                ratio(rec, "module_net_vs_by_hand"), rec, "module_net_vs_by_hand", size_label(rec),
+                TARGETS["verify_vs_hand"])
+    for rec in by_size(s3):
+        at = "%s MB object" % round(rec["object_bytes"] / 1e6)
+        row(6, "S3 upload / `aws s3 cp` upload", "<= 1.00", ratio(rec, "upload_vs_awscli"), rec, "upload_vs_awscli", at,
+            TARGETS["s3_vs_awscli"], label="6 S3 up %d MB" % rec["size_mb"])
+        row(6, "S3 download / `aws s3 cp` download", "<= 1.00", ratio(rec, "download_vs_awscli"), rec,
+            "download_vs_awscli", at, TARGETS["s3_vs_awscli"], label="6 S3 down %d MB" % rec["size_mb"])
+        add("| 6 | S3 peak RSS, upload / download (MB) | bounded | %.1f / %.1f | | %s | %s |" % (
+            rec["rss_mb_upload"], rec["rss_mb_download"], at,
+            verdict(max(rec["rss_mb_upload"], rec["rss_mb_download"]), TARGETS["memory_mb"])))
+    for rec in by_size(anon):
+        row(7, "tenant_anonymize rows/s / one hand-written UPDATE's", ">= 0.50", ratio(rec, "rows_per_s_vs_update"),
+            rec, "rows_per_s_vs_update", "%d rows" % rec["rows"], TARGETS["anonymize_vs_update"], higher=True,
+            label="7 anonymize rows/s")
+    add("")
+    figures = plots(backup, restore, verify, variants, summary_rows)
+    for title, path in figures:
+        add("![%s](%s)" % (title, rel(path)))
+        add("")
+    # -- details
+    add("## Details")
+    add("")
+    if backup:
+        add("### 1. Backup and scaling")
+        add("")
+        add("| Size | Dump MB | zstd ratio | gzip -6 ratio | limit s | pg_backup s | by hand s | pg_backup RSS MB | "
+            "Ansible ping s | generated in s |")
+        add("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in by_size(backup):
+            t = r["times"]
+            add("| %d MB | %.0f | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                r["size_mb"], r["dump_bytes"] / 1e6, fmt(r.get("compression_ratio")),
+                fmt(r["tenant"].get("gzip6_ratio")), fmt(t["limit"]["seconds_median"]),
+                fmt(t["pg_backup"]["seconds_median"]),
+                fmt(t.get("hand_pipeline", {}).get("seconds_median")), fmt(r["rss_mb"], 1),
+                fmt(r.get("ansible_ping_seconds")), fmt(r["tenant"].get("generate_seconds"), 0)))
+        add("")
+    if variants:
+        for r in by_size(variants):
+            add("### 1b. Where the backup's time goes (%d MB, dump %.0f MB)" % (r["size_mb"], r["dump_bytes"] / 1e6))
+            add("")
+            add("| Variant | time / limit (median) | spread | stored MB |")
+            add("| --- | --- | --- | --- |")
+            for name, st in sorted(r["ratios"].items(), key=lambda kv: kv[1]["median"] if kv[1] else 99):
+                stored = r["stored_bytes"].get(name)
+                add("| %s | %s | %s to %s | %s |" % (name, fmt(st["median"]), fmt(st["min"]), fmt(st["max"]),
+                                                     fmt(stored / 1e6, 1) if stored else ""))
+            add("")
+    if restore or jobs:
+        add("### 3. Restore")
+        add("")
+        add("| Size | pg_restore s | backup_restore s | ratio | RSS MB |")
+        add("| --- | --- | --- | --- | --- |")
+        for r in by_size(restore):
+            t = r["times"]
+            add("| %s | %s | %s | %s | %.1f |" % (size_label(r), fmt(t["pg_restore"]["seconds_median"]),
+                                                  fmt(t["backup_restore"]["seconds_median"]),
+                                                  fmt(ratio(r, "backup_restore_vs_pg_restore")), r["rss_mb"]))
+        for r in by_size(jobs):
+            t = r["times"]
+            add("")
+            add("`jobs` at %s: backup_restore `jobs: 1` %s s, `jobs: 2` %s s (ratio %s); peak RSS with `jobs: 2` "
+                "%s MB." % (size_label(r), fmt(t["backup_restore"]["seconds_median"]),
+                            fmt(t["backup_restore jobs 2"]["seconds_median"]), fmt(ratio(r, "jobs2_vs_jobs1")),
+                            fmt(r.get("rss_mb_jobs2"), 1)))
+        add("")
+    if verify:
+        add("### 5. Verify")
+        add("")
+        add("| Size | by hand s | backup_verify s | ratio | RSS MB |")
+        add("| --- | --- | --- | --- | --- |")
+        for r in by_size(verify):
+            t = r["times"]
+            add("| %s | %s | %s | %s | %.1f |" % (size_label(r), fmt(t["by_hand"]["seconds_median"]),
+                                                  fmt(t["backup_verify"]["seconds_median"]),
+                                                  fmt(ratio(r, "backup_verify_vs_by_hand")), r["rss_mb"]))
+        add("")
+    if fleet:
+        add("### 4. Fleet")
+        add("")
+        for r in by_size(fleet):
+            t = r["times"]
+            add("%d tenants of about %s MB: %d sequential `pg_dump -Fc` %s s, agent (`lifeboat backup`, parallel %d, "
+                "zstd + age, manifests, row counts) %s s: ratio %s." % (
+                    r["tenants"], r["tenant_mb"], r["tenants"], fmt(t["sequential_pg_dump"]["seconds_median"]),
+                    r["parallel"], fmt(t["agent"]["seconds_median"]), fmt(ratio(r, "agent_vs_sequential"))))
+        add("")
+    if s3:
+        add("### 6. S3 (moto on loopback)")
+        add("")
+        add("| Object | aws up s | engine up s | aws down s | engine down s | engine RSS up/down MB | aws CLI RSS up/down MB |")
+        add("| --- | --- | --- | --- | --- | --- | --- |")
+        for r in by_size(s3):
+            t = r["times"]
+            add("| %.0f MB | %s | %s | %s | %s | %.1f / %.1f | %.1f / %.1f |" % (
+                r["object_bytes"] / 1e6, fmt(t["aws_s3_cp_upload"]["seconds_median"]),
+                fmt(t["engine_upload"]["seconds_median"]), fmt(t["aws_s3_cp_download"]["seconds_median"]),
+                fmt(t["engine_download"]["seconds_median"]), r["rss_mb_upload"], r["rss_mb_download"],
+                r["rss_mb_awscli_upload"], r["rss_mb_awscli_download"]))
+        add("")
+    if anon:
+        add("### 7. Anonymization")
+        add("")
+        for r in by_size(anon):
+            add("%d rows (name redacted, e-mail replaced by its keyed hash, phone nulled): one `UPDATE` with "
+                "pgcrypto's `hmac()` %s rows/s, tenant_anonymize (batches of 1000, HMAC in Python) %s rows/s; ratio "
+                "%s. Same result as the UPDATE (checksum of all rows): %s." % (
+                    r["rows"], r["rows_per_s_update"], r["rows_per_s_engine"], fmt(ratio(r, "rows_per_s_vs_update")),
+                    "yes" if r["same_result_as_update"] else "NO"))
+        add("")
+    if os.path.exists(ANALYSIS):
+        with open(ANALYSIS) as f:
+            add(f.read().rstrip())
+        add("")
+    os.makedirs(os.path.dirname(DOC), exist_ok=True)
+    with open(DOC, "w") as f:
+        f.write("\n".join(lines))
+    return DOC
+
+
+if __name__ == "__main__":
+    print(write())
