@@ -40,6 +40,7 @@ import time
 from . import age_stream, age_tar, crypto, manifest, naming
 from .age_stream import AgeProcess, BoundedBuffer, Hasher, HashingSource, WorkerError
 from .errors import LifeboatError, MissingDependency
+from .backup import S3_OPTIONS
 from .repository import describe_os_error, open_repository, unique_stamp
 from .version import TOOL_VERSION
 
@@ -77,6 +78,9 @@ OPTIONS = {
     "force": False,
     "purge_old_versions": False,
     "lock_timeout": 0,
+    # S3 repositories (s3://bucket/prefix): where bundles are stored
+    "s3_endpoint_url": None, "s3_region": None, "s3_access_key": None, "s3_secret_key": None,
+    "s3_session_token": None, "storage_class": None, "sse": None, "sse_kms_key_id": None,
 }
 
 
@@ -208,6 +212,10 @@ class AtomicFile(object):
             os.unlink(self.tmp_path)
         except OSError:
             pass
+
+
+def _s3_options(req):
+    return dict((k, req.p[k]) for k in S3_OPTIONS if req.p.get(k) is not None)
 
 
 def write_json_atomic(path, data, replace=True):
@@ -609,7 +617,7 @@ def _encrypted_repository(req, check_mode, recipient_texts):
     if req.p["armor"]:
         raise LifeboatError("armor applies to dest files; repository artifacts are binary.", option="armor")
     tenant, src = req.p["tenant"], req.p["src"]
-    repo = open_repository(req.p["repository"])
+    repo = open_repository(req.p["repository"], **_s3_options(req))
     st = _check_src(req)
     if st is None:
         raise LifeboatError("src %s does not exist." % src, option="src")
@@ -1032,8 +1040,14 @@ def _rekeyed(req, check_mode):
     identity = req.identity()
     targets = []
     if req.p["repository"]:
-        repo = open_repository(req.p["repository"], create=False)
-        if getattr(repo, "kind", None) == "local" and not os.path.isdir(str(repo)):
+        repo = open_repository(req.p["repository"], create=False, **_s3_options(req))
+        if getattr(repo, "kind", None) != "local":
+            raise LifeboatError(
+                "Re-keying artifacts in place is supported for local repositories only in this version; %s is an "
+                "S3 repository. Copy the tenant's folder to a local folder (aws s3 sync), re-key it there, and "
+                "upload the new artifacts and manifests (their old versions stay in a versioned bucket until your "
+                "lifecycle rules expire them)." % repo, option="repository")
+        if not os.path.isdir(str(repo)):
             raise LifeboatError("The repository %s does not exist." % repo, option="repository")
         tenants = [req.p["tenant"]] if req.p["tenant"] else repo.tenants()
         for tenant in tenants:

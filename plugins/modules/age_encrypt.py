@@ -40,6 +40,9 @@ description:
     no versions (file-system snapshots and copies made elsewhere are not touched).
 author:
   - Lifeboat maintainers (@lifeboat)
+extends_documentation_fragment:
+  - lifeboat.backup.s3
+  - lifeboat.backup.s3.storage
 attributes:
   check_mode:
     support: full
@@ -302,7 +305,8 @@ from ansible_collections.lifeboat.backup.plugins.module_utils.errors import Life
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
+        argument_spec=argspec.merged(
+            argspec.S3,
             state=dict(type="str", default="encrypted", choices=["encrypted", "decrypted", "keypair", "rekeyed"]),
             src=dict(type="path"),
             dest=dict(type="path"),
