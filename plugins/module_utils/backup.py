@@ -292,11 +292,11 @@ def _write_job(req, job, facts, progress):
                              sizes["sha256"], req.level, req.recipient_keys, counts, source)
         manifest_path = repo.write_json(job.tenant, naming.manifest_name(job.tenant, stamp), doc)
     except OSError as e:
-        _undo(writer, published)
+        _undo(repo, job.tenant, name, writer, published)
         raise LifeboatError(describe_os_error(e, "Backup of %s into %s" % (job.label, repo)) +
                             "; nothing was published.", option="repository")
     except BaseException:
-        _undo(writer, published)
+        _undo(repo, job.tenant, name, writer, published)
         raise
     return {
         "tenant": job.tenant,
@@ -315,12 +315,13 @@ def _write_job(req, job, facts, progress):
     }
 
 
-def _undo(writer, published):
+def _undo(repo, tenant, name, writer, published):
+    """Nothing of a failed run stays under a final name (a local file or an S3 object)."""
     writer.abort()
     if published:
         try:
-            os.unlink(published)
-        except OSError:
+            repo.delete(tenant, name)
+        except (OSError, LifeboatError):
             pass
 
 

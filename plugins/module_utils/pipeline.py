@@ -139,6 +139,9 @@ def store(source, sink, recipients=None, compression_level=3, threads=0, progres
         except LifeboatError:
             if out.error is not None:
                 raise out.error  # e.g. ENOSPC, which the caller explains
+            failure = getattr(sink, "failure", None)  # e.g. an S3 upload's own error, with its option
+            if failure is not None:
+                raise failure
             raise
     else:
         shutil.copyfileobj(reader, out, CHUNK)
