@@ -70,7 +70,7 @@ class Run(object):
 
 def playbook(name, inventory, *extra):
     argv = [str(lbtest.BIN / "ansible-playbook"), "-i", str(inventory), str(PLAYBOOKS / ("%s.yml" % name))] + list(extra)
-    proc = subprocess.run(argv, capture_output=True, text=True, env=lbtest.ansible_env(), check=False,
+    proc = subprocess.run(argv, capture_output=True, text=True, env=lbtest.ansible_env({"ANSIBLE_PIPELINING": "1"}), check=False,
                           cwd=str(lbtest.ROOT))
     return Run(proc)
 
