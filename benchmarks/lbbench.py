@@ -119,8 +119,8 @@ def compare(variants, runs, setup=None, teardown=None, log_label=""):
             res = fn()
             res["load"] = loadavg()
             out[name].append(res)
-            log("  %s round %d/%d %-22s %7.2f s  rss %s KiB" % (log_label, r + 1, runs, name, res["seconds"],
-                                                               res.get("rss_self_kb", res.get("rss_kb"))))
+            rss = res.get("rss_self_kb", res.get("rss_kb"))
+            log("  %s round %d/%d %-22s %7.2f s  rss %s KiB" % (log_label, r + 1, runs, name, res["seconds"], rss))
             if teardown:
                 teardown(name, res)
     return out

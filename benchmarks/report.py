@@ -29,7 +29,7 @@ def load(name):
 
 
 def by_size(data):
-    return [data[k] for k in sorted(data, key=lambda k: float(k))]
+    return [data[k] for k in sorted(data, key=float)]
 
 
 def fmt(x, digits=2):
@@ -211,8 +211,8 @@ def write():
     add("| --- | --- | --- | --- | --- | --- | --- |")
 
     def row(num, what, target_text, value, rec, key, at, target, higher=False, label=None):
-        add("| %s | %s | %s | %s | %s | %s | %s |" % (num, what, target_text, fmt(value), spread(rec, key) if rec else "",
-                                                       at, verdict(value, target, higher)))
+        cells = (num, what, target_text, fmt(value), spread(rec, key) if rec else "", at, verdict(value, target, higher))
+        add("| %s | %s | %s | %s | %s | %s | %s |" % cells)
         if label:
             summary_rows.append((label, value, target, higher))
 

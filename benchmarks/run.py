@@ -118,8 +118,8 @@ class Bench(object):
             variants.append(("hand_pipeline", hand))
         with_module = size <= self.args.module_max
         if with_module:
-            task = {"name": "backup", "lifeboat.backup.pg_backup": dict(env.login, tenant=db, repository=repo,
-                                                                       recipients=[env.public])}
+            args = dict(env.login, tenant=db, repository=repo, recipients=[env.public])
+            task = {"name": "backup", "lifeboat.backup.pg_backup": args}
             variants += [("module_pg_backup", lambda: self.playbook_seconds(task)), ("ansible_ping", self.ping)]
 
         def teardown(name, res):
