@@ -86,8 +86,10 @@ def plots(backup, restore, verify, variants, summary_rows):
             pts = [(x, r["times"][name]["seconds_median"]) for x, r in zip(xs, rows) if name in r["times"]]
             if pts:
                 ax1.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
-        ax1.set_xlabel("dump size (MB)")
-        ax1.set_ylabel("seconds (median; shared 2-core machine)")
+        ax1.set_xscale("log")
+        ax1.set_yscale("log")
+        ax1.set_xlabel("dump size (MB, log scale)")
+        ax1.set_ylabel("seconds (median, log scale; shared 2 cores)")
         ax1.set_title("Backup time against size")
         ax1.legend(fontsize=8)
         ax1.grid(alpha=0.3)
@@ -98,7 +100,8 @@ def plots(backup, restore, verify, variants, summary_rows):
                 ax2.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
         ax2.axhline(TARGETS["backup_vs_limit"], color="b", ls="--", lw=0.8, label="target vs limit (1.20)")
         ax2.axhline(TARGETS["backup_vs_hand"], color="r", ls="--", lw=0.8, label="target vs by hand (0.40)")
-        ax2.set_xlabel("dump size (MB)")
+        ax2.set_xscale("log")
+        ax2.set_xlabel("dump size (MB, log scale)")
         ax2.set_ylabel("ratio (median of paired rounds)")
         ax2.set_title("Backup ratios against size")
         ax2.set_ylim(bottom=0)
