@@ -166,7 +166,8 @@ def save(bench, key, record):
     path = os.path.join(RESULTS, "%s.json" % bench)
     record = dict(record, measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   host={"cpus": os.cpu_count(), "load_at_end": loadavg()})
-    with open(os.path.join(RESULTS, ".lock"), "w") as lock:
+    os.makedirs(os.path.join(RESULTS, "tmp"), exist_ok=True)  # git-ignored
+    with open(os.path.join(RESULTS, "tmp", "save.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two bench runs (different sizes) may save at once
         data = {}
         if os.path.exists(path):
