@@ -17,7 +17,7 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 key=$( (cat pyproject.toml; for f in plugins/module_utils/*.py; do echo "$f"; cat "$f"; done) | sha256sum | cut -c1-16)
 stamp=$out/.source-$key
-wheel=$(ls "$out"/lifeboat_agent-*.whl 2>/dev/null | head -1 || true)
+wheel=$(find "$out" -maxdepth 1 -name 'lifeboat_agent-*.whl' -print -quit)
 if [ ! -f "$stamp" ] || [ -z "$wheel" ]; then
   src=$(mktemp -d "$top/build/agent-src.XXXXXX")
   trap 'rm -rf "$src"' EXIT
@@ -30,7 +30,7 @@ if [ ! -f "$stamp" ] || [ -z "$wheel" ]; then
     exit 1
   fi
   touch "$stamp"
-  wheel=$(ls "$out"/lifeboat_agent-*.whl | head -1)
+  wheel=$(find "$out" -maxdepth 1 -name 'lifeboat_agent-*.whl' -print -quit)
 fi
 deps_key=$("$py" -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' pyproject.toml | sha256sum | cut -c1-16)
 if [ -n "${WHEELHOUSE:-}" ] && [ ! -f "$WHEELHOUSE/.deps-$deps_key" ]; then

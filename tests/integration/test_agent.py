@@ -361,7 +361,7 @@ def test_status_flags_tenants_past_their_rpo(agent, sqlite_setup):
 
 
 def test_prune_applies_the_retention(agent, sqlite_setup):
-    for _ in range(2):
+    for dummy in range(2):
         assert agent.run("backup").returncode == 0
         time.sleep(1.1)
     proc = agent.run("prune", "--check")
@@ -405,7 +405,7 @@ def test_live_progress_on_a_terminal_and_plain_lines_otherwise(agent, sqlite_set
     seen = b""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.5)
+        ready = select.select([master], [], [], 0.5)[0]
         if ready:
             try:
                 chunk = os.read(master, 65536)
