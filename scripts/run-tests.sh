@@ -14,6 +14,7 @@ step "ansible-test sanity" scripts/sanity.sh
 step "ansible-lint (production profile)" "$BIN/ansible-lint" --profile production -q
 read -r -a pytest_args <<< "${PYTEST_ARGS:-}"
 step "pytest (unit and integration)" "$BIN/python" -m pytest "${pytest_args[@]}"
+step "molecule (roles on systemd hosts in Podman)" scripts/molecule.sh
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED steps: ${failed[*]}"
   exit 1
