@@ -314,11 +314,16 @@ def write():
         for r in by_size(variants):
             add("### 1b. Where the backup's time goes (%d MB, dump %.0f MB)" % (r["size_mb"], r["dump_bytes"] / 1e6))
             add("")
+            add("`store lN tM`: `pg_dump -Fc -Z0` through `pipeline.store` (zstd level N with M threads, then age), "
+                "without the rest of pg_backup (snapshot, row counts, manifest); \"age in a process\": zstd in "
+                "the engine process, pyrage in a forked child fed through a pipe; `cli`: the same with the zstd "
+                "and age command-line tools (`benchmarks/variants.py`).")
+            add("")
             add("| Variant | time / limit (median) | spread | stored MB |")
             add("| --- | --- | --- | --- |")
             for name, st in sorted(r["ratios"].items(), key=lambda kv: kv[1]["median"] if kv[1] else 99):
                 stored = r["stored_bytes"].get(name)
-                add("| %s | %s | %s to %s | %s |" % (name, fmt(st["median"]), fmt(st["min"]), fmt(st["max"]),
+                add("| %s | %s | %s to %s | %s |" % (name.replace("|", "\\|"), fmt(st["median"]), fmt(st["min"]), fmt(st["max"]),
                                                      fmt(stored / 1e6, 1) if stored else ""))
             add("")
     if restore or jobs:
