@@ -151,7 +151,7 @@ def _ensure_parent(path, check_mode):
     parent = os.path.dirname(path)
     if parent and not os.path.isdir(parent) and not check_mode:
         try:
-            os.makedirs(parent, 0o700)
+            os.makedirs(parent, 0o700, exist_ok=True)
         except OSError as e:
             raise LifeboatError(describe_os_error(e, "Creating the folder %s" % parent), option="dest")
 

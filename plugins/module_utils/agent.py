@@ -253,7 +253,7 @@ def acquire_lock(config, operation, wait, log):
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         try:
-            os.makedirs(directory, 0o700)
+            os.makedirs(directory, 0o700, exist_ok=True)
         except OSError as e:
             raise LifeboatError("Cannot create %s for the agent's lock: %s. Check lock_file in lifeboat.yml."
                                 % (directory, e.strerror), option="lock_file")

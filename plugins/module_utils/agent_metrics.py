@@ -80,7 +80,7 @@ class State(object):
         directory = os.path.dirname(self.path)
         try:
             if not os.path.isdir(directory):
-                os.makedirs(directory, 0o700)
+                os.makedirs(directory, 0o700, exist_ok=True)
             atomic_write(self.path, json.dumps(self.data, indent=1, sort_keys=True).encode("utf-8") + b"\n", 0o600)
         except OSError as e:
             raise LifeboatError("Cannot write the agent's state file %s: %s. Check state_dir in lifeboat.yml."

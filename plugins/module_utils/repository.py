@@ -185,9 +185,14 @@ class LocalRepository(object):
             try:
                 os.makedirs(self.root, 0o700)
             except OSError as e:
-                raise LifeboatError(
-                    describe_os_error(e, "Creating the repository folder %s" % self.root), option="repository"
-                )
+                # Another process (a parallel tenant) may have created it
+                # between the check and makedirs; what exists must still be
+                # a plain folder, which _checked_dir insists on below.
+                if e.errno != errno.EEXIST:
+                    raise LifeboatError(
+                        describe_os_error(e, "Creating the repository folder %s" % self.root), option="repository"
+                    )
+            self._checked_dir(self.root)
         path = self._tenant_dir(tenant)
         if not self._checked_dir(path):
             try:

@@ -82,6 +82,40 @@ def test_symlinked_tenant_folder_is_refused(tmp_path):
     assert list(outside.iterdir()) == []
 
 
+def _lose_the_race(created_by_other):
+    """os.makedirs that finds the folder created by another process first."""
+    real = os.makedirs
+
+    def makedirs(path, mode=0o777, exist_ok=False):
+        created_by_other(path)
+        return real(path, mode, exist_ok)
+
+    return makedirs
+
+
+def test_a_repository_root_created_concurrently_is_used(tmp_path, monkeypatch):
+    # Parallel tenants of one agent run create the root at the same moment:
+    # the loser of that race must carry on, not fail its tenant.
+    root = tmp_path / "r"
+    monkeypatch.setattr(os, "makedirs", _lose_the_race(lambda p: os.mkdir(p, 0o700)))
+    repo = repository.open_repository(str(root))
+    writer = repo.new_writer("acme", "acme-20260101T000000Z.sqlite")
+    writer.abort()
+    assert (root / "acme").is_dir()
+
+
+def test_a_repository_root_replaced_by_a_symlink_in_the_race_is_refused(tmp_path, monkeypatch):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "r"
+    monkeypatch.setattr(os, "makedirs", _lose_the_race(lambda p: os.symlink(str(outside), p)))
+    repo = repository.open_repository(str(root))
+    with pytest.raises(LifeboatError) as e:
+        repo.new_writer("acme", "acme-20260101T000000Z.sqlite")
+    assert "symlink" in str(e.value) and e.value.option == "repository"
+    assert list(outside.iterdir()) == []
+
+
 @pytest.mark.parametrize("spec", ["", "ftp://x/y", "http://bucket/prefix", "a\0b"])
 def test_unsupported_repositories_name_the_option(spec):
     with pytest.raises(LifeboatError) as e:
