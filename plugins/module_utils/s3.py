@@ -37,6 +37,7 @@ import json
 import os
 import random
 import re
+import secrets
 import stat
 import tempfile
 import time
@@ -87,6 +88,16 @@ _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _THROTTLING = frozenset(("SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
                          "TooManyRequestsException", "RequestThrottled", "ServiceUnavailable",
                          "InternalError", "RequestTimeout", "503", "500", "502", "504"))
+
+
+class PurgeError(LifeboatError):
+    """Some earlier versions could not be deleted; ``deleted`` and ``refused`` say which."""
+
+    def __init__(self, msg, deleted, refused):
+        super(PurgeError, self).__init__(msg, details={"refused_versions": [
+            {"key": r["key"], "version_id": r["version_id"], "aws_error_code": r["aws_error_code"]} for r in refused]})
+        self.deleted = deleted
+        self.refused = refused
 
 
 def require_boto3():
@@ -350,12 +361,25 @@ class _PartBody(object):
 
 
 class S3Writer(object):
-    """An object being uploaded; visible only after ``commit()``; ``abort()`` leaves nothing."""
+    """An object being uploaded; visible only after ``commit()``; ``abort()`` leaves nothing.
 
-    def __init__(self, repo, tenant, name):
+    By default the upload never replaces an existing object (``If-None-Match:
+    *``). ``replace=True`` (rekeying) publishes over the object of the same
+    key instead, only if it still is the one whose ETag is ``if_match``; the
+    upload carries a random ``lifeboat-upload`` token in its metadata (plus
+    ``metadata``), so that a retry after a lost answer can tell our object
+    from someone else's.
+    """
+
+    def __init__(self, repo, tenant, name, replace=False, if_match=None, metadata=None):
         self.repo = repo
         self.tenant = tenant
         self.name = name
+        self.replace = replace
+        self.if_match = if_match if replace else None
+        self.metadata = dict(metadata or {})
+        if replace:
+            self.metadata["lifeboat-upload"] = secrets.token_hex(16)
         self.key = repo.key(tenant, name)
         self.location = repo.location(tenant, name)
         self.size = 0
@@ -403,6 +427,8 @@ class S3Writer(object):
         repo = self.repo
         if self.upload_id is None:
             extra = repo.put_args(self.name)
+            if self.metadata:
+                extra["Metadata"] = self.metadata
             if repo.checksums:
                 extra["ChecksumAlgorithm"] = "CRC32"
             resp = repo.retry.call(
@@ -440,7 +466,11 @@ class S3Writer(object):
         try:
             if self.upload_id is None:
                 view = memoryview(self._buf)[:self._pos] if self._buf is not None else memoryview(b"")
-                repo.put_bytes(self.key, view, self.name, "Uploading %s" % self.location)
+                if self.replace:
+                    repo.replace_bytes(self.key, view, self.name, "Uploading %s" % self.location,
+                                       if_match=self.if_match, metadata=self.metadata)
+                else:
+                    repo.put_bytes(self.key, view, self.name, "Uploading %s" % self.location)
             else:
                 if self._pos:
                     self._upload_part()
@@ -459,17 +489,26 @@ class S3Writer(object):
     def _complete(self):
         repo = self.repo
         state = {"retried": False}
+        if not self.replace:
+            condition = {"IfNoneMatch": "*"}
+        else:
+            condition = {"IfMatch": self.if_match} if self.if_match else {}
 
         def complete():
             try:
                 return repo.client.complete_multipart_upload(
                     Bucket=repo.bucket, Key=self.key, UploadId=self.upload_id,
-                    MultipartUpload={"Parts": self._parts}, IfNoneMatch="*")
+                    MultipartUpload={"Parts": self._parts}, **condition)
             except ClientError as e:
                 # A retry after a lost answer: the first attempt completed the upload.
                 if state["retried"] and error_code(e) in ("NoSuchUpload", "PreconditionFailed"):
-                    if repo.object_size(self.key) == self.size:
+                    if self.replace:
+                        if repo.upload_token(self.key) == self.metadata["lifeboat-upload"]:
+                            return {}
+                    elif repo.object_size(self.key) == self.size:
                         return {}
+                if error_code(e) == "PreconditionFailed" and self.replace:
+                    raise repo.replaced_meanwhile(self.location)
                 if error_code(e) == "PreconditionFailed":
                     raise LifeboatError("Refusing to replace %s, which already exists; nothing was changed."
                                         % self.location)
@@ -799,6 +838,170 @@ class S3Repository(object):
             state["retried"] = True
 
         self.retry.call(put, what, self.endpoint_name, before_retry=mark)
+
+    def new_replacing_writer(self, tenant, name, if_match=None, metadata=None):
+        """A writer that publishes over the existing object ``name`` (rekeying) in one atomic step.
+
+        Same multipart machinery as new_writer (one part buffer, retries, the
+        journal of open uploads, storage class and SSE): the new object becomes
+        the current one only when CompleteMultipartUpload (or the one PutObject
+        of a small object) succeeds, and only if the current object still has
+        the ETag ``if_match`` (when given); any failure aborts the upload and
+        leaves the old object current and untouched.
+        """
+        self.key(tenant, name)
+        return S3Writer(self, tenant, name, replace=True, if_match=if_match, metadata=metadata)
+
+    def replaced_meanwhile(self, location):
+        return LifeboatError("Rekeying %s failed: the object was replaced by someone else while it was being rekeyed "
+                             "(AWS error PreconditionFailed on If-Match); the upload was aborted and the object "
+                             "left as it is. Run again." % location,
+                             details={"aws_error_code": "PreconditionFailed"})
+
+    def replace_bytes(self, key, view, name, what, if_match=None, metadata=None):
+        """One PutObject over ``key`` (conditional on ``if_match`` when given)."""
+        body = _PartBody(view)
+        extra = self.put_args(name)
+        if metadata:
+            extra["Metadata"] = dict(metadata)
+        if if_match:
+            extra["IfMatch"] = if_match
+        token = (metadata or {}).get("lifeboat-upload")
+        state = {"retried": False}
+        location = "s3://%s/%s" % (self.bucket, key)
+
+        def put():
+            body.seek(0)
+            try:
+                return self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+            except ClientError as e:
+                if error_code(e) == "PreconditionFailed":
+                    if state["retried"] and token and self.upload_token(key) == token:
+                        return {}  # our first attempt went through; its answer was lost
+                    raise self.replaced_meanwhile(location)
+                raise
+
+        def mark():
+            state["retried"] = True
+
+        self.retry.call(put, what, self.endpoint_name, before_retry=mark)
+
+    def head(self, tenant, name):
+        """HeadObject of ``name``: {"etag", "size", "metadata", "version_id"}, or None when it does not exist."""
+        key = self.key(tenant, name)
+
+        def head():
+            try:
+                return self.client.head_object(Bucket=self.bucket, Key=key)
+            except ClientError as e:
+                if _status(e) == 404:
+                    return None
+                raise
+        resp = self.retry.call(head, "Checking %s" % self.location(tenant, name), self.endpoint_name)
+        if resp is None:
+            return None
+        return {"etag": resp.get("ETag"), "size": resp.get("ContentLength"), "metadata": resp.get("Metadata") or {},
+                "version_id": resp.get("VersionId")}
+
+    def upload_token(self, key):
+        """The ``lifeboat-upload`` metadata of the current object ``key`` (None if absent)."""
+        def head():
+            try:
+                return self.client.head_object(Bucket=self.bucket, Key=key)
+            except ClientError as e:
+                if _status(e) == 404:
+                    return None
+                raise
+        resp = self.retry.call(head, "Checking s3://%s/%s" % (self.bucket, key), self.endpoint_name)
+        return ((resp or {}).get("Metadata") or {}).get("lifeboat-upload")
+
+    def rekey_marker(self, tenant, name):
+        """What a rekey recorded on the current object (``lifeboat-rekey-*`` metadata), or None."""
+        found = self.head(tenant, name)
+        if found is None:
+            return None
+        meta = found["metadata"]
+        if not meta.get("lifeboat-rekey-of"):
+            return None
+        return {"of": meta.get("lifeboat-rekey-of"), "to": meta.get("lifeboat-rekey-to"), "etag": found["etag"]}
+
+    def replace_json(self, tenant, name, data):
+        """Overwrite the JSON object ``name`` (a manifest after a rekey); one atomic PutObject, retried."""
+        payload = json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+        key = self.key(tenant, name)
+        location = self.location(tenant, name)
+        self.replace_bytes(key, memoryview(payload), name, "Uploading %s" % location)
+        return location
+
+    # -- versions --------------------------------------------------------------------
+    def versioning(self):
+        """The bucket's versioning status: "Enabled", "Suspended", or None (never enabled)."""
+        resp = self.retry.call(lambda: self.client.get_bucket_versioning(Bucket=self.bucket),
+                               "Reading the versioning of the bucket %s" % self.bucket, self.endpoint_name)
+        return resp.get("Status") or None
+
+    def old_versions(self, tenant, name):
+        """Non-current versions and delete markers of exactly ``name``: [{"key", "version_id", "delete_marker"}]."""
+        key = self.key(tenant, name)
+        kwargs = {"Bucket": self.bucket, "Prefix": key}
+        out = []
+        while True:
+            page = self.retry.call(lambda: self.client.list_object_versions(**kwargs),
+                                   "Listing the versions of %s" % self.location(tenant, name), self.endpoint_name)
+            for kind, marker in (("Versions", False), ("DeleteMarkers", True)):
+                for v in page.get(kind, []):
+                    if v.get("Key") != key or v.get("IsLatest"):
+                        continue  # another key sharing the prefix, or the current version: never touched
+                    vid = v.get("VersionId")  # "null" for a version written before versioning: deletable too
+                    if not vid:
+                        continue
+                    out.append({"key": key, "version_id": vid, "delete_marker": marker})
+            if not page.get("IsTruncated"):
+                return out
+            kwargs["KeyMarker"] = page.get("NextKeyMarker")
+            kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker")
+
+    def purge_old_versions(self, tenant, name, manifest_name=None):
+        """Delete the non-current versions (and delete markers) of ``name`` and of its manifest.
+
+        The current version is never deleted. Returns what was deleted, as
+        [{"key", "version_id", "delete_marker"}]; [] on a bucket that never
+        had versioning. A version that S3 refuses to delete (object-lock
+        retention or legal hold, a policy) does not stop the others: all are
+        tried, then a PurgeError names each refused key, version and AWS error
+        code, with the deleted ones in ``deleted``.
+        """
+        if manifest_name is None:
+            info = naming.parse_artifact_name(name)
+            manifest_name = naming.manifest_name(info["tenant"], info["stamp"]) if info else None
+        deleted, refused = [], []
+        for obj in [name] + ([manifest_name] if manifest_name else []):
+            for v in self.old_versions(tenant, obj):
+                what = "Deleting version %s of s3://%s/%s" % (v["version_id"], self.bucket, v["key"])
+
+                def delete(v=v):
+                    try:
+                        return self.client.delete_object(Bucket=self.bucket, Key=v["key"], VersionId=v["version_id"])
+                    except ClientError as e:
+                        if error_code(e) in ("NoSuchVersion", "NoSuchKey"):
+                            return None  # gone meanwhile (a lifecycle rule)
+                        raise
+                try:
+                    self.retry.call(delete, what, self.endpoint_name)
+                except LifeboatError as e:
+                    refused.append(dict(v, aws_error_code=(e.details or {}).get("aws_error_code"), msg=str(e)))
+                    continue
+                deleted.append(v)
+        if refused:
+            raise PurgeError(
+                "Could not delete %d earlier version(s) holding old ciphertext: %s. An object-lock retention or "
+                "legal hold keeps a version until it ends (S3 answers AccessDenied), a bucket policy may deny "
+                "s3:DeleteObjectVersion; lifecycle noncurrent-version expiration removes them once allowed. The "
+                "current objects were rekeyed all the same." % (len(refused), "; ".join(
+                    "s3://%s/%s version %s (AWS error %s)" % (self.bucket, r["key"], r["version_id"],
+                                                             r["aws_error_code"]) for r in refused)),
+                deleted, refused)
+        return deleted
 
     def write_json(self, tenant, name, data):
         payload = json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n"
