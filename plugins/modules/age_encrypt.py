@@ -31,13 +31,28 @@ description:
   - B(Passphrases.) pyrage encrypts and decrypts with a passphrase (scrypt) in memory only, so a passphrase is limited
     to inputs (a file, or a folder's compressed tar) of at most 16 MiB. Use recipients for anything larger.
   - B(Rekeying.) O(state=rekeyed) decrypts each file in a child process and re-encrypts it here through a pipe, so
-    plaintext never reaches the disk. The new ciphertext is written under a temporary name, renamed over the old
-    one, then the manifest (recipients, stored size, SHA-256) is replaced, so the manifest stays the commit marker.
-    Before the rename, the old ciphertext is checked against its manifest's SHA-256.
+    plaintext never reaches the disk. Before anything is published, the old ciphertext is checked against its
+    manifest's SHA-256 and size. In a local repository (and for a single file) the new ciphertext is written under a
+    temporary name and renamed over the old one; in an S3 repository it is streamed as a multipart upload onto the
+    same key (one part buffer in memory, retries, the storage class and server-side encryption of O(storage_class)
+    and O(sse)), which S3 makes the current object atomically when the upload completes, and only if the object is
+    still the one that was read (C(If-Match)); on any failure the upload is aborted and the old object stays
+    current, untouched (an upload a killed run left open is aborted by the next run on that tenant). Then the
+    manifest (recipients, stored size, SHA-256) is replaced, so the manifest stays the commit marker. The tenant is
+    locked meanwhile.
+  - B(Interrupted rekeys.) A run that dies after publishing the new ciphertext but before rewriting the manifest
+    leaves a manifest whose SHA-256 is the old ciphertext's. The rekey leaves a marker before it publishes (on S3,
+    metadata of the new object itself, C(lifeboat-rekey-of) and C(lifeboat-rekey-to), the SHA-256 of the ciphertext it
+    replaced and a digest of the new recipient set; in a local repository, a sidecar C(.<artifact>.rekey.json) written
+    after the new ciphertext is complete and before the rename). Running the same task again finds the marker,
+    checks the artifact (its SHA-256, and its age header's recipient count), and rewrites the manifest without
+    decrypting anything (RV(rekeyed[].action) is C(finished the interrupted rekey)). Asking for other recipients
+    than the interrupted run's is refused with a message saying so; finish with the same recipients first.
   - B(Versioned buckets.) Rekeying replaces the current object only. On a versioned S3 bucket the old ciphertext,
-    readable with the old identities, stays in earlier object versions until a lifecycle rule expires them or they
-    are deleted; O(purge_old_versions=true) deletes them once the new version is written. Local repositories keep
-    no versions (file-system snapshots and copies made elsewhere are not touched).
+    readable with the old identities, stays in earlier object versions (of the artifact and of its manifest) until a
+    lifecycle rule expires them (M(lifeboat.backup.s3_lifecycle) with a noncurrent-version expiration) or they are
+    deleted; the module warns when it leaves them. O(purge_old_versions=true) deletes them once the new version is
+    written. Local repositories keep no versions (file-system snapshots and copies made elsewhere are not touched).
 author:
   - Lifeboat maintainers (@lifeboat)
 extends_documentation_fragment:
@@ -59,7 +74,10 @@ options:
       - V(decrypted) decrypts O(src) to O(dest). A bundle (a name ending in C(.tar.age) or C(.tar.zst.age), or
         O(format=tar)) is merged into the folder O(dest); other files of O(dest) are left alone.
       - V(keypair) creates the age identity file O(identity_file) (0600) if it is missing and returns its public key.
-      - V(rekeyed) re-encrypts O(src), or every artifact of O(repository) (of O(tenant) if given), to O(recipients).
+      - V(rekeyed) re-encrypts O(src), or every artifact of O(repository) (of O(tenant) if given), to O(recipients),
+        in place, in a local folder or an S3 repository. Artifacts whose manifest already lists exactly
+        O(recipients) are left alone. On a versioned bucket the old ciphertext stays in earlier object versions
+        unless O(purge_old_versions=true); see B(Versioned buckets) above.
     type: str
     choices: [encrypted, decrypted, keypair, rekeyed]
     default: encrypted
@@ -157,8 +175,19 @@ options:
     default: false
   purge_old_versions:
     description:
-      - With O(state=rekeyed) on a versioned S3 repository, delete the earlier versions of each rekeyed artifact and
-        manifest (they hold the old ciphertext). No effect on local repositories.
+      - With O(state=rekeyed) on a versioned S3 repository, delete the non-current versions and delete markers of
+        every selected artifact and of its manifest, once the new ciphertext and manifest are written. They hold
+        the old ciphertext, which the old identities still decrypt. The current version is never deleted. Artifacts
+        already rekeyed by an earlier run are purged too, so running again with this option cleans up after a rekey
+        made without it.
+      - Without it, the earlier versions stay until a lifecycle rule expires them (M(lifeboat.backup.s3_lifecycle),
+        noncurrent-version expiration).
+      - S3 refuses to delete a version under object-lock retention or legal hold (AWS error C(AccessDenied)), or when a
+        bucket policy denies C(s3:DeleteObjectVersion). Every artifact is still rekeyed and every other version
+        deleted; then the task fails with a message naming each refused key, version and AWS error code (also in
+        C(details.refused_versions)), because the old ciphertext the operator asked to remove is still there.
+      - On a bucket that never had versioning, and in local repositories, there is nothing to delete; RV(purge_note)
+        says so.
     type: bool
     default: false
   lock_timeout:
@@ -218,6 +247,15 @@ EXAMPLES = r"""
     repository: /var/backups/lifeboat
     recipients_file: /etc/lifeboat/recipients-2026.txt
     identity_file: /etc/lifeboat/identity-2025.txt
+
+- name: Rotate keys of an S3 repository and delete the old ciphertext kept in earlier object versions
+  lifeboat.backup.age_encrypt:
+    state: rekeyed
+    repository: s3://backups-example/nightly
+    tenant: acme
+    recipients_file: /etc/lifeboat/recipients-2026.txt
+    identity_file: /etc/lifeboat/identity-2025.txt
+    purge_old_versions: true
 """
 
 RETURN = r"""
@@ -290,10 +328,23 @@ unchanged:
   type: list
   elements: dict
 purged_versions:
-  description: Earlier object versions deleted by O(purge_old_versions).
+  description: Earlier object versions deleted by O(purge_old_versions), each with C(key), C(version_id) and
+    C(delete_marker).
   returned: for O(state=rekeyed)
   type: list
-  elements: str
+  elements: dict
+  sample: [{"key": "nightly/acme/acme-20260101T030000Z.pgdump.zst.age", "version_id": "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY",
+            "delete_marker": false}]
+would_purge:
+  description: In check mode with O(purge_old_versions), the earlier versions present now that a real run would delete
+    (it also deletes those its own rekey replaces).
+  returned: in check mode, for O(state=rekeyed) with O(purge_old_versions) on a versioned bucket
+  type: list
+  elements: dict
+purge_note:
+  description: Why O(purge_old_versions) had nothing to delete (a local repository, or a bucket without versioning).
+  returned: for O(state=rekeyed) with O(purge_old_versions), when it applies
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
