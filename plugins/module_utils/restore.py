@@ -26,7 +26,7 @@ import os
 import re
 import time
 
-from . import crypto, manifest, naming, postgres, restore_pg, restore_sqlite
+from . import crypto, manifest, naming, postgres, restore_pg, restore_sqlite, selection
 from .errors import LifeboatError
 from .repository import open_repository
 
@@ -192,6 +192,8 @@ class Artifact(object):
         self.manifest = doc
         self.manifest_path = manifest_path
         self.option = option
+        self.selected_by = None  # latest, latest_verified, or None (named explicitly)
+        self.choice = None  # with latest_verified: the verify record that chose it
 
     @property
     def source(self):
@@ -246,7 +248,17 @@ class Artifact(object):
             "size_stored": self.manifest["size"]["stored"],
             "size_raw": self.manifest["size"]["raw"],
             "sha256": self.manifest["sha256"],
+            "source_server_version": self.source.get("server_version"),
+            "snapshot_at": self.manifest.get("started_at"),
+            "finished_at": self.manifest.get("finished_at"),
+            "pg_major_needed": selection.needed_pg_major(self.manifest),
         }
+
+    def how_chosen(self):
+        """How it was chosen, and when it was verified (latest_verified only)."""
+        out = selection.verification_summary(self.choice, self.selected_by)
+        out["artifact_name"] = self.name
+        return out
 
 
 def _read_manifest(path, option):
@@ -352,6 +364,23 @@ def find_artifact(repository, spec, tenant, fmt, option, s3=None):
     """Resolve ``spec`` to a complete Artifact: ``latest`` (of ``tenant`` in ``repository``), a file
     name in ``repository``, an s3:// URL, or a local path."""
     s3 = s3 or {}
+    if spec == selection.LATEST_VERIFIED:
+        if not repository:
+            raise LifeboatError(
+                "%s: latest_verified needs repository (where the backups and their verify records are)." % option,
+                option="repository",
+            )
+        repo = open_repository(repository, create=False, **s3)
+        choice = selection.latest_verified(repo, tenant, fmt, option)
+        art = _in_repository(repo, tenant, choice["art"]["name"], fmt, option)
+        if art.manifest["sha256"] != choice["manifest"]["sha256"]:
+            raise LifeboatError(
+                "The manifest of %s changed while it was being chosen (a rekey or a copy running now?): its SHA-256 "
+                "is no longer the verified one. Nothing was changed. Run again once that is done." % art.path,
+                option=option,
+            )
+        art.selected_by, art.choice = selection.LATEST_VERIFIED, choice
+        return art
     if spec in (None, "", "latest"):
         if not repository:
             raise LifeboatError(
@@ -376,9 +405,12 @@ def find_artifact(repository, spec, tenant, fmt, option, s3=None):
                 "artifact's path as %s." % (fmt, tenant, repo, option),
                 option=option,
             )
-        return _in_repository(repo, tenant, latest["name"], fmt, option)
+        art = _in_repository(repo, tenant, latest["name"], fmt, option)
+        art.selected_by = selection.LATEST
+        return art
     if not isinstance(spec, str) or "\0" in spec:
-        raise LifeboatError("Invalid %s %r: give latest or the path of an artifact." % (option, spec), option=option)
+        raise LifeboatError("Invalid %s %r: give latest, latest_verified or the path of an artifact." % (option, spec),
+                            option=option)
     if spec.startswith("s3://"):
         head, _sep, name = spec.rpartition("/")
         root, _sep, tenant_dir = head.rpartition("/")
@@ -391,15 +423,16 @@ def find_artifact(repository, spec, tenant, fmt, option, s3=None):
         info = _parse_name(spec, spec, fmt, option)
         return _in_repository(open_repository(repository, create=False, **s3), info["tenant"], spec, fmt, option)
     if "://" in spec:
-        raise LifeboatError("Invalid %s %r: give latest, a path, or an s3:// URL." % (option, spec), option=option)
+        raise LifeboatError("Invalid %s %r: give latest, latest_verified, a path, or an s3:// URL." % (option, spec),
+                            option=option)
     return _local_file(os.path.abspath(os.path.expanduser(spec)), fmt, option)
 
 
 def find_globals_artifact(req):
     spec = req.globals_artifact
-    if spec in ("latest",):
+    if spec in selection.SELECTORS:
         if not req.p["repository"]:
-            raise LifeboatError("globals_artifact: latest needs repository.", option="repository")
+            raise LifeboatError("globals_artifact: %s needs repository." % spec, option="repository")
         repo = open_repository(req.p["repository"], create=False, **req.s3)
         if req.p["globals_host"]:
             tenant = naming.globals_tenant(req.p["globals_host"])
@@ -418,7 +451,7 @@ def find_globals_artifact(req):
                     option="globals_host",
                 )
             tenant = found[0]
-        return find_artifact(req.p["repository"], "latest", tenant, "globals", "globals_artifact", req.s3)
+        return find_artifact(req.p["repository"], spec, tenant, "globals", "globals_artifact", req.s3)
     return find_artifact(req.p["repository"], spec, None, "globals", "globals_artifact", req.s3)
 
 
@@ -481,6 +514,10 @@ def run(params, check_mode=False, progress=None):
         "artifact": art.path if art else None,
         "manifest": art.manifest_path if art else None,
         "artifact_info": art.describe() if art else None,
+        "selection": art.how_chosen() if art else None,
+        "verified_at": (art.choice or {}).get("verified_at") if art else None,
+        "source_server_version": art.source.get("server_version") if art else None,
+        "snapshot_at": art.manifest.get("started_at") if art else None,
         "jobs": req.jobs,
         "globals": None,
         "warnings": [],

@@ -25,7 +25,7 @@ import subprocess
 import tarfile
 import time
 
-from . import crypto, manifest as manifest_mod, naming, pipeline, postgres
+from . import crypto, manifest as manifest_mod, naming, pipeline, postgres, selection
 from . import sqlite as sqlite_engine
 from .backup import S3_OPTIONS
 from .errors import LifeboatError
@@ -93,6 +93,7 @@ class Context(object):
         if p["tenant"] is not None:
             naming.validate_repo_tenant(p["tenant"])
         self._identities = None
+        self.choices = {}  # tenant -> selection.latest_verified() result, with artifact: latest_verified
 
     def identities(self):
         if self._identities is None:
@@ -157,6 +158,8 @@ def _run_queries(ctx, execute):
 def _targets(ctx):
     """[(repo, tenant, artifact-name-or-None)] to verify."""
     spec = ctx.p["artifact"] or "latest"
+    if spec == selection.LATEST_VERIFIED:
+        return _latest_verified_targets(ctx)
     if spec != "latest":
         if os.sep in spec:
             path = os.path.abspath(spec)
@@ -177,6 +180,31 @@ def _targets(ctx):
         raise LifeboatError("The repository %s holds no tenant: nothing to verify. Check the repository option."
                             % repo, option="repository")
     return [(repo, t, None) for t in tenants]
+
+
+def _latest_verified_targets(ctx):
+    """Each tenant's newest verified artifact (re-verified, e.g. after a restore drill or a rekey).
+
+    A tenant without one is a FAIL of its own (a ``selection`` check) when every tenant is verified,
+    and an error when O(tenant) names it.
+    """
+    repo = _repo(ctx)
+    tenants = [ctx.p["tenant"]] if ctx.p["tenant"] else repo.tenants()
+    if not tenants:
+        raise LifeboatError("The repository %s holds no tenant: nothing to verify. Check the repository option."
+                            % repo, option="repository")
+    out = []
+    for tenant in tenants:
+        try:
+            choice = selection.latest_verified(repo, tenant)
+        except LifeboatError as e:
+            if ctx.p["tenant"]:
+                raise
+            out.append((repo, tenant, e))
+            continue
+        ctx.choices[tenant] = choice
+        out.append((repo, tenant, choice["art"]["name"]))
+    return out
 
 
 def _repo(ctx):
@@ -572,12 +600,22 @@ def run(params, check_mode=False, now=None):
         reports.append(verify_legacy(ctx))
     else:
         for repo, tenant, name in _targets(ctx):
+            if isinstance(name, LifeboatError):  # latest_verified found nothing for this tenant
+                c = Check("selection").done(FAIL, str(name))
+                report = _tenant_report(tenant, None, [c])
+                report.update(selected_by=selection.LATEST_VERIFIED, previously_verified_at=None)
+                reports.append(report)
+                continue
             report, found = verify_artifact(ctx, repo, tenant, name)
+            _describe_choice(ctx, report, found, tenant)
             reports.append(report)
             if found and found[1] is not None and ctx.p["record"]:
-                art, _doc = found
+                art, doc = found
+                # sha256 and size_stored tie the record to the bytes verified: after a rekey or a
+                # replacement, latest_verified (selection.py) no longer trusts it.
                 record = dict(report, checked_at=naming.iso(ctx.now), tool_version=TOOL_VERSION,
-                              artifact=art["name"], verifier_host=socket.gethostname())
+                              artifact=art["name"], verifier_host=socket.gethostname(),
+                              sha256=doc["sha256"], size_stored=doc["size"]["stored"])
                 if not check_mode:
                     _replace_json(repo, tenant, naming.verify_record_name(tenant, art["stamp"]), record)
                 written.append(repo.location(tenant, naming.verify_record_name(tenant, art["stamp"])))
@@ -591,12 +629,29 @@ def run(params, check_mode=False, now=None):
         "msg": _summary(reports, check_mode),
     }
     if len(reports) == 1:
-        result.update(artifact=reports[0]["artifact"], checks=reports[0]["checks"],
-                      failed_checks=reports[0]["failed_checks"], warnings=reports[0]["warnings"])
+        r = reports[0]
+        result.update(artifact=r["artifact"], checks=r["checks"], failed_checks=r["failed_checks"],
+                      warnings=r["warnings"], artifact_name=r.get("artifact_name"), selected_by=r.get("selected_by"),
+                      previously_verified_at=r.get("previously_verified_at"),
+                      source_server_version=r.get("source_server_version"), snapshot_at=r.get("snapshot_at"))
     if ctx.p["report"]:
         atomic_write_json(ctx.p["report"], result)
         result["report_path"] = ctx.p["report"]
     return result
+
+
+def _describe_choice(ctx, report, found, tenant):
+    """Which artifact was verified, how it was chosen, and what its manifest says of the source."""
+    spec = ctx.p["artifact"] or "latest"
+    art, doc = found if found else (None, None)
+    choice = ctx.choices.get(tenant)
+    report.update(
+        artifact_name=art["name"] if art else None,
+        selected_by=spec if spec in selection.SELECTORS else None,
+        previously_verified_at=choice["verified_at"] if choice else None,
+        source_server_version=((doc or {}).get("source") or {}).get("server_version"),
+        snapshot_at=(doc or {}).get("started_at"),
+    )
 
 
 def _replace_json(repo, tenant, name, data):

@@ -76,9 +76,16 @@ options:
     type: str
   artifact:
     description:
-      - V(latest) (the newest artifact of O(tenant) that has its manifest), the file name of an artifact in
+      - V(latest) (the newest artifact of O(tenant) that has its manifest), V(latest_verified) (the newest
+        complete artifact that M(lifeboat.backup.backup_verify) proved restorable), the file name of an artifact in
         O(repository), the C(s3://bucket/prefix/<tenant>/<artifact>) URL of an artifact, or the local path of an
         artifact (its manifest must be beside it).
+      - With V(latest_verified), the artifact's C(.verify.json) record must say C(PASS), name the artifact and
+        record the SHA-256 its manifest holds now (records written before the SHA-256 was recorded must not be
+        older than the manifest). An artifact rekeyed or replaced after its verification is not verified anymore
+        until M(lifeboat.backup.backup_verify) checks it again. When no artifact qualifies, the task fails naming
+        the tenant and what to do (verify, or restore V(latest)).
+      - Local and C(s3://) repositories alike.
       - An artifact without its manifest is incomplete and never restored.
     type: str
     default: latest
@@ -145,13 +152,13 @@ options:
     description:
       - Restore a server's globals (roles, role memberships, role settings) first, from a C(globals) artifact
         written by M(lifeboat.backup.pg_backup) with O(lifeboat.backup.pg_backup#module:globals=true), given
-        as V(latest) or as a path.
+        as V(latest), V(latest_verified) (as for O(artifact)) or as a path.
       - Roles that already exist are left as they are (the role this task logs in as keeps its password); missing
         roles are created with their attributes and password hashes, in one transaction.
     type: str
   globals_host:
     description:
-      - With O(globals_artifact=latest), the server whose globals to restore (the host name pg_backup recorded).
+      - With O(globals_artifact=latest) or V(latest_verified), the server whose globals to restore (the host name pg_backup recorded).
         Needed only when the repository holds globals of several servers.
     type: str
   tmp_dir:
@@ -178,6 +185,16 @@ EXAMPLES = r"""
     force: true
     terminate_connections: true
     login_unix_socket: /var/run/postgresql
+
+- name: Restore the newest backup that backup_verify proved restorable, from S3
+  lifeboat.backup.backup_restore:
+    tenant: acme
+    repository: s3://lifeboat-backups/prod
+    artifact: latest_verified
+    identity_file: /root/lifeboat-identity.txt
+    login_unix_socket: /var/run/postgresql
+  register: restored
+  # restored.verified_at, restored.source_server_version, restored.snapshot_at
 
 - name: Restore a given artifact into a new database, with four parallel jobs
   lifeboat.backup.backup_restore:
@@ -217,9 +234,33 @@ manifest:
   returned: when a tenant was given
   type: str
 artifact_info:
-  description: The artifact's stamp, tenant, sizes and SHA-256 from its manifest.
+  description: The artifact's stamp, tenant, sizes and SHA-256 from its manifest, the source server's version
+    (C(source_server_version)), the snapshot time (C(snapshot_at), UTC), C(finished_at) and the PostgreSQL major
+    version a restore needs (C(pg_major_needed), 0 for SQLite).
   returned: when a tenant was given
   type: dict
+selection:
+  description: How the artifact was chosen. C(selected_by) (V(latest), V(latest_verified), or null for an artifact
+    given by name or path), C(artifact_name), and with V(latest_verified) C(verify_status), C(verified_at),
+    C(verifier_host) and C(skipped) (newer complete artifacts passed over, each with the reason).
+  returned: when a tenant was given
+  type: dict
+verified_at:
+  description: When M(lifeboat.backup.backup_verify) proved the restored artifact (UTC), with O(artifact=latest_verified);
+    else null.
+  returned: when a tenant was given
+  type: str
+  sample: "2026-01-01T04:10:00Z"
+source_server_version:
+  description: The version of the PostgreSQL server the artifact was taken from (null for SQLite).
+  returned: when a tenant was given
+  type: str
+  sample: "15.8"
+snapshot_at:
+  description: When the artifact's snapshot was taken (the backup's start, UTC); the data-loss window ends here.
+  returned: when a tenant was given
+  type: str
+  sample: "2026-01-01T03:00:00Z"
 target:
   description: Where the tenant was restored (C(kind) database, schema or sqlite; C(server), C(database), C(schema),
     C(path)).

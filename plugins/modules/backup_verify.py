@@ -46,8 +46,11 @@ options:
     type: str
   artifact:
     description:
-      - C(latest) (the newest complete artifact of each tenant), an artifact's file name, or a path to an artifact inside
-        a local repository.
+      - C(latest) (the newest complete artifact of each tenant), V(latest_verified) (the newest complete artifact of
+        each tenant whose verify record says PASS and still matches it, to prove it again, for example after a
+        restore drill), an artifact's file name, or a path to an artifact inside a local repository.
+      - With V(latest_verified) and no O(tenant), a tenant without a verified artifact is reported as a FAIL of its
+        C(selection) check; with O(tenant), the task fails naming it and what to do.
     type: str
     default: latest
   identity:
@@ -152,7 +155,8 @@ status:
   type: str
   sample: PASS
 tenants:
-  description: Per tenant, the artifact, its status, failed checks, warnings and every check with status, seconds and detail.
+  description: Per tenant, the artifact, its status, failed checks, warnings and every check with status, seconds and
+    detail; C(artifact_name), C(selected_by), C(previously_verified_at), C(source_server_version), C(snapshot_at).
   returned: always
   type: list
   elements: dict
@@ -166,8 +170,31 @@ failed_checks:
   returned: when one artifact was verified
   type: list
   elements: str
+artifact_name:
+  description: The file name of the artifact verified, when one artifact was verified.
+  returned: when one artifact was verified
+  type: str
+  sample: acme-20260101T030000Z.pgdump.zst.age
+selected_by:
+  description: V(latest) or V(latest_verified) when O(artifact) chose it, else null.
+  returned: when one artifact was verified
+  type: str
+previously_verified_at:
+  description: With O(artifact=latest_verified), when the artifact had been verified before this run (UTC).
+  returned: when one artifact was verified
+  type: str
+source_server_version:
+  description: The version of the PostgreSQL server the artifact was taken from (its manifest's C(source)).
+  returned: when one artifact was verified
+  type: str
+snapshot_at:
+  description: When the artifact's snapshot was taken (UTC, the manifest's C(started_at)).
+  returned: when one artifact was verified
+  type: str
 records:
-  description: The verify records written (in check mode, those that would be).
+  description: The verify records written (in check mode, those that would be). Each record holds the report, the
+    artifact's name, C(checked_at), C(verifier_host), and the C(sha256) and C(size_stored) verified, which tie it to
+    those bytes.
   returned: always
   type: list
   elements: str

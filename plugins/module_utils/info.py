@@ -1,0 +1,149 @@
+# -*- coding: utf-8 -*-
+# Copyright: lifeboat.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The engine behind ``backup_info``: what a repository holds, read-only.
+
+Per tenant: the newest complete artifact (``latest``), the newest verified one
+(``latest_verified``, chosen by selection.py exactly as ``backup_restore``
+chooses it), their manifests' facts, and the counts of complete and incomplete
+artifacts; over all of them, the PostgreSQL major version a restore needs.
+Works on local and ``s3://`` repositories through their public interface.
+Nothing is written, and nothing secret is returned: manifests and verify
+records hold public keys and host names only, and the S3 credentials are
+never part of a result.
+"""
+
+import os
+
+from . import naming, selection
+from .errors import LifeboatError
+from .repository import open_repository
+
+S3_OPTIONS = ("s3_endpoint_url", "s3_region", "s3_access_key", "s3_secret_key", "s3_session_token")
+
+OPTIONS = dict(repository=None, tenants=None, include_globals=False, **dict((k, None) for k in S3_OPTIONS))
+
+
+def _artifact_view(repo, tenant, entry, doc):
+    """The report of one artifact: where, what, its verification and its manifest's facts."""
+    art = entry["art"]
+    record = entry.get("record") if isinstance(entry.get("record"), dict) else {}
+    return {
+        "artifact": art["name"],
+        "location": repo.location(tenant, art["name"]),
+        "manifest": repo.location(tenant, art["manifest"]),
+        "stamp": art["stamp"],
+        "snapshot_at": naming.iso(naming.parse_stamp(art["stamp"])),
+        "format": art["format"],
+        "compressed": art["compressed"],
+        "encrypted": art["encrypted"],
+        "size_stored": art.get("size"),
+        "complete": art["complete"],
+        "verify_record": repo.location(tenant, art["verify_record"]) if art.get("verify_record") else None,
+        "verify_status": record.get("status"),
+        "verified_at": record.get("checked_at"),
+        "verified": bool(entry.get("verified")),
+        "verify_note": entry.get("reason"),
+        "manifest_summary": selection.manifest_summary(doc),
+        "pg_major_needed": selection.needed_pg_major(doc),
+    }
+
+
+def tenant_info(repo, tenant):
+    arts = repo.artifacts(tenant)
+    complete = [a for a in arts if a["complete"]]
+    globals_ = naming.is_globals_tenant(tenant)
+    out = {
+        "tenant": tenant,
+        "kind": "globals" if globals_ else "tenant",
+        "pseudo_tenant": globals_,
+        "present": bool(arts),
+        "artifacts_complete": len(complete),
+        "artifacts_incomplete": len(arts) - len(complete),
+        "newest_is_incomplete": bool(arts) and not arts[-1]["complete"],
+        "latest": None,
+        "latest_verified": None,
+        "latest_verified_error": None,
+        "pg_major_needed": 0,
+    }
+    judged = selection.candidates(repo, tenant, artifacts=arts)
+    if judged:
+        first = judged[0]
+        doc = first["doc"]
+        if doc is None:
+            doc, problem = selection.read_manifest(repo, tenant, first["art"])
+            if problem:
+                first = dict(first, reason="%s; its manifest is not usable: %s" % (first.get("reason"), problem))
+        out["latest"] = _artifact_view(repo, tenant, first, doc)
+    chosen = [j for j in judged if j["verified"]]
+    if chosen:
+        out["latest_verified"] = _artifact_view(repo, tenant, chosen[0], chosen[0]["doc"])
+        out["latest_verified"]["skipped"] = [{"artifact": j["art"]["name"], "reason": j["reason"]}
+                                             for j in judged if j is not chosen[0]]
+    else:
+        out["latest_verified_error"] = str(selection.no_verified_error(repo, tenant, None, judged))
+        if not arts:
+            out["latest_verified_error"] = (
+                "Tenant %s has no artifact in %s: check the tenant's name and the repository (and, for S3, the "
+                "prefix and credentials)." % (tenant, repo))
+    out["pg_major_needed"] = max([0] + [v["pg_major_needed"] for v in (out["latest"], out["latest_verified"]) if v])
+    return out
+
+
+def run(params, check_mode=False):
+    unknown = sorted(set(params) - set(OPTIONS))
+    if unknown:
+        raise LifeboatError("Unknown option(s): %s." % ", ".join(unknown), option=unknown[0])
+    p = dict(OPTIONS)
+    p.update(dict((k, v) for k, v in params.items() if v is not None))
+    if not p["repository"]:
+        raise LifeboatError("repository is required: a folder such as /var/backups/lifeboat, or s3://bucket/prefix.",
+                            option="repository")
+    if not isinstance(p["include_globals"], bool):
+        raise LifeboatError("Invalid include_globals %r: true or false." % (p["include_globals"],),
+                            option="include_globals")
+    wanted = p["tenants"]
+    if isinstance(wanted, str):
+        wanted = [t.strip() for t in wanted.split(",") if t.strip()]
+    for t in wanted or []:
+        naming.validate_repo_tenant(t, option="tenants")
+    repo = open_repository(p["repository"], create=False, **dict((k, p[k]) for k in S3_OPTIONS if p[k] is not None))
+    if getattr(repo, "kind", "local") == "local" and not os.path.isdir(repo.root):
+        raise LifeboatError("The repository %s does not exist (or is not a folder): check repository."
+                            % repo.root, option="repository")
+    present = repo.tenants()
+    if wanted:
+        names = list(dict.fromkeys(wanted))
+        if p["include_globals"]:
+            names += [t for t in present if naming.is_globals_tenant(t) and t not in names]
+    else:
+        names = [t for t in present if p["include_globals"] or not naming.is_globals_tenant(t)]
+    tenants = {}
+    for t in names:
+        tenants[t] = tenant_info(repo, t)
+    rows = list(tenants.values())
+    missing = [r["tenant"] for r in rows if not r["present"]]
+    unverified = [r["tenant"] for r in rows if r["present"] and r["latest_verified"] is None]
+    result = {
+        "changed": False,
+        "repository": str(repo),
+        "repository_kind": getattr(repo, "kind", "local"),
+        "tenants": tenants,
+        "tenant_names": names,
+        "missing": missing,
+        "unverified": unverified,
+        "globals_tenants": [t for t in present if naming.is_globals_tenant(t)],
+        "pg_major_needed": max([0] + [r["pg_major_needed"] for r in rows]),
+        "msg": _summary(repo, rows, missing, unverified),
+    }
+    return result
+
+
+def _summary(repo, rows, missing, unverified):
+    verified = sum(1 for r in rows if r["latest_verified"] is not None)
+    parts = ["%d tenant(s) in %s: %d with a verified artifact" % (len(rows), repo, verified)]
+    if unverified:
+        parts.append("none verified for %s (run backup_verify)" % ", ".join(unverified))
+    if missing:
+        parts.append("no artifact at all for %s" % ", ".join(missing))
+    return "; ".join(parts) + "."
