@@ -1078,7 +1078,7 @@ def _rekeyed(req, check_mode):
         done.append(entry)
     purge = bool(req.p["purge_old_versions"])
     s3 = repo is not None and getattr(repo, "kind", None) == "s3"
-    versioning = repo.versioning() if s3 and (purge or done) else None
+    versioning = _versioning(repo, purge) if s3 and (purge or done) else None
     result = {"changed": bool(done), "recipients": texts, "rekeyed": done, "unchanged": skipped,
               "purged_versions": [], "warnings": [],
               "diff": {"before": {e["artifact"]: e["recipients_before"] for e in done},
@@ -1149,6 +1149,16 @@ def _rekeyed(req, check_mode):
     return result
 
 
+def _versioning(repo, purge):
+    """The bucket's versioning status; "Unknown" when these credentials may not read it (s3:GetBucketVersioning)."""
+    try:
+        return repo.versioning()
+    except LifeboatError as e:
+        if (e.details or {}).get("aws_error_code") not in ("AccessDenied", "403"):
+            raise
+        return "Unknown"  # then a purge lists the versions (s3:ListBucketVersions) and deletes what it finds
+
+
 _INTERRUPTED = ("an earlier run published the rekeyed ciphertext but stopped before rewriting the manifest: "
                 "the manifest is rewritten for it")
 
@@ -1178,10 +1188,11 @@ def _purge_notes(result, req, repo, s3, versioning, done, check_mode):
                                     "deleted." % repo.bucket)
     elif s3 and versioning and done:
         result["warnings"].append(
-            "The bucket %s is versioned: the old ciphertext of the %d rekeyed artifact(s), readable with the old "
-            "identities, stays in earlier object versions until a noncurrent-version expiration rule "
-            "(lifeboat.backup.s3_lifecycle) removes them, or until you run again with purge_old_versions: true."
-            % (repo.bucket, len(done)))
+            "The bucket %s %s: the old ciphertext of the %d rekeyed artifact(s), readable with the old identities, "
+            "stays in earlier object versions until a noncurrent-version expiration rule (lifeboat.backup.s3_lifecycle) "
+            "removes them, or until you run again with purge_old_versions: true."
+            % (repo.bucket, "may be versioned (its versioning could not be read)" if versioning == "Unknown"
+               else "is versioned", len(done)))
 
 
 class _Target(object):
