@@ -31,6 +31,9 @@ def write_inventory(base, pg, keys, tenants, name="inventory"):
     hosts = {"all": {"hosts": {"localhost": {
         "ansible_connection": "local",
         "ansible_python_interpreter": lbtest.sys.executable,
+        # The fleet playbooks run lifeboat's modules with lifeboat_python
+        # (default: the agent's venv on the host); here, this venv.
+        "lifeboat_python": lbtest.sys.executable,
         "lifeboat_tenants": tenants,
     }}}}
     (inv / "hosts.yml").write_text(json.dumps(hosts))
