@@ -1083,15 +1083,14 @@ def _rekeyed(req, check_mode):
               "purged_versions": [], "warnings": [],
               "diff": {"before": {e["artifact"]: e["recipients_before"] for e in done},
                        "after": {e["artifact"]: wanted for e in done}}}
-    if purge and s3 and versioning:
-        # Earlier versions that exist now (check mode shows them; a real run deletes them and the ones it replaces).
+    if purge and s3 and versioning and check_mode:
+        # Earlier versions that exist now; a real run deletes them and the ones its rekey replaces.
         existing = []
         for t in targets:
             existing.extend(_old_versions(t))
-        if check_mode:
-            result["would_purge"] = existing
-            if existing:
-                result["changed"] = True
+        result["would_purge"] = existing
+        if existing:
+            result["changed"] = True
     if check_mode:
         result["msg"] = "Check mode: would rekey %d artifact(s), %d already use these recipients." % (
             len(done), len(skipped))
