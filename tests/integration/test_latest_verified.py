@@ -56,6 +56,44 @@ def record_path(repo, tenant, name):
     return os.path.join(repo, tenant, naming.verify_record_name(tenant, stamp))
 
 
+ART = {"name": "t-20260101T030000Z.sqlite.zst.age", "size": 100}
+DOC = {"artifact": ART["name"], "sha256": "a" * 64, "size": {"stored": 100, "raw": 300},
+       "finished_at": "2026-01-01T03:00:05Z"}
+PASS = {"status": "PASS", "artifact": ART["name"], "sha256": "a" * 64, "checked_at": "2026-01-01T04:00:00Z"}
+
+
+@pytest.mark.parametrize("record, art, doc, trusted, why", [
+    (PASS, ART, DOC, True, "PASS at"),
+    (dict(PASS, status="FAIL"), ART, DOC, False, "says FAIL"),
+    ({k: v for k, v in PASS.items() if k != "status"}, ART, DOC, False, "no status"),
+    (dict(PASS, artifact="t-20260102T030000Z.sqlite.zst.age"), ART, DOC, False, "names"),
+    (dict(PASS, sha256="b" * 64), ART, DOC, False, "replaced or rekeyed"),
+    (PASS, dict(ART, size=99), DOC, False, "holds 99 bytes"),
+    (dict(PASS, sha256=None), ART, DOC, True, "PASS at"),  # a record from before sha256 was recorded
+    (dict(PASS, sha256=None, checked_at="2026-01-01T02:00:00Z"), ART, DOC, False, "predates the manifest's finished_at"),
+    (dict(PASS, sha256=None), ART, dict(DOC, rekeyed_at="2026-01-02T00:00:00Z"), False, "predates the manifest's rekeyed_at"),
+    (dict(PASS, sha256=None, checked_at=None), ART, DOC, False, "no checked_at"),
+    (["PASS"], ART, DOC, False, "not a JSON object"),
+    (PASS, ART, None, False, "no usable manifest"),
+])
+def test_judge_case_table(record, art, doc, trusted, why):
+    record = {k: v for k, v in record.items() if v is not None} if isinstance(record, dict) else record
+    ok, reason = selection.judge(record, art, doc)
+    assert ok is trusted and why in reason, reason
+
+
+@pytest.mark.parametrize("doc, major", [
+    ({"engine": "sqlite", "source": {"sqlite_version": "3.40.1"}}, 0),
+    ({"engine": "postgresql", "source": {"server_version": "15.8", "pg_dump_version": "15.8"}}, 15),
+    ({"engine": "postgresql", "source": {"server_version": "15.8", "pg_dump_version": "16.2"}}, 16),
+    ({"engine": "postgresql", "source": {"server_version": "14.1", "pg_dumpall_version": "15.3"}}, 15),
+    ({"engine": "postgresql", "source": {}}, 0),
+    (None, 0),
+])
+def test_needed_pg_major_case_table(doc, major):
+    assert selection.needed_pg_major(doc) == major
+
+
 @pytest.fixture
 def three(tmp_path, keys):
     """A SQLite tenant with three artifacts: a PASS, a FAIL and an unverified one (oldest first)."""
