@@ -13,7 +13,7 @@ import time
 import pytest
 
 import lbtest
-from lifeboat_engine import backup, verify
+from lifeboat_engine import agefile, backup, verify
 
 PLAYBOOKS = lbtest.ROOT / "playbooks"
 
@@ -26,7 +26,7 @@ def sqlite_rows(path, rows):
     conn.close()
 
 
-def write_inventory(base, pg, keys, s3, tenants, name):
+def write_inventory(base, pg, keys, s3, tenants, name, bundles=()):
     inv = base / name
     (inv / "group_vars").mkdir(parents=True, exist_ok=True)
     hosts = {"all": {"hosts": {"localhost": {
@@ -34,6 +34,7 @@ def write_inventory(base, pg, keys, s3, tenants, name):
         "ansible_python_interpreter": lbtest.sys.executable,
         "lifeboat_python": lbtest.sys.executable,
         "lifeboat_tenants": tenants,
+        "lifeboat_bundles": list(bundles),
     }}}}
     (inv / "hosts.yml").write_text(json.dumps(hosts))
     group_vars = {
@@ -95,13 +96,21 @@ def disaster(pg, keys, s3, tmp_path):
     newer = {"s3dracme": backup.run(dict(pg.login, tenant="s3dracme", **common))["artifact"],
              "s3drinit": backup.run(dict(tenant="s3drinit", engine="sqlite", path=str(init), **common))["artifact"]}
     never_art = backup.run(dict(tenant="s3drnever", engine="sqlite", path=str(never), **common))["artifact"]
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "app.ini").write_text("[app]\nkey = value\n")
+    bundle = agefile.run(dict(state="encrypted", src=str(conf), repository=url, tenant="s3drconf",
+                              recipients=[keys["public"]], **opts))
+    assert bundle["changed"], bundle
     pg.psql("DROP DATABASE s3dracme")
     os.unlink(str(init))
     os.unlink(str(never))
     tenants = [{"name": "s3dracme", "engine": "postgresql", "database": "s3dracme"},
                {"name": "s3drinit", "engine": "sqlite", "path": str(init)},
                {"name": "s3drnever", "engine": "sqlite", "path": str(never)}]
-    yield {"base": tmp_path, "inv": write_inventory(tmp_path, pg, keys, s3, tenants, "inv"), "verified": verified,
+    bundles = [{"name": "s3drconf", "path": str(tmp_path / "restored-conf")}]
+    yield {"base": tmp_path, "inv": write_inventory(tmp_path, pg, keys, s3, tenants, "inv", bundles),
+           "verified": verified, "bundle": os.path.basename(bundle["artifact"]),
            "newer": newer, "never": os.path.basename(never_art), "state": state, "init": init, "never_path": never}
     pg.psql("DROP DATABASE IF EXISTS s3dracme")
 
@@ -136,11 +145,15 @@ def test_dr_restore_on_s3_restores_the_newest_verified_artifacts(pg, disaster):
     assert lbtest.sqlite_checksums(str(d["init"])) == d["state"]["s3drinit"]
     assert "VERIFIED AT" in proc.stdout and "AGE-SECRET-KEY" not in proc.stdout + proc.stderr
     assert not os.path.exists(str(d["never_path"]))
+    # a bundle in an s3:// repository: found through backup_info, not restored yet, and the row says how
+    bundle = [r for r in report["rows"] if r["what"] == "bundle"][0]
+    assert bundle["tenant"] == "s3drconf" and bundle["artifact"] == d["bundle"] and bundle["status"] == "FAILED", bundle
+    assert "aws s3 cp s3://" in bundle["message"] and "age_encrypt" in bundle["message"], bundle
 
     # the same tenant with dr_allow_unverified=true: its newest complete artifact, marked NOT VERIFIED
     proc = playbook("dr_restore", d["inv"], "-e", "dr_hosts=localhost", "-e", "dr_provision=false",
                     "-e", "dr_enable_timers=false", "-e", "tenants=s3drnever", "-e", "dr_allow_unverified=true",
-                    "-e", "dr_restore_globals=false")
+                    "-e", "dr_restore_globals=false", "-e", json.dumps({"lifeboat_bundles": []}))
     assert proc.returncode == 0, failures(proc)
     report = newest_report(d["base"])
     row = [r for r in report["rows"] if r["what"] == "tenant"][0]
