@@ -993,13 +993,13 @@ class S3Repository(object):
                     continue
                 deleted.append(v)
         if refused:
+            listed = "; ".join("s3://%s/%s version %s (AWS error %s)"
+                               % (self.bucket, r["key"], r["version_id"], r["aws_error_code"]) for r in refused)
             raise PurgeError(
                 "Could not delete %d earlier version(s) holding old ciphertext: %s. An object-lock retention or "
                 "legal hold keeps a version until it ends (S3 answers AccessDenied), a bucket policy may deny "
                 "s3:DeleteObjectVersion; lifecycle noncurrent-version expiration removes them once allowed. The "
-                "current objects were rekeyed all the same." % (len(refused), "; ".join(
-                    "s3://%s/%s version %s (AWS error %s)" % (self.bucket, r["key"], r["version_id"],
-                                                             r["aws_error_code"]) for r in refused)),
+                "current objects were rekeyed all the same." % (len(refused), listed),
                 deleted, refused)
         return deleted
 

@@ -46,8 +46,9 @@ description:
     replaced and a digest of the new recipient set; in a local repository, a sidecar C(.<artifact>.rekey.json) written
     after the new ciphertext is complete and before the rename). Running the same task again finds the marker,
     checks the artifact (its SHA-256, and its age header's recipient count), and rewrites the manifest without
-    decrypting anything (RV(rekeyed[].action) is C(finished the interrupted rekey)). Asking for other recipients
-    than the interrupted run's is refused with a message saying so; finish with the same recipients first.
+    decrypting anything (the C(action) of its entry in RV(rekeyed) is C(finished the interrupted rekey)). Asking
+    for other recipients than the interrupted run's is refused with a message saying so; finish with the same
+    recipients first.
   - B(Versioned buckets.) Rekeying replaces the current object only. On a versioned S3 bucket the old ciphertext,
     readable with the old identities, stays in earlier object versions (of the artifact and of its manifest) until a
     lifecycle rule expires them (M(lifeboat.backup.s3_lifecycle) with a noncurrent-version expiration) or they are
