@@ -161,3 +161,32 @@ def test_dr_restore_on_s3_restores_the_newest_verified_artifacts(pg, disaster):
     assert row["message"].startswith("NOT VERIFIED") and row["verified_at"] == "", row
     assert lbtest.sqlite_checksums(str(d["never_path"]))["guests"][0] == 15
     print("dr_restore on S3, 3 tenants: %.1f s" % first_seconds)
+
+
+def test_dr_restore_on_a_local_repository_restores_bundles_chosen_by_backup_info(pg, keys, s3, tmp_path):
+    """The same selection for a surviving local folder; SQLite only (no PostgreSQL step runs), and the
+    configuration bundle is decrypted to its path from the artifact backup_info chose."""
+    repo = str(tmp_path / "repository")
+    db = tmp_path / "lcinit.db"
+    sqlite_rows(db, 40)
+    first = backup.run(dict(tenant="lcinit", engine="sqlite", path=str(db), repository=repo,
+                            recipients=[keys["public"]]))
+    assert verify.run(dict(repository=repo, identity_file=keys["identity"]))["status"] == "PASS"
+    sqlite_rows(db, 3)
+    backup.run(dict(tenant="lcinit", engine="sqlite", path=str(db), repository=repo, recipients=[keys["public"]]))
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "app.ini").write_text("[app]\nkey = value\n")
+    agefile.run(dict(state="encrypted", src=str(conf), repository=repo, tenant="lcconf", recipients=[keys["public"]]))
+    os.unlink(str(db))
+    inv = write_inventory(tmp_path, pg, keys, s3, [{"name": "lcinit", "engine": "sqlite", "path": str(db)}], "inv",
+                          [{"name": "lcconf", "path": str(tmp_path / "restored-conf")}])
+    proc = playbook("dr_restore", inv, "-e", "dr_hosts=localhost", "-e", "dr_provision=false",
+                    "-e", "dr_enable_timers=false", "-e", json.dumps({"lifeboat_repository": repo, "lifeboat_s3": {}}))
+    assert proc.returncode == 0, failures(proc)
+    rows = dict((r["what"], r) for r in newest_report(tmp_path)["rows"])
+    assert rows["tenant"]["artifact"] == os.path.basename(first["artifact"]) and rows["tenant"]["verified_at"], rows
+    assert rows["bundle"]["status"] == "OK" and rows["bundle"]["artifact"].startswith("lcconf-"), rows
+    assert (tmp_path / "restored-conf" / "app.ini").read_text() == "[app]\nkey = value\n"
+    assert "globals" not in rows
+    assert lbtest.sqlite_checksums(str(db))["guests"][0] == 40
