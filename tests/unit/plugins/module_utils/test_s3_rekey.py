@@ -173,3 +173,15 @@ def test_rekey_marker_reads_object_metadata(tmp_path):
 def test_recipients_digest_ignores_order():
     assert agefile.recipients_digest(["b", "a"]) == agefile.recipients_digest(["a", "b"])
     assert agefile.recipients_digest(["a"]) != agefile.recipients_digest(["a", "b"])
+
+
+@pytest.mark.parametrize("code,expected", [("AccessDenied", "Unknown"), ("403", "Unknown"), ("NoSuchBucket", None)])
+def test_versioning_that_cannot_be_read_does_not_stop_a_rekey(code, expected):
+    class Repo(object):
+        def versioning(self):
+            raise LifeboatError("denied", details={"aws_error_code": code})
+    if expected is None:
+        with pytest.raises(LifeboatError):
+            agefile._versioning(Repo(), True)
+    else:
+        assert agefile._versioning(Repo(), True) == expected
