@@ -15,7 +15,7 @@ tenant's lock is free, so a running backup never loses its files.
 import datetime
 import re
 
-from . import naming
+from . import naming, selection
 from .backup import S3_OPTIONS
 from .errors import LifeboatError, LockBusy
 from .files import atomic_write_json
@@ -185,14 +185,15 @@ def apply_total_size(decisions, max_total_size):
         total -= a["size"]
 
 
-def _verified_pass(repo, tenant, record_name):
-    if not record_name:
-        return False
-    try:
-        record = repo.read_json(tenant, record_name)
-    except LifeboatError:
-        return False
-    return isinstance(record, dict) and record.get("status") == "PASS"
+def _verified_names(repo, tenant, arts):
+    """Names of the artifacts whose verify record proves them as stored now.
+
+    The same rule as ``artifact: latest_verified`` (selection.judge): a PASS
+    record of an artifact rekeyed or replaced since does not count, so prune
+    keeps the artifact that a restore of the newest verified one would use.
+    """
+    judged = selection.candidates(repo, tenant, artifacts=arts, stop_at_first=False)
+    return set(j["art"]["name"] for j in judged if j["verified"])
 
 
 def run(params, check_mode=False, now=None):
@@ -215,9 +216,9 @@ def run(params, check_mode=False, now=None):
     per_tenant = {}
     for tenant in tenants:
         holder = repo.lock_holder(tenant)
-        arts = []
-        for a in repo.artifacts(tenant):
-            arts.append(dict(a, verified=_verified_pass(repo, tenant, a.get("verify_record"))))
+        listed = repo.artifacts(tenant)
+        verified = _verified_names(repo, tenant, listed)
+        arts = [dict(a, verified=a["name"] in verified) for a in listed]
         decisions = select(arts, policy, now, grace, lock_free=holder is None)
         for d in decisions:
             d["tenant"] = tenant

@@ -29,7 +29,10 @@ def make_repo(root, tenant, days, verified=(), incomplete=(), now=None, **option
                                  "0" * 64, 3, ["age1test"], {"t": 1}, {})
             repo.write_json(tenant, naming.manifest_name(tenant, stamp), doc)
         if back in verified:
-            repo.write_json(tenant, naming.verify_record_name(tenant, stamp), {"status": "PASS"})
+            # As backup_verify writes it: the artifact's name and the SHA-256 it verified.
+            repo.write_json(tenant, naming.verify_record_name(tenant, stamp), {
+                "status": "PASS", "artifact": name, "sha256": "0" * 64,
+                "checked_at": naming.iso(moment + datetime.timedelta(hours=1))})
         names.append((back, name))
     return dict(names)
 
@@ -70,6 +73,26 @@ def test_check_mode_then_prune_then_idempotent(tmp_path):
     assert every[names[25]]["decision"] == "keep" and "newest verified" in " ".join(every[names[25]]["reasons"])
     again = lbtest.run_module("backup_prune", args)
     assert again.get("changed") is False and again["deleted"] == [], again
+
+
+def test_a_pass_record_that_no_longer_matches_its_artifact_does_not_protect_it(tmp_path):
+    # Day 20 was verified, then rekeyed (its manifest's SHA-256 changed): its
+    # record proves the old ciphertext only. The newest verified artifact, the
+    # one latest_verified would restore, is day 25: prune must keep it.
+    root = str(tmp_path / "repo")
+    names = make_repo(root, "acme", 40, verified={20, 25})
+    repo = repository.open_repository(root)
+    stamp20 = naming.parse_artifact_name(names[20])["stamp"]
+    mname = naming.manifest_name("acme", stamp20)
+    doc = repo.read_json("acme", mname)
+    doc["sha256"] = "1" * 64
+    repo.delete("acme", mname)
+    repo.write_json("acme", mname, doc)
+    res = lbtest.run_module("backup_prune", dict(repository=root, keep_daily=7))
+    assert res.get("changed") is True and not res.get("failed"), res
+    left = listing(root, "acme")
+    assert names[25] in left, "the newest artifact whose record still matches was deleted"
+    assert names[20] not in left  # no longer proven, and outside keep_daily
 
 
 def test_keep_last_zero_still_keeps_the_newest_complete(tmp_path):
