@@ -37,7 +37,7 @@ import socket
 import stat
 import time
 
-from . import age_stream, age_tar, crypto, manifest, naming
+from . import age_stream, age_tar, crypto, manifest, naming, selection
 from .age_stream import AgeProcess, BoundedBuffer, Hasher, HashingSource, WorkerError
 from .errors import LifeboatError, MissingDependency
 from .backup import S3_OPTIONS
@@ -78,6 +78,8 @@ OPTIONS = {
     "force": False,
     "purge_old_versions": False,
     "lock_timeout": 0,
+    # state decrypted with a repository: which artifact of the tenant
+    "artifact": None,
     # S3 repositories (s3://bucket/prefix): where bundles are stored
     "s3_endpoint_url": None, "s3_region": None, "s3_access_key": None, "s3_secret_key": None,
     "s3_session_token": None, "storage_class": None, "sse": None, "sse_kms_key_id": None,
@@ -292,9 +294,11 @@ class Request(object):
                                 option="compression_level")
         self.mode = parse_mode(p["mode"])
         self.lock_timeout = naming.parse_duration(p["lock_timeout"], "lock_timeout") or 0
-        if p["repository"] is not None and self.state in ("decrypted", "keypair"):
-            raise LifeboatError("repository applies to state encrypted and rekeyed; for state %s give src and dest."
-                                % self.state, option="repository")
+        if p["repository"] is not None and self.state == "keypair":
+            raise LifeboatError("repository does not apply to state keypair; give identity_file.", option="repository")
+        if p["artifact"] is not None and (self.state != "decrypted" or p["repository"] is None):
+            raise LifeboatError("artifact applies to state decrypted with repository and tenant (a bundle or file "
+                                "stored in a repository); for a local file give src.", option="artifact")
         if p["tenant"] is not None:
             naming.validate_tenant(p["tenant"])
         if p["passphrase"] is not None and (not isinstance(p["passphrase"], str) or not p["passphrase"]):
@@ -773,11 +777,21 @@ def _worker_failure(e, src, header, where, encrypting=False, nothing="Nothing wa
 class Plaintext(object):
     """The decrypted (and decompressed) content of src, as a pull reader."""
 
-    def __init__(self, req, src, comp, hash_cipher=True):
+    def __init__(self, req, src, comp, hash_cipher=True, stored=None):
+        """``stored``: (repository, tenant, name) when src is a repository artifact (local or S3)."""
         self.src = src
-        self.header = age_stream.read_header(src)
         self.proc = None
-        raw = open(src, "rb", buffering=0)
+        if stored is None:
+            self.header = age_stream.read_header(src)
+            raw = open(src, "rb", buffering=0)
+        else:
+            repo, tenant, name = stored
+            head = repo.open_read(tenant, name)
+            try:
+                self.header = age_stream.header_of(head.read(age_stream.HEADER_MAX), src)
+            finally:
+                head.close()
+            raw = repo.open_read(tenant, name)
         self.cipher = HashingSource(raw, hashing=hash_cipher)
         self.raw = raw
         passphrase_file = "scrypt" in self.header["stanzas"]
@@ -882,12 +896,73 @@ def _artifact_manifest(path):
         return None
 
 
+def _stored_artifact(req):
+    """The artifact of ``tenant`` in ``repository`` that ``artifact`` names.
+
+    Returns (location, (repo, tenant, name), (manifest, its location), verified_at).
+    """
+    if req.p["src"] is not None:
+        raise LifeboatError("Give either src (a local age file) or repository with tenant and artifact, not both.",
+                            option="src")
+    req.need("tenant")
+    tenant = req.p["tenant"]
+    repo = open_repository(req.p["repository"], create=False, **_s3_options(req))
+    wanted = req.p["artifact"] or "latest"
+    if wanted == "latest":
+        art = repo.latest_complete(tenant)
+        if art is None:
+            raise LifeboatError("Tenant %s has no complete artifact in %s: check tenant and repository."
+                                % (tenant, repo), option="tenant")
+        doc, problem = selection.read_manifest(repo, tenant, art)
+        verified_at = None
+    elif wanted == "latest_verified":
+        chosen = selection.latest_verified(repo, tenant)
+        art, doc, problem, verified_at = chosen["art"], chosen["manifest"], None, chosen["verified_at"]
+    else:
+        info = naming.parse_artifact_name(os.path.basename(wanted))
+        if not info or info["tenant"] != tenant or os.path.basename(wanted) != wanted:
+            raise LifeboatError("artifact %r is not an artifact name of tenant %s (like %s-20260101T030000Z.tar.zst.age)"
+                                ", latest or latest_verified." % (wanted, tenant, tenant), option="artifact")
+        found = [a for a in repo.artifacts(tenant) if a["name"] == wanted]
+        if not found:
+            raise LifeboatError("%s is not in %s." % (wanted, repo.location(tenant, wanted)), option="artifact")
+        if not found[0]["complete"]:
+            raise LifeboatError("%s has no manifest: it is incomplete (an interrupted upload or backup), so it is not "
+                                "decrypted. Choose a complete artifact." % repo.location(tenant, wanted),
+                                option="artifact")
+        art = found[0]
+        doc, problem = selection.read_manifest(repo, tenant, art)
+        verified_at = None
+    if problem:
+        raise LifeboatError("The manifest of %s is not usable: %s." % (repo.location(tenant, art["name"]), problem),
+                            option="artifact")
+    location = repo.location(tenant, art["name"])
+    return location, (repo, tenant, art["name"]), (doc, repo.location(tenant, art["manifest"])), verified_at
+
+
 def _decrypted(req, check_mode):
-    req.need("src", "dest")
     for opt in ("recipients", "recipients_file"):
         if req.p[opt]:
             raise LifeboatError("%s does not apply to state decrypted (give identity_file, identity or passphrase)."
                                 % opt, option=opt)
+    if req.p["repository"] is not None:
+        req.need("dest")
+        if req.p["remove_src"]:
+            raise LifeboatError("remove_src does not apply to a repository artifact; prune manages artifacts.",
+                                option="remove_src")
+        src, stored, found, verified_at = _stored_artifact(req)
+        dest = req.p["dest"]
+        fmt, comp = _decrypt_layout(req, stored[2])
+        result = {"src": src, "dest": dest, "artifact": stored[2], "format": fmt, "compression": comp,
+                  "verified_at": verified_at}
+        if fmt == "tar":
+            changed, extra = _decrypt_bundle(req, src, dest, comp, found, check_mode, stored)
+        else:
+            changed, extra = _decrypt_file(req, src, dest, comp, found, check_mode, stored)
+        result.update(extra)
+        result["changed"] = changed
+        return result
+    req.need("src", "dest")
     src, dest = req.p["src"], req.p["dest"]
     result = {"src": src, "dest": dest}
     if not os.path.exists(src):
@@ -927,7 +1002,7 @@ def _check_manifest(found, cipher_facts, src):
                             "damaged. Nothing was written to dest; use another artifact." % (src, mpath), option="src")
 
 
-def _decrypt_file(req, src, dest, comp, found, check_mode):
+def _decrypt_file(req, src, dest, comp, found, check_mode, stored=None):
     if os.path.isdir(dest):
         raise LifeboatError("dest %s is a folder: give the path of the decrypted file (or format: tar for a bundle)."
                             % dest, option="dest")
@@ -936,7 +1011,7 @@ def _decrypt_file(req, src, dest, comp, found, check_mode):
     out = None if check_mode else AtomicFile(dest, req.mode)
     plain = None
     try:
-        plain = Plaintext(req, src, comp, hash_cipher=bool(found))
+        plain = Plaintext(req, src, comp, hash_cipher=bool(found), stored=stored)
         hasher = Hasher(out)
         try:
             while True:
@@ -980,7 +1055,7 @@ def _decrypt_file(req, src, dest, comp, found, check_mode):
             plain.close()
 
 
-def _decrypt_bundle(req, src, dest, comp, found, check_mode):
+def _decrypt_bundle(req, src, dest, comp, found, check_mode, stored=None):
     if os.path.lexists(dest) and not os.path.isdir(dest):
         raise LifeboatError("dest %s exists and is not a folder; a bundle unpacks into a folder." % dest, option="dest")
     root = os.path.realpath(dest) if os.path.exists(dest) else dest
@@ -991,7 +1066,7 @@ def _decrypt_bundle(req, src, dest, comp, found, check_mode):
             _ensure_parent(root, False)
             staging = age_tar.make_staging(root)
         unpacker = age_tar.Unpacker(root, staging)
-        plain = Plaintext(req, src, comp, hash_cipher=bool(found))
+        plain = Plaintext(req, src, comp, hash_cipher=bool(found), stored=stored)
         try:
             unpacker.consume(plain)
             plain.drain()

@@ -54,6 +54,7 @@ OPTIONS = {
     "terminate_connections": False,
     "allow_create_in_dump": False,
     "privileges": False,
+    "owners": False,
     "keep_safety_copy": False,
     "globals_artifact": None,
     "globals_host": None,
@@ -108,7 +109,8 @@ class RestoreRequest(object):
                 "server's roles).",
                 option="tenant",
             )
-        for flag in ("force", "terminate_connections", "allow_create_in_dump", "privileges", "keep_safety_copy"):
+        for flag in ("force", "terminate_connections", "allow_create_in_dump", "privileges", "owners",
+                     "keep_safety_copy"):
             if not isinstance(p[flag], bool):
                 raise LifeboatError("Invalid %s %r: true or false." % (flag, p[flag]), option=flag)
             setattr(self, flag, p[flag])
@@ -139,7 +141,7 @@ class RestoreRequest(object):
                         "Remove %s." % (opt, opt),
                         option=opt,
                     )
-            for opt in ("allow_create_in_dump", "privileges", "terminate_connections"):
+            for opt in ("allow_create_in_dump", "privileges", "owners", "terminate_connections"):
                 if p[opt]:
                     raise LifeboatError("%s applies to engine postgresql, not sqlite; remove it." % opt, option=opt)
             target = p["target_path"] or p["path"]

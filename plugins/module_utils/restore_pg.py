@@ -529,6 +529,10 @@ def _decrypt_to_file(art, identities, tmp, progress):
 def _hint(failure, req):
     text = failure or ""
     if re.search(r'role "[^"]+" does not exist', text):
+        if req.owners:
+            return (" The archive's objects belong to (or grant privileges to) roles this server does not have: "
+                    "restore the server's globals first (globals_artifact), or set owners: false and "
+                    "privileges: false.")
         return (" The archive grants privileges to roles this server does not have: restore the server's "
                 "globals first (globals_artifact), or set privileges: false.")
     if "unsupported version" in text:
@@ -539,13 +543,16 @@ def _hint(failure, req):
 
 
 def restore_failed(what, failure, req, outcome):
+    missing_role = "does not exist" in (failure or "") and "role" in (failure or "")
     return LifeboatError("%s failed: %s.%s %s" % (what, failure, _hint(failure, req), outcome),
-                         option="privileges" if "does not exist" in (failure or "") and "role" in (failure or "") else None)
+                         option=("owners" if req.owners else "privileges") if missing_role else None)
 
 
 def pg_restore_argv(server, req, dbname, create=False):
-    argv = [server.tool("pg_restore"), "--format=custom", "--no-owner", "--no-password", "--exit-on-error",
+    argv = [server.tool("pg_restore"), "--format=custom", "--no-password", "--exit-on-error",
             "--dbname=" + server.conninfo(dbname, APP + "-pg_restore")]
+    if not req.owners:
+        argv.append("--no-owner")
     if not req.privileges:
         argv.append("--no-privileges")
     if create:
@@ -934,7 +941,9 @@ class SchemaPlan(object):
             argv += ["-f", "/dev/fd/%d" % r_read, "-f", "/dev/fd/%d" % h_read]
             psql = Tool(argv, server.env(APP + "-psql"), pass_fds=(r_read, h_read))
             _close(fds, r_read, h_read)
-            rargv = [server.tool("pg_restore"), "--format=custom", "--no-owner", "--file=-"]
+            rargv = [server.tool("pg_restore"), "--format=custom", "--file=-"]
+            if not req.owners:
+                rargv.append("--no-owner")
             if not req.privileges:
                 rargv.append("--no-privileges")
             restore = Tool(rargv, server.env(APP + "-pg_restore"), stdin=subprocess.PIPE, stdout=r_write)

@@ -86,7 +86,8 @@ options:
     description:
       - For V(encrypted), the file or folder to encrypt (a folder is streamed as a tar bundle; sockets, FIFOs and
         devices in it are skipped and listed in RV(skipped)).
-      - For V(decrypted) and V(rekeyed), the age file (binary or armored).
+      - For V(decrypted) and V(rekeyed), the age file (binary or armored). Not with O(repository) for
+        V(decrypted): O(artifact) chooses the repository's artifact then.
     type: path
   dest:
     description:
@@ -98,6 +99,16 @@ options:
       - A repository folder. With O(state=encrypted), O(src) is stored as
         C(<repository>/<tenant>/<tenant>-<YYYYMMDDTHHMMSSZ>.tar.zst.age) with its manifest written last.
       - With O(state=rekeyed), every complete encrypted artifact of O(tenant) (or of every tenant) is rekeyed.
+      - With O(state=decrypted), the artifact of O(tenant) named by O(artifact) is decrypted (a bundle unpacked)
+        to O(dest), straight from the repository (a folder or C(s3://), streamed), after its stored bytes are
+        checked against its manifest; O(src) is not given then.
+    type: str
+  artifact:
+    description:
+      - With O(state=decrypted) and O(repository), which artifact of O(tenant) to decrypt. V(latest) is the newest
+        complete one; V(latest_verified) the newest one whose C(backup_verify) record still matches it (see
+        M(lifeboat.backup.backup_info)); or an artifact's file name, like C(acme-config-20260101T030000Z.tar.zst.age).
+      - Default V(latest) when O(repository) is given with O(state=decrypted).
     type: str
   tenant:
     description:
@@ -207,6 +218,15 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: Put a configuration bundle back from an S3 repository (disaster recovery)
+  lifeboat.backup.age_encrypt:
+    state: decrypted
+    repository: s3://acme-backups/prod
+    tenant: acme-config
+    artifact: latest_verified
+    dest: /etc/acme-app
+    identity: "{{ vault_lifeboat_identity }}"
+
 - name: Create the verifier's age identity and learn its public key
   lifeboat.backup.age_encrypt:
     state: keypair
@@ -261,16 +281,22 @@ EXAMPLES = r"""
 
 RETURN = r"""
 src:
-  description: The source, as an absolute path.
-  returned: when O(src) is given
+  description: The source, as an absolute path; with O(state=decrypted) and O(repository), the artifact's location.
+  returned: when O(src) is given, or with O(state=decrypted) and O(repository)
   type: str
 dest:
   description: The destination, as an absolute path.
   returned: when O(dest) is given
   type: str
 artifact:
-  description: The repository artifact written (or found up to date).
-  returned: with O(repository) and O(state=encrypted)
+  description:
+    - The repository artifact written (or found up to date) with O(state=encrypted); the artifact's file name
+      decrypted with O(state=decrypted).
+  returned: with O(repository) and O(state=encrypted) or O(state=decrypted)
+  type: str
+verified_at:
+  description: When C(backup_verify) proved the decrypted artifact (with O(artifact=latest_verified)), else null.
+  returned: with O(repository) and O(state=decrypted)
   type: str
   sample: /var/backups/lifeboat/acme/acme-20260101T030000Z.tar.zst.age
 manifest:
@@ -364,6 +390,7 @@ def main():
             dest=dict(type="path"),
             repository=dict(type="str"),
             tenant=dict(type="str"),
+            artifact=dict(type="str"),
             recipients=dict(type="list", elements="str"),
             recipients_file=dict(type="path"),
             passphrase=dict(type="str", no_log=True),
@@ -381,9 +408,11 @@ def main():
         ),
         required_if=[
             ("state", "keypair", ("identity_file",)),
-            ("state", "decrypted", ("src", "dest")),
+            ("state", "decrypted", ("dest",)),
+            ("state", "decrypted", ("src", "repository"), True),
         ],
-        mutually_exclusive=[("passphrase", "recipients"), ("passphrase", "recipients_file"), ("dest", "repository")],
+        # dest with repository: refused by the engine for state encrypted, the destination for state decrypted
+        mutually_exclusive=[("passphrase", "recipients"), ("passphrase", "recipients_file")],
         supports_check_mode=True,
     )
     params = dict((k, v) for k, v in module.params.items() if k in engine.OPTIONS)

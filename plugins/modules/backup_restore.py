@@ -139,7 +139,18 @@ options:
     description:
       - Restore the archive's grants (C(GRANT), C(REVOKE)); without it, C(pg_restore --no-privileges).
       - The roles they name must exist; restore them first with O(globals_artifact).
-      - Object owners are never restored (C(--no-owner)), so the restored objects belong to O(login_user).
+      - Object owners are restored only with O(owners=true); otherwise the restored objects belong to O(login_user).
+    type: bool
+    default: false
+  owners:
+    description:
+      - Restore the owners of the archive's objects (tables, sequences, schemas, functions), so that an application
+        role that owned its tables owns them again; without it, C(pg_restore --no-owner) and the objects belong to
+        O(login_user).
+      - The roles must exist (restore them first with O(globals_artifact)), and O(login_user) must be allowed to
+        give objects to them (a superuser, or a member of each role). A missing role fails the restore, which
+        then changes nothing.
+      - Applies to engine C(postgresql).
     type: bool
     default: false
   keep_safety_copy:
@@ -356,6 +367,7 @@ def main():
             terminate_connections=dict(type="bool", default=False),
             allow_create_in_dump=dict(type="bool", default=False),
             privileges=dict(type="bool", default=False),
+            owners=dict(type="bool", default=False),
             keep_safety_copy=dict(type="bool", default=False),
             globals_artifact=dict(type="str"),
             globals_host=dict(type="str"),

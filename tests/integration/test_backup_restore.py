@@ -552,6 +552,39 @@ def test_globals_then_tenant_with_privileges_on_a_fresh_cluster(pg, other, keys,
     other.connect().close()
 
 
+def test_owners_true_gives_the_application_its_tables_back(pg, other, keys, tmp_path):
+    # In a rebuild the application's role must own its tables again, or it
+    # cannot write them: owners: true restores the archive's owners.
+    repo = str(tmp_path / "repo")
+    pg.psql("CREATE ROLE rs_owner LOGIN PASSWORD 'owner-secret-42'")
+    pg.psql("CREATE DATABASE rs_owned OWNER rs_owner")
+    pg.psql("SET ROLE rs_owner; " + data_sql(40, 20), db="rs_owned")
+    res = backup.run(dict(pg.login, tenant="rs_owned", globals=True, repository=repo, recipients=[keys["public"]]))
+    assert res["globals_artifact"]
+    wanted = checksums(pg, "rs_owned")
+    args = dict(other.login, tenant="rs_owned", repository=repo, identity_file=keys["identity"], owners=True)
+    # Without the roles on the server, the restore fails, names the option and the fix, and creates nothing.
+    out = lbtest.run_module("backup_restore", args)
+    assert out.get("failed") is True and "globals_artifact" in out["msg"], out
+    assert other.psql("SELECT count(*) FROM pg_database WHERE datname = 'rs_owned'") == "0"
+    out = lbtest.run_module("backup_restore", dict(args, globals_artifact="latest"))
+    assert out.get("changed") is True and not out.get("failed"), out
+    assert checksums(other, "rs_owned") == wanted
+    owners = other.psql("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'", db="rs_owned")
+    assert owners == "rs_owner", owners
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", port=other.port, user="rs_owner", password="owner-secret-42",
+                         dbname="rs_owned") as conn:
+        conn.execute("DELETE FROM orders")  # the owner may write its tables again
+    # Without owners, the restoring user owns them (the default, --no-owner).
+    out = lbtest.run_module("backup_restore", dict(other.login, tenant="rs_owned", repository=repo,
+                                                   identity_file=keys["identity"], target_database="rs_owned_plain"))
+    assert out.get("changed") is True and not out.get("failed"), out
+    plain = other.psql("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'", db="rs_owned_plain")
+    assert plain == other.login["login_user"], plain
+
+
 # -- s3:// repositories ----------------------------------------------------------------------------------------
 
 
