@@ -12,7 +12,7 @@
 #     host.containers.internal,
 #  6. `molecule test` for each scenario, one after the other, with timings.
 #
-#   MOLECULE_SCENARIOS="default verifier" (default: all of them)
+#   MOLECULE_SCENARIOS="default verifier dr" (default: all of them)
 #   MOLECULE_DESTROY=never  keeps the containers for debugging
 #   MOLECULE_COMMAND=converge|verify|destroy|...  one step instead of `test`
 set -uo pipefail
@@ -71,7 +71,7 @@ for _ in range(150):
 sys.exit(1)
 PY
 
-scenarios=${MOLECULE_SCENARIOS:-default verifier}
+scenarios=${MOLECULE_SCENARIOS:-default verifier dr}
 failed=()
 for scenario in $scenarios; do
   t0=$SECONDS

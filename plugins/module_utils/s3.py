@@ -886,10 +886,8 @@ class S3Repository(object):
 
         self.retry.call(put, what, self.endpoint_name, before_retry=mark)
 
-    def head(self, tenant, name):
-        """HeadObject of ``name``: {"etag", "size", "metadata", "version_id"}, or None when it does not exist."""
-        key = self.key(tenant, name)
-
+    def _head_key(self, key):
+        """HeadObject of ``key`` with retries, or None when it does not exist."""
         def head():
             try:
                 return self.client.head_object(Bucket=self.bucket, Key=key)
@@ -897,7 +895,11 @@ class S3Repository(object):
                 if _status(e) == 404:
                     return None
                 raise
-        resp = self.retry.call(head, "Checking %s" % self.location(tenant, name), self.endpoint_name)
+        return self.retry.call(head, "Checking s3://%s/%s" % (self.bucket, key), self.endpoint_name)
+
+    def head(self, tenant, name):
+        """HeadObject of ``name``: {"etag", "size", "metadata", "version_id"}, or None when it does not exist."""
+        resp = self._head_key(self.key(tenant, name))
         if resp is None:
             return None
         return {"etag": resp.get("ETag"), "size": resp.get("ContentLength"), "metadata": resp.get("Metadata") or {},
@@ -905,14 +907,7 @@ class S3Repository(object):
 
     def upload_token(self, key):
         """The ``lifeboat-upload`` metadata of the current object ``key`` (None if absent)."""
-        def head():
-            try:
-                return self.client.head_object(Bucket=self.bucket, Key=key)
-            except ClientError as e:
-                if _status(e) == 404:
-                    return None
-                raise
-        resp = self.retry.call(head, "Checking s3://%s/%s" % (self.bucket, key), self.endpoint_name)
+        resp = self._head_key(key)
         return ((resp or {}).get("Metadata") or {}).get("lifeboat-upload")
 
     def rekey_marker(self, tenant, name):
