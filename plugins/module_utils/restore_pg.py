@@ -38,6 +38,7 @@ from . import naming, pipeline, postgres
 from .errors import LifeboatError
 from .repository import describe_os_error
 from .restore_common import PipeSink, PrivateDir, Tool, compare_counts, redact
+from .scratch import Janitor
 
 APP = "lifeboat-restore"
 SESSION_WAIT = 30.0
@@ -708,6 +709,18 @@ class DatabasePlan(object):
         unchanged = ("The target database %r was not changed; the partial restore %s was dropped."
                      % (self.target, fresh) if self.existed else
                      "No database %r was created; the partial restore %s was dropped." % (self.target, fresh))
+        with Janitor() as janitor:
+            # If this process is killed (even SIGKILL) before the swap, the janitor drops the partial
+            # restore; after the swap no database has that name any more.
+            params = server.c.params("postgres", APP + "-janitor")
+            if server.c.password:
+                params["password"] = server.c.password
+            jid = janitor.register_database(fresh, params)
+            outcome = self._swap_into(server, req, art, identities, progress, fresh, unchanged)
+            janitor.done(jid)
+        return outcome
+
+    def _swap_into(self, server, req, art, identities, progress, fresh, unchanged):
         server.create_database(fresh, like=self.info, comment="lifeboat: restore of %s into %s in progress "
                                "(pid %d); drop it if no restore is running" % (art.name, self.target, os.getpid()))
         swapped = False

@@ -556,9 +556,9 @@ def test_owners_true_gives_the_application_its_tables_back(pg, other, keys, tmp_
     # In a rebuild the application's role must own its tables again, or it
     # cannot write them: owners: true restores the archive's owners.
     repo = str(tmp_path / "repo")
-    pg.psql("CREATE ROLE rs_owner LOGIN PASSWORD 'owner-secret-42'")
-    pg.psql("CREATE DATABASE rs_owned OWNER rs_owner")
-    pg.psql("SET ROLE rs_owner; " + data_sql(40, 20), db="rs_owned")
+    pg.psql("CREATE ROLE rs_appowner LOGIN PASSWORD 'owner-secret-42'")
+    pg.psql("CREATE DATABASE rs_owned OWNER rs_appowner")
+    pg.psql("SET ROLE rs_appowner; " + data_sql(40, 20), db="rs_owned")
     res = backup.run(dict(pg.login, tenant="rs_owned", globals=True, repository=repo, recipients=[keys["public"]]))
     assert res["globals_artifact"]
     wanted = checksums(pg, "rs_owned")
@@ -571,10 +571,10 @@ def test_owners_true_gives_the_application_its_tables_back(pg, other, keys, tmp_
     assert out.get("changed") is True and not out.get("failed"), out
     assert checksums(other, "rs_owned") == wanted
     owners = other.psql("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'", db="rs_owned")
-    assert owners == "rs_owner", owners
+    assert owners == "rs_appowner", owners
     import psycopg
 
-    with psycopg.connect(host="127.0.0.1", port=other.port, user="rs_owner", password="owner-secret-42",
+    with psycopg.connect(host="127.0.0.1", port=other.port, user="rs_appowner", password="owner-secret-42",
                          dbname="rs_owned") as conn:
         conn.execute("DELETE FROM orders")  # the owner may write its tables again
     # Without owners, the restoring user owns them (the default, --no-owner).

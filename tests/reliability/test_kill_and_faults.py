@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -145,3 +146,48 @@ def test_postgresql_restarted_during_a_restore_leaves_the_target_as_it_was(big, 
     assert done
     with big.connect("rel_target") as conn:
         assert lbtest.table_checksums(conn) == before
+
+
+RESTORE_KILLER = textwrap.dedent("""
+    import json, os, signal, sys
+    sys.path.insert(0, %(tests)r)
+    import lbtest; lbtest.load_engine()
+    from lifeboat_engine import restore
+    limit = int(sys.argv[1])
+
+    def progress(n):
+        if n >= limit:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    restore.run(json.loads(sys.stdin.read()), progress=progress)
+    print("finished")
+""") % {"tests": str(lbtest.ROOT / "tests")}
+
+
+def test_a_restore_killed_mid_stream_leaves_the_target_and_no_partial_database(big, keys, tmp_path):
+    root = str(tmp_path / "repo")
+    backup.run(dict(big.login, tenant="rel", repository=root, recipients=[keys["public"]]))
+    big.psql("CREATE DATABASE rel_killed")
+    big.psql("CREATE TABLE keep_me AS SELECT i FROM generate_series(1, 1000) i", db="rel_killed")
+    with big.connect("rel_killed") as conn:
+        before = lbtest.table_checksums(conn)
+    params = dict(big.login, tenant="rel", repository=root, artifact="latest", target_database="rel_killed",
+                  force=True, identity_file=keys["identity"])
+    proc = subprocess.run([sys.executable, "-c", RESTORE_KILLER, str(2 << 20)], input=json.dumps(params).encode(),
+                          capture_output=True, timeout=300, check=False)
+    assert proc.returncode == -9 and b"finished" not in proc.stdout, proc.stderr.decode()[-2000:]
+
+    def partial():
+        return big.psql("SELECT string_agg(datname, ',') FROM pg_database WHERE datname LIKE 'lb\\_r\\_%'")
+
+    # The janitor (its own session, fed through a pipe) drops the partial restore once the run is gone.
+    deadline = time.monotonic() + 30
+    while partial() != "" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert partial() == "", "a partial restore database was left behind: %s" % partial()
+    with big.connect("rel_killed") as conn:
+        assert lbtest.table_checksums(conn) == before
+    # The next run succeeds.
+    out = restore.run(params)
+    assert out["changed"] is True
+    big.psql("DROP DATABASE rel_killed")
