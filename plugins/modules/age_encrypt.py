@@ -86,8 +86,8 @@ options:
     description:
       - For V(encrypted), the file or folder to encrypt (a folder is streamed as a tar bundle; sockets, FIFOs and
         devices in it are skipped and listed in RV(skipped)).
-      - For V(decrypted) and V(rekeyed), the age file (binary or armored). Not with O(repository) for
-        V(decrypted): O(artifact) chooses the repository's artifact then.
+      - For V(decrypted) and V(rekeyed), the age file (binary or armored). For V(decrypted) with O(repository),
+        leave it out; O(artifact) chooses the repository's artifact then.
     type: path
   dest:
     description:

@@ -18,7 +18,7 @@ def make_bundle(tmp_path, name="etc-myapp", text="v1"):
 
 def files_of(folder):
     out = {}
-    for base, _, names in os.walk(str(folder)):
+    for base, _dirs, names in os.walk(str(folder)):
         for n in names:
             path = os.path.join(base, n)
             with open(path) as f:
