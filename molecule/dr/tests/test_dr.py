@@ -1,4 +1,5 @@
-"""After dr_restore.yml rebuilt lb-dr from the bucket (converge.yml): the data,
+"""After dr_restore.yml rebuilt lb-dr from the bucket (converge.yml), with the
+artifacts the verifier host proved: the data,
 roles and grants of the verified backup are back, the timers run again, the
 rebuilt host backs up again, and the report states the RTO and each tenant's
 data-loss window. Tests run in file order: the backup after the rebuild comes last.
@@ -32,7 +33,7 @@ def verified_artifact(s3, tenant):
     records = [k for k in keys(s3, PREFIX + tenant + "/") if k.endswith(".verify.json")]
     assert len(records) == 1, records
     record = json.loads(s3.get_object(Bucket=BUCKET, Key=records[0])["Body"].read())
-    assert record["status"] == "PASS", record
+    assert record["status"] == "PASS" and record["verifier_host"] == "lb-dr-verifier", record
     return record["artifact"]
 
 
