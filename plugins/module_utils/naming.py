@@ -101,6 +101,11 @@ def verify_record_name(tenant, stamp):
     return "%s-%s.verify.json" % (tenant, stamp)
 
 
+def rekey_marker_name(artifact):
+    """The hidden sidecar a local rekey leaves while it publishes ``artifact`` (see agefile)."""
+    return ".%s.rekey.json" % artifact
+
+
 def parse_artifact_name(name):
     """Return a dict (tenant, stamp, format, compressed, encrypted) or None."""
     m = _ARTIFACT_RE.match(name)

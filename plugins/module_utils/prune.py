@@ -13,6 +13,7 @@ tenant's lock is free, so a running backup never loses its files.
 """
 
 import datetime
+import os
 import re
 
 from . import naming, selection
@@ -290,6 +291,13 @@ def _delete(repo, tenant, d):
             except OSError as e:
                 raise LifeboatError("Deleting %s failed: %s. The prune stopped; run it again once fixed."
                                     % (repo.location(tenant, name), e.strerror), option="repository")
+    # A local rekey interrupted on this artifact left a hidden marker beside it: it has nothing left to finish.
+    if getattr(repo, "kind", None) == "local":
+        try:
+            os.unlink(os.path.join(os.path.dirname(repo.path_of(tenant, d["name"])),
+                                   naming.rekey_marker_name(d["name"])))
+        except OSError:
+            pass
 
 
 def _remove_orphans(repo, tenant):

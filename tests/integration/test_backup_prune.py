@@ -95,6 +95,20 @@ def test_a_pass_record_that_no_longer_matches_its_artifact_does_not_protect_it(t
     assert names[20] not in left  # no longer proven, and outside keep_daily
 
 
+def test_pruning_an_artifact_removes_the_marker_of_its_interrupted_rekey(tmp_path):
+    root = str(tmp_path / "repo")
+    names = make_repo(root, "acme", 20)
+    folder = os.path.join(root, "acme")
+    doomed, kept = names[20], names[1]
+    for name in (doomed, kept):
+        with open(os.path.join(folder, naming.rekey_marker_name(name)), "w") as f:
+            f.write("{}")
+    res = lbtest.run_module("backup_prune", dict(repository=root, keep_daily=7))
+    assert doomed in res["deleted"], res
+    hidden = sorted(n for n in os.listdir(folder) if n.startswith(".") and n.endswith(".rekey.json"))
+    assert hidden == [naming.rekey_marker_name(kept)]
+
+
 def test_keep_last_zero_still_keeps_the_newest_complete(tmp_path):
     root = str(tmp_path / "repo")
     names = make_repo(root, "acme", 5, incomplete={1})
