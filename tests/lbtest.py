@@ -271,3 +271,19 @@ def complete_artifacts_are_honest(root, tenant):
         assert hashlib.sha256(data).hexdigest() == doc["sha256"] and len(data) == doc["size"]["stored"], a["name"]
         names.append(a["name"])
     return names
+
+
+def write_fleet_inventory(base, name, tenants, group_vars, **host_vars):
+    """An inventory for the fleet playbooks: localhost with ``tenants``, run by this venv.
+
+    The playbooks run lifeboat's modules with lifeboat_python (default: the
+    agent's venv on a host); here, this venv. ``group_vars`` go to group_vars/all.
+    """
+    inv = base / name
+    (inv / "group_vars").mkdir(parents=True, exist_ok=True)
+    host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+            "lifeboat_python": sys.executable, "lifeboat_tenants": tenants}
+    host.update(host_vars)
+    (inv / "hosts.yml").write_text(json.dumps({"all": {"hosts": {"localhost": host}}}))
+    (inv / "group_vars" / "all.yml").write_text(json.dumps(group_vars))
+    return inv

@@ -712,10 +712,7 @@ class DatabasePlan(object):
         with Janitor() as janitor:
             # If this process is killed (even SIGKILL) before the swap, the janitor drops the partial
             # restore; after the swap no database has that name any more.
-            params = server.c.params("postgres", APP + "-janitor")
-            if server.c.password:
-                params["password"] = server.c.password
-            jid = janitor.register_database(fresh, params)
+            jid = janitor.register_database_of(server.c, fresh, APP + "-janitor")
             outcome = self._swap_into(server, req, art, identities, progress, fresh, unchanged)
             janitor.done(jid)
         return outcome

@@ -671,6 +671,11 @@ def make_client(endpoint_url=None, region=None, access_key=None, secret_key=None
         raise LifeboatError("Invalid S3 settings: %s." % e, option="s3_endpoint_url")
 
 
+def _json_payload(data):
+    """A manifest or record as stored: indented, sorted keys, a final newline."""
+    return memoryview(json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n")
+
+
 class S3Repository(object):
     kind = "s3"
 
@@ -922,10 +927,8 @@ class S3Repository(object):
 
     def replace_json(self, tenant, name, data):
         """Overwrite the JSON object ``name`` (a manifest after a rekey); one atomic PutObject, retried."""
-        payload = json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n"
-        key = self.key(tenant, name)
         location = self.location(tenant, name)
-        self.replace_bytes(key, memoryview(payload), name, "Uploading %s" % location)
+        self.replace_bytes(self.key(tenant, name), _json_payload(data), name, "Uploading %s" % location)
         return location
 
     # -- versions --------------------------------------------------------------------
@@ -999,10 +1002,8 @@ class S3Repository(object):
         return deleted
 
     def write_json(self, tenant, name, data):
-        payload = json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n"
-        key = self.key(tenant, name)
         location = self.location(tenant, name)
-        self.put_bytes(key, memoryview(payload), name, "Uploading %s" % location)
+        self.put_bytes(self.key(tenant, name), _json_payload(data), name, "Uploading %s" % location)
         return location
 
     def read_json(self, tenant, name):

@@ -68,6 +68,13 @@ class Janitor(object):
         self._send({"id": self._next, "kind": "database", "name": name, "params": params})
         return self._next
 
+    def register_database_of(self, connection, name, app):
+        """Register ``name`` on the server of ``connection`` (a postgres.Connection), password included."""
+        params = connection.params("postgres", app)
+        if connection.password:
+            params["password"] = connection.password
+        return self.register_database(name, params)
+
     def done(self, ident):
         """The run removed that target itself."""
         self._send({"id": ident, "done": True})

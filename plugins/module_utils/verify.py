@@ -351,10 +351,7 @@ def _restore_pg(ctx, repo, tenant, art, doc, identities, compressed):
             server_major = postgres.major(postgres.server_version(admin))
             pg_restore, _v = postgres.find_binary("pg_restore", ctx.p["pg_bin_dir"], server_major)
             scratch = naming.derived_name("v", tenant, art["stamp"], secrets.token_hex(4))
-            params = ctx.conn.params("postgres", "lifeboat-verify-janitor")
-            if ctx.conn.password:
-                params["password"] = ctx.conn.password
-            jid = janitor.register_database(scratch, params)
+            jid = janitor.register_database_of(ctx.conn, scratch, "lifeboat-verify-janitor")
             from psycopg import sql
             admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(scratch)))
             admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
@@ -561,10 +558,7 @@ def _legacy_pg(ctx, janitor, sql_path, original):
     c = Check("restore")
     admin = ctx.conn.connect("postgres", app="lifeboat-verify", option="login_host")
     scratch = naming.derived_name("v", "legacy", original, secrets.token_hex(4))
-    params = ctx.conn.params("postgres", "lifeboat-verify-janitor")
-    if ctx.conn.password:
-        params["password"] = ctx.conn.password
-    jid = janitor.register_database(scratch, params)
+    jid = janitor.register_database_of(ctx.conn, scratch, "lifeboat-verify-janitor")
     try:
         admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(scratch)))
         psql, _v = postgres.find_binary("psql", ctx.p["pg_bin_dir"], 0)

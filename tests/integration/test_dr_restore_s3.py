@@ -27,26 +27,14 @@ def sqlite_rows(path, rows):
 
 
 def write_inventory(base, pg, keys, s3, tenants, name, bundles=()):
-    inv = base / name
-    (inv / "group_vars").mkdir(parents=True, exist_ok=True)
-    hosts = {"all": {"hosts": {"localhost": {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": lbtest.sys.executable,
-        "lifeboat_python": lbtest.sys.executable,
-        "lifeboat_tenants": tenants,
-        "lifeboat_bundles": list(bundles),
-    }}}}
-    (inv / "hosts.yml").write_text(json.dumps(hosts))
-    group_vars = {
+    return lbtest.write_fleet_inventory(base, name, tenants, {
         "lifeboat_repository": s3.url("dr"),
         "lifeboat_s3": s3.options(),
         "lifeboat_recipients": [keys["public"]],
         "lifeboat_identity_file": keys["identity"],
         "lifeboat_report_dir": str(base / "reports"),
         "lifeboat_connection": pg.login,
-    }
-    (inv / "group_vars" / "all.yml").write_text(json.dumps(group_vars))
-    return inv
+    }, lifeboat_bundles=list(bundles))
 
 
 def playbook(name, inventory, *extra):

@@ -26,26 +26,13 @@ def make_sqlite(path, rows):
 
 
 def write_inventory(base, pg, keys, tenants, name="inventory"):
-    inv = base / name
-    (inv / "group_vars").mkdir(parents=True, exist_ok=True)
-    hosts = {"all": {"hosts": {"localhost": {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": lbtest.sys.executable,
-        # The fleet playbooks run lifeboat's modules with lifeboat_python
-        # (default: the agent's venv on the host); here, this venv.
-        "lifeboat_python": lbtest.sys.executable,
-        "lifeboat_tenants": tenants,
-    }}}}
-    (inv / "hosts.yml").write_text(json.dumps(hosts))
-    group_vars = {
+    return lbtest.write_fleet_inventory(base, name, tenants, {
         "lifeboat_repository": str(base / "repository"),
         "lifeboat_recipients": [keys["public"]],
         "lifeboat_identity_file": keys["identity"],
         "lifeboat_report_dir": str(base / "reports"),
         "lifeboat_connection": pg.login,
-    }
-    (inv / "group_vars" / "all.yml").write_text(json.dumps(group_vars))
-    return inv
+    })
 
 
 class Run(object):
