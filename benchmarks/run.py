@@ -176,8 +176,8 @@ class Bench(object):
                   "SELECT count(*) FROM attachments;")
         variants = [
             ("limit", lambda: B.run_timed("%s -Fc -Z0 -d %s > /dev/null" % (self.pg_dump, db), env=self.pe, shell=True)),
-            ("pg_backup (level 3, 2 threads)", lambda: self.engine_backup(db, env.path("var-repo"))),
-            ("pg_backup level 1", lambda: self.engine_backup(db, env.path("var-repo"), compression_level=1)),
+            ("pg_backup (default: level 1, 2 threads)", lambda: self.engine_backup(db, env.path("var-repo"))),
+            ("pg_backup level 3", lambda: self.engine_backup(db, env.path("var-repo"), compression_level=3)),
             ("store l3 t2", var("inline", 3, 2)),
             ("store l3 t1", var("inline", 3, 1)),
             ("store l1 t2", var("inline", 1, 2)),

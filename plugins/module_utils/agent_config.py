@@ -345,7 +345,7 @@ DEFAULTS = {
     "user": None,
     "parallel": 2,
     "globals": None,           # None: back up the globals when any tenant is on PostgreSQL
-    "compression_level": 3,
+    "compression_level": 1,
     "skip_if_newer_than": None,
     "lock_file": STATE_DIR + "/agent.lock",
     "lock_wait": 0,

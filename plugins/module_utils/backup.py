@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 
 from . import crypto, manifest, naming, pipeline, postgres
@@ -39,7 +40,7 @@ OPTIONS = {
     "recipients_file": None,
     "allow_unencrypted": False,
     "compression": "zstd",
-    "compression_level": 3,
+    "compression_level": 1,
     "compression_threads": 0,
     "globals": False,
     "role_passwords": True,
@@ -381,9 +382,11 @@ class _Tool(object):
         self.stderr.close()
 
 
-def _stream_tool(req, argv, env, writer, progress, what):
+def _stream_tool(req, argv, env, writer, progress, what, started=None):
     tool = _Tool(argv, env)
     try:
+        if started is not None:
+            started()
         try:
             sizes = _store(req, tool.proc.stdout, writer, progress)
         except LifeboatError:
@@ -399,6 +402,41 @@ def _stream_tool(req, argv, env, writer, progress, what):
     return sizes, warnings
 
 
+class _RowCounter(object):
+    """``postgres.row_counts`` on the snapshot's connection, in a thread of its own (psycopg waits without the GIL)."""
+
+    def __init__(self, conn, schema):
+        self.conn = conn
+        self.counts = None
+        self.error = None
+        self.thread = threading.Thread(target=self._run, args=(schema,), name="lifeboat-row-counts")
+        self.thread.daemon = True
+        self.thread.start()
+
+    def _run(self, schema):
+        try:
+            self.counts = postgres.row_counts(self.conn, schema)
+        except BaseException as e:  # handed to the main thread by result()
+            self.error = e
+
+    def cancel(self):
+        """The dump failed: stop counting and wait, so that the connection is free to roll back."""
+        try:
+            self.conn.cancel()
+        except Exception:
+            pass
+        self.thread.join()
+
+    def result(self):
+        self.thread.join()
+        if self.error is not None:
+            if isinstance(self.error, postgres.psycopg.Error):
+                raise LifeboatError("Counting the rows of database %r in the backup's snapshot failed: %s"
+                                    % (self.conn.info.dbname, str(self.error).strip()), option="database")
+            raise self.error
+        return self.counts
+
+
 def _store_pgdump(req, writer, facts, progress):
     server_version = facts["server_version"]
     pg_dump, dump_version = postgres.find_binary("pg_dump", req.p["pg_bin_dir"], postgres.major(server_version))
@@ -406,13 +444,22 @@ def _store_pgdump(req, writer, facts, progress):
     conn = req.conn.connect(req.database, app=app, option="database")
     try:
         with postgres.Snapshot(conn) as snap:
-            counts = postgres.row_counts(conn, req.schema)
             argv = [pg_dump, "--format=custom", "--compress=0", "--no-password", "--snapshot=" + snap.id,
                     "--dbname=" + req.conn.conninfo(req.database, app + "-pg_dump")]
             if req.schema:
                 argv.append("--schema=" + postgres.schema_pattern(req.schema))
-            sizes, warnings = _stream_tool(req, argv, req.conn.env(app + "-pg_dump"), writer, progress,
-                                           "pg_dump of database %r on %s" % (req.database, req.conn.server))
+            # The exact row counts come from the snapshot's own transaction while pg_dump streams the same
+            # snapshot: counting first made every backup wait for a full scan of every table.
+            counters = []
+            try:
+                sizes, warnings = _stream_tool(req, argv, req.conn.env(app + "-pg_dump"), writer, progress,
+                                               "pg_dump of database %r on %s" % (req.database, req.conn.server),
+                                               started=lambda: counters.append(_RowCounter(conn, req.schema)))
+            except BaseException:
+                for counter in counters:
+                    counter.cancel()
+                raise
+            counts = counters[0].result()
     finally:
         conn.close()
     source = {

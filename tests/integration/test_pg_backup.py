@@ -319,3 +319,62 @@ def test_a_running_backup_holds_the_tenant_lock(tenants, keys, repo):
     assert "test holder" in res["msg"] and "lock_timeout" in res["msg"]
     res = lbtest.run_module("pg_backup", dict(pg.login, tenant="acme", repository=repo, recipients=[keys["public"]]))
     assert res.get("changed") is True, res
+
+
+def test_row_counts_are_the_dumps_snapshot_while_writers_change_the_tables(pg, keys, repo):
+    """The counts run beside pg_dump on the exporting connection: they must still be the snapshot's."""
+    pg.psql("SELECT 1 FROM pg_database WHERE datname = 'bigco'") or make_tenant_db(pg, "bigco", 20000, 400000)
+    stop = threading.Event()
+    writes = []
+
+    def writer():
+        with pg.connect("bigco") as conn:
+            conn.autocommit = True
+            while not stop.is_set():
+                conn.execute("INSERT INTO bookings (guest_id, nights, price, notes) SELECT 1, 1, 1, 'late' "
+                             "FROM generate_series(1, 500)")
+                conn.execute("DELETE FROM bookings WHERE id IN (SELECT id FROM bookings ORDER BY id LIMIT 300)")
+                writes.append(1)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        time.sleep(0.2)
+        res = backup.run(dict(pg.login, tenant="bigco", repository=repo, recipients=[keys["public"]]))
+    finally:
+        stop.set()
+        t.join()
+    assert len(writes) > 2, "the writer did not run during the backup"
+    manifest = json.load(open(res["manifest"]))
+    restore_by_hand(pg, res["artifact"], keys["identity"], "bigco_snapshot")
+    with pg.connect("bigco_snapshot") as conn:
+        restored = {k: v[0] for k, v in lbtest.table_checksums(conn).items()}
+    with pg.connect("bigco") as conn:
+        now = {k: v[0] for k, v in lbtest.table_checksums(conn).items()}
+    assert manifest["row_counts"] == restored
+    assert now["public.bookings"] != restored["public.bookings"]  # the table did change after the snapshot
+    pg.psql('DROP DATABASE "bigco_snapshot"')
+
+
+def test_rows_are_counted_while_pg_dump_runs_and_a_failed_count_publishes_nothing(pg, keys, repo, monkeypatch):
+    pg.psql("SELECT 1 FROM pg_database WHERE datname = 'bigco'") or make_tenant_db(pg, "bigco", 20000, 400000)
+    real = backup.postgres.row_counts
+    seen = {}
+
+    def counting(conn, schema=None):
+        seen["pg_dump_running"] = bool(_pg_dump_children())
+        if seen.get("fail"):
+            raise backup.postgres.psycopg.errors.QueryCanceled("canceling statement due to user request")
+        return real(conn, schema)
+
+    monkeypatch.setattr(backup.postgres, "row_counts", counting)
+    res = backup.run(dict(pg.login, tenant="bigco", repository=repo, recipients=[keys["public"]]))
+    assert seen["pg_dump_running"], "the rows were counted before pg_dump started, not beside it"
+    before = sorted(os.listdir(os.path.join(repo, "bigco")))
+    seen["fail"] = True
+    with pytest.raises(LifeboatError) as e:
+        backup.run(dict(pg.login, tenant="bigco", repository=repo, recipients=[keys["public"]]))
+    assert "Counting the rows of database 'bigco'" in str(e.value) and "canceling statement" in str(e.value)
+    assert e.value.option == "database"
+    assert sorted(os.listdir(os.path.join(repo, "bigco"))) == before  # nothing new, the earlier artifact intact
+    assert res["artifact"].split("/")[-1] in before
