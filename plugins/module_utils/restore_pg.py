@@ -752,6 +752,16 @@ class DatabasePlan(object):
 
     def _apply_create(self, server, req, art, identities, progress):
         """pg_restore --create: the archive creates its own database under its own name."""
+        with Janitor() as janitor:
+            # Killed (even SIGKILL) before the end, the janitor drops the partial database pg_restore created
+            # under the target's name and renames the safety copy back to it.
+            jid = janitor.register_database_of(server.c, self.target, APP + "-janitor",
+                                               put_back=self.safety if self.existed else None)
+            outcome = self._create_into(server, req, art, identities, progress)
+            janitor.done(jid)
+        return outcome
+
+    def _create_into(self, server, req, art, identities, progress):
         target = self.target
         renamed = False
         terminated = []

@@ -35,7 +35,13 @@ for item in items:
             import psycopg
             from psycopg import sql
             with psycopg.connect(autocommit=True, **item["params"]) as conn:
+                back = item.get("put_back")
+                if back and conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (back,)).fetchone() is None:
+                    continue  # the original was never moved aside: it is still the target, leave it
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(item["name"])))
+                if back:
+                    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(back),
+                                                                                  sql.Identifier(item["name"])))
     except Exception as e:
         sys.stderr.write("lifeboat janitor: could not remove %s: %s\n" % (item.get("path") or item.get("name"), e))
 """
@@ -62,18 +68,26 @@ class Janitor(object):
         self._send({"id": self._next, "kind": "dir", "path": path})
         return self._next
 
-    def register_database(self, name, params):
-        """``params``: psycopg.connect keyword arguments to a maintenance database."""
+    def register_database(self, name, params, put_back=None):
+        """``params``: psycopg.connect keyword arguments to a maintenance database.
+
+        With ``put_back`` (the name the original database was moved to), the janitor drops ``name`` and
+        renames ``put_back`` to ``name`` again, but only if ``put_back`` exists: a run killed before it moved
+        the original aside leaves the original alone.
+        """
         self._next += 1
-        self._send({"id": self._next, "kind": "database", "name": name, "params": params})
+        item = {"id": self._next, "kind": "database", "name": name, "params": params}
+        if put_back:
+            item["put_back"] = put_back
+        self._send(item)
         return self._next
 
-    def register_database_of(self, connection, name, app):
+    def register_database_of(self, connection, name, app, put_back=None):
         """Register ``name`` on the server of ``connection`` (a postgres.Connection), password included."""
         params = connection.params("postgres", app)
         if connection.password:
             params["password"] = connection.password
-        return self.register_database(name, params)
+        return self.register_database(name, params, put_back)
 
     def done(self, ident):
         """The run removed that target itself."""

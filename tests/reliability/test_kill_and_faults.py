@@ -191,3 +191,34 @@ def test_a_restore_killed_mid_stream_leaves_the_target_and_no_partial_database(b
     out = restore.run(params)
     assert out["changed"] is True
     big.psql("DROP DATABASE rel_killed")
+
+
+def test_a_create_mode_restore_killed_mid_stream_puts_the_original_database_back(big, keys, tmp_path):
+    """allow_create_in_dump: pg_restore --create makes the target itself; killed, the janitor undoes it."""
+    root = str(tmp_path / "repo")
+    backup.run(dict(big.login, tenant="rel", repository=root, recipients=[keys["public"]]))
+    big.psql("CREATE TABLE added_after_backup AS SELECT 1 AS i", db="rel")  # tells the original from a restore
+    with big.connect("rel") as conn:
+        before = lbtest.table_checksums(conn)
+    params = dict(big.login, tenant="rel", repository=root, artifact="latest", allow_create_in_dump=True,
+                  force=True, identity_file=keys["identity"])
+    proc = subprocess.run([sys.executable, "-c", RESTORE_KILLER, str(2 << 20)], input=json.dumps(params).encode(),
+                          capture_output=True, timeout=300, check=False)
+    assert proc.returncode == -9 and b"finished" not in proc.stdout, proc.stderr.decode()[-2000:]
+
+    def state():
+        return big.psql("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database "
+                        "WHERE datname = 'rel' OR datname LIKE 'lb\\_s\\_%'")
+
+    deadline = time.monotonic() + 30
+    while state() != "rel" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert state() == "rel", "the safety copy was not put back: %s" % state()
+    with big.connect("rel") as conn:
+        assert lbtest.table_checksums(conn) == before  # the original, not a partial restore
+    # The next run succeeds, and replaces the database with the backup's contents.
+    out = restore.run(params)
+    assert out["changed"] is True and out["safety_copy"]["dropped"] is True
+    with big.connect("rel") as conn:
+        after = lbtest.table_checksums(conn)
+    assert "public.added_after_backup" not in after and after["public.guests"] == before["public.guests"]
