@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 
+from . import naming
 from .errors import LifeboatError, MissingDependency
 
 try:
@@ -120,11 +121,7 @@ def require_pyrage():
     return pyrage
 
 
-def human(n):
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
-        n /= 1000.0
+human = naming.human_size
 
 
 # -- the age header ---------------------------------------------------------------

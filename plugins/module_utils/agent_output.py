@@ -16,17 +16,15 @@ import re
 import sys
 import time
 
+from . import naming
+
 PRIORITY = {"err": 3, "warning": 4, "notice": 5, "info": 6}
 _BARE = re.compile(r"^[A-Za-z0-9_./:@+,-]+$")
 
 
+
 def human_bytes(n):
-    n = float(n or 0)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
-        n /= 1000.0
-    return "%.1f TB" % n  # pragma: no cover
+    return naming.human_size(n or 0)
 
 
 def human_seconds(seconds):

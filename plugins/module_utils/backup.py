@@ -261,15 +261,10 @@ def _summary(result):
             parts.append("%s: skipped, %s" % (a["tenant"], a["reason"]))
         else:
             parts.append("%s: %s -> %s in %.1f s (%.1f MB/s) to %s" % (
-                a["tenant"], _human(a["size_raw"]), _human(a["size_stored"]), a["seconds"], a["mb_per_s"], a["artifact"]))
+                a["tenant"], naming.human_size(a["size_raw"]), naming.human_size(a["size_stored"]), a["seconds"], a["mb_per_s"], a["artifact"]))
     return "; ".join(parts)
 
 
-def _human(n):
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
-        n /= 1000.0
 
 
 def _write_job(req, job, facts, progress):

@@ -31,6 +31,18 @@ _VERIFY_RE = re.compile(
 )
 
 
+def human_size(n):
+    """``1500000`` -> ``1.5 MB`` (decimal units, as df -H and the AWS console show them)."""
+    if n is None:
+        return "unknown size"
+    n = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
+        n /= 1000.0
+    return "%.1f TB" % n
+
+
 def validate_tenant(name, option="tenant"):
     """Return ``name`` if it is a valid tenant name, else raise a clear error."""
     if not isinstance(name, str) or not TENANT_RE.match(name):

@@ -658,7 +658,7 @@ class DatabasePlan(object):
             return "a new database %r" % self.target
         return "database %r (%s%s), kept as a safety copy with a derived name (lb_s_...) %s" % (
             self.target, _describe_contents(self.contents),
-            ", %s" % _human(self.info["size_bytes"]) if self.info["size_bytes"] is not None else "",
+            ", %s" % naming.human_size(self.info["size_bytes"]) if self.info["size_bytes"] is not None else "",
             "afterwards" if self.keep else "until the restore succeeded, then dropped")
 
     def summary_check(self):
@@ -1179,13 +1179,6 @@ def apply_globals(server, plan):
 # -- text helpers --------------------------------------------------------------------------------
 
 
-def _human(n):
-    if n is None:
-        return "unknown size"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
-        n /= 1000.0
 
 
 def _describe_contents(contents):
@@ -1204,4 +1197,4 @@ def _describe_contents(contents):
 def _manifest_figures(art):
     counts = art.manifest["row_counts"]
     return "taken %s, %d tables, %d rows, %s" % (art.stamp, len(counts), sum(counts.values()),
-                                                 _human(art.manifest["size"]["raw"]))
+                                                 naming.human_size(art.manifest["size"]["raw"]))

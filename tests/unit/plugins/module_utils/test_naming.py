@@ -74,3 +74,9 @@ def test_globals_tenant_names_are_safe():
     long_name = naming.globals_tenant("h" * 300)
     assert naming.validate_repo_tenant(long_name) == long_name
     assert naming.globals_tenant("../../etc") == "_globals_etc"
+
+
+@pytest.mark.parametrize("n, text", [(None, "unknown size"), (0, "0 B"), (999, "999 B"), (1000, "1.0 kB"),
+                                     (35_200_000, "35.2 MB"), (999_999_999_999, "1000.0 GB"), (5e15, "5000.0 TB")])
+def test_human_size_is_one_decimal_unit_everywhere(n, text):
+    assert naming.human_size(n) == text
