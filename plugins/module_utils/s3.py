@@ -6,12 +6,16 @@
 Layout is the one of DESIGN.md: ``<prefix>/<tenant>/<tenant>-<stamp>.<format>...``
 beside ``<tenant>-<stamp>.manifest.json``, uploaded last.
 
-Uploads stream through a multipart upload with one part buffer in memory (a
-reused bytearray). The part size starts at 8 MiB and grows by 11 MiB every
-100 parts, so that S3's 10,000 parts hold 5.27 TiB (S3's object limit is 5
-TiB) while small artifacts keep small parts: the largest part (the memory
-held) is 19 MiB for 1 GB, 41 MiB for 10 GB, 140 MiB for 100 GB, 459 MiB for
-1 TB and 1075 MiB for 5 TiB. The object becomes visible only when CompleteMultipartUpload
+Uploads stream through a multipart upload. The part size starts at 8 MiB
+and grows by 11 MiB every 100 parts, so that S3's 10,000 parts hold 5.27 TiB
+(S3's object limit is 5 TiB) while small artifacts keep small parts: the
+largest part is 19 MiB for 1 GB, 41 MiB for 10 GB, 140 MiB for 100 GB, 459
+MiB for 1 TB and 1075 MiB for 5 TiB. While the caller fills one part buffer,
+up to ``upload_concurrency`` (2) earlier parts upload in background threads,
+within a budget of 32 MiB for all the part buffers (recycled bytearrays);
+once two parts no longer fit in it (parts of 19 MiB and more), parts go up
+one at a time from the caller's thread, so the memory held is at most
+max(32 MiB, one part). The object becomes visible only when CompleteMultipartUpload
 succeeds; any failure aborts the upload. An artifact smaller than one part
 is sent with one PutObject, atomic as well. Both are conditional
 (``If-None-Match: *``): an existing object is never replaced.
@@ -32,6 +36,8 @@ own retries are off so that the policy and its messages are ours. Errors name
 the AWS error code and the option that fixes them.
 """
 
+import collections
+import copy
 import hashlib
 import json
 import os
@@ -40,7 +46,9 @@ import re
 import secrets
 import stat
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from . import naming
 from .errors import LifeboatError, MissingDependency
@@ -78,6 +86,11 @@ PART_GROWTH = 11 * MiB
 PARTS_PER_STEP = 100
 JSON_LIMIT = 4 * MiB
 PROGRESS = 1 * MiB  # bytes read after a failure that count as a healthy path again
+# Parts of one upload in flight at once (1: one after the other, no threads). 3 holds 8 MiB more and was no
+# faster against a loopback server.
+UPLOAD_CONCURRENCY = 2
+MAX_UPLOAD_CONCURRENCY = 16
+UPLOAD_BUDGET = 32 * MiB  # part buffers one upload holds (filled and in flight), unless one part is larger
 
 STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR")
 SSE_ALGORITHMS = ("AES256", "aws:kms")
@@ -327,7 +340,10 @@ def _private_dir(path, create):
 # -- streams --------------------------------------------------------------------
 
 class _PartBody(object):
-    """A seekable read-only view of the part buffer, so botocore can retry and checksum without a copy."""
+    """A seekable read-only view of the part buffer, so botocore can retry and checksum without a copy.
+
+    read() returns memoryview slices of the buffer, not copies: each thread uploading a part would otherwise
+    churn through 1 MiB copies (botocore hashes the body in 1 MiB reads)."""
 
     def __init__(self, view):
         self._view = view
@@ -335,7 +351,7 @@ class _PartBody(object):
 
     def read(self, size=-1):
         end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
-        chunk = bytes(self._view[self._pos:end])
+        chunk = self._view[self._pos:end]
         self._pos = end
         return chunk
 
@@ -360,6 +376,10 @@ class _PartBody(object):
         return True
 
 
+class _Stopped(LifeboatError):
+    """A part upload cut short because the whole upload is being aborted (another error, if any, is reported)."""
+
+
 class S3Writer(object):
     """An object being uploaded; visible only after ``commit()``; ``abort()`` leaves nothing.
 
@@ -369,6 +389,15 @@ class S3Writer(object):
     upload carries a random ``lifeboat-upload`` token in its metadata (plus
     ``metadata``), so that a retry after a lost answer can tell our object
     from someone else's.
+
+    While the caller fills the next part, up to ``repo.upload_concurrency``
+    earlier parts upload in background threads, as long as all the part
+    buffers held (the one being filled, those uploading, spare ones) stay
+    within ``repo.upload_budget`` bytes; a part too large for that budget
+    goes up alone, in the caller's thread, as with a concurrency of 1 (no
+    threads at all). After a part needed a retry, one part at a time uploads.
+    The last part goes up once all the others have succeeded. The first
+    failure of any part stops the others and aborts the upload.
     """
 
     def __init__(self, repo, tenant, name, replace=False, if_match=None, metadata=None):
@@ -386,13 +415,45 @@ class S3Writer(object):
         self.closed = False
         self.failure = None  # the LifeboatError that stopped the upload, for callers that get a wrapped one
         self.upload_id = None
+        self.concurrency = getattr(repo, "upload_concurrency", 1)
+        self.budget = getattr(repo, "upload_budget", UPLOAD_BUDGET)
+        self.buffers_allocated = 0  # part buffers allocated (recycled ones are counted once)
+        self.peak_buffered = 0  # the most bytes of part buffers held at once
         self._journal = None
-        self._parts = []
+        self._parts = []  # uploaded parts, in order: {"PartNumber", "ETag"[, "ChecksumCRC32"]}
+        self._number = 1  # the part being filled
         self._buf = None
         self._pos = 0
+        self._pending = collections.deque()  # (future, buffer) of parts uploading in the background, oldest first
+        self._in_flight = 0  # bytes of their buffers
+        self._free = []  # buffers of uploaded parts, for the next ones
+        self._held = 0  # bytes of all the part buffers held
+        self._executor = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()  # set by abort(), or by the first failure of a part in the background
+        self._error = None  # that first failure
+        self._slowed = False  # a part needed a retry: one part at a time from then on
 
-    def _part_capacity(self):
-        return part_size_for(len(self._parts) + 1, self.repo.part_size)
+    def _part_capacity(self, number=None):
+        return part_size_for(number or self._number, self.repo.part_size)
+
+    def _take_buffer(self):
+        size = self._part_capacity()
+        while self._free:
+            buf = self._free.pop()
+            if len(buf) == size:
+                return buf
+            self._held -= len(buf)  # from before the parts grew
+        self._held += size
+        self.buffers_allocated += 1
+        self.peak_buffered = max(self.peak_buffered, self._held)
+        return bytearray(size)
+
+    def _recycle(self, buf):
+        if len(buf) == self._part_capacity() and len(self._free) < self.concurrency:
+            self._free.append(buf)
+        else:
+            self._held -= len(buf)
 
     def write(self, data):
         if self.closed:
@@ -402,16 +463,17 @@ class S3Writer(object):
         try:
             while view:
                 if self._buf is None:
-                    self._buf = bytearray(self._part_capacity())
+                    self._buf = self._take_buffer()
                     self._pos = 0
                 take = min(len(self._buf) - self._pos, len(view))
                 self._buf[self._pos:self._pos + take] = view[:take]
                 self._pos += take
                 view = view[take:]
                 if self._pos == len(self._buf):
-                    self._upload_part()
-        except LifeboatError as e:
-            self.failure = e
+                    self._send_part()
+        except BaseException as e:
+            if isinstance(e, LifeboatError):
+                self.failure = e
             self.abort()
             raise
         self.size += total
@@ -423,40 +485,124 @@ class S3Writer(object):
     def writable(self):
         return True
 
-    def _upload_part(self):
+    def _start(self):
         repo = self.repo
+        extra = repo.put_args(self.name)
+        if self.metadata:
+            extra["Metadata"] = self.metadata
+        if repo.checksums:
+            extra["ChecksumAlgorithm"] = "CRC32"
+        resp = repo.retry.call(
+            lambda: repo.client.create_multipart_upload(Bucket=repo.bucket, Key=self.key, **extra),
+            "Starting the upload of %s" % self.location, repo.endpoint_name)
+        self.upload_id = resp["UploadId"]
+        self._journal = repo.journal_add(self.tenant, self.key, self.upload_id)
+
+    def _send_part(self, background=True):
+        """Upload the part in the buffer: in the background when concurrency and memory allow, else here."""
+        if self._error is not None:
+            raise self._error
         if self.upload_id is None:
-            extra = repo.put_args(self.name)
-            if self.metadata:
-                extra["Metadata"] = self.metadata
-            if repo.checksums:
-                extra["ChecksumAlgorithm"] = "CRC32"
-            resp = repo.retry.call(
-                lambda: repo.client.create_multipart_upload(Bucket=repo.bucket, Key=self.key, **extra),
-                "Starting the upload of %s" % self.location, repo.endpoint_name)
-            self.upload_id = resp["UploadId"]
-            self._journal = repo.journal_add(self.tenant, self.key, self.upload_id)
-        number = len(self._parts) + 1
+            self._start()
+        number = self._number
         if number > S3_MAX_PARTS:
             raise LifeboatError("Uploading %s failed: the artifact exceeds S3's limit of %d parts (about %d GiB); S3 "
                                 "cannot store objects over 5 TiB." % (self.location, S3_MAX_PARTS,
                                                                       self.size // GiB))
-        body = _PartBody(memoryview(self._buf)[:self._pos])
+        buf, length = self._buf, self._pos
+        # The buffers of the parts uploading, this one and the next one must fit in the budget.
+        need = len(buf) + self._part_capacity(number + 1)
+        limit = 1 if self._slowed else self.concurrency
+        while self._pending and (not background or len(self._pending) >= limit or self._in_flight + need > self.budget):
+            self._reap()
+        if background and self.concurrency > 1 and need <= self.budget:
+            self._submit(number, buf, length)
+        else:
+            self._parts.append(self._put_part(number, buf, length))
+            self._recycle(buf)
+        self._buf = None
+        self._pos = 0
+        self._number += 1
+
+    def _submit(self, number, buf, length):
+        with self._lock:
+            if self._stop.is_set():
+                raise self._error or LifeboatError("Uploading %s failed: the upload was aborted." % self.location)
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=self.concurrency,
+                                                    thread_name_prefix="lifeboat-s3-upload")
+            future = self._executor.submit(self._background_part, number, buf, length)
+        self._pending.append((future, buf))
+        self._in_flight += len(buf)
+
+    def _background_part(self, number, buf, length):
+        try:
+            return self._put_part(number, buf, length)
+        except Exception as e:
+            with self._lock:
+                if self._error is None and not isinstance(e, _Stopped):
+                    self._error = e if isinstance(e, LifeboatError) else describe(
+                        e, "Uploading part %d (%d bytes) of %s" % (number, length, self.location))
+            self._stop.set()  # the upload is lost: the other parts stop retrying
+            raise
+
+    def _reap(self):
+        """Wait for the oldest part uploading in the background; raise the first failure of any part."""
+        future, buf = self._pending[0]
+        try:
+            part = future.result()
+        except Exception as e:
+            raise self._error if self._error is not None else e
+        self._pending.popleft()
+        self._in_flight -= len(buf)
+        self._parts.append(part)
+        self._recycle(buf)
+
+    def _put_part(self, number, buf, length):
+        """UploadPart of ``buf[:length]`` with retries; the part's entry for CompleteMultipartUpload."""
+        repo = self.repo
+        body = _PartBody(memoryview(buf)[:length])
+        retry = copy.copy(repo.retry)
+        if retry.sleep is time.sleep:
+            retry.sleep = self._stop.wait  # an abort cuts the backoff short
+
+        def stopped():
+            return _Stopped("Uploading part %d of %s was stopped: the upload is being aborted."
+                            % (number, self.location))
 
         def upload():
+            if self._stop.is_set():
+                raise stopped()
             body.seek(0)
             return repo.client.upload_part(Bucket=repo.bucket, Key=self.key, UploadId=self.upload_id,
                                            PartNumber=number, Body=body)
 
-        resp = repo.retry.call(upload, "Uploading part %d (%d bytes) of %s" % (number, self._pos, self.location),
-                               repo.endpoint_name)
+        def before_retry():
+            self._slowed = True
+            if self._stop.is_set():
+                raise stopped()
+
+        resp = retry.call(upload, "Uploading part %d (%d bytes) of %s" % (number, length, self.location),
+                          repo.endpoint_name, before_retry=before_retry)
         part = {"PartNumber": number, "ETag": resp["ETag"]}
         if resp.get("ChecksumCRC32"):
             part["ChecksumCRC32"] = resp["ChecksumCRC32"]
-        self._parts.append(part)
-        self._pos = 0
-        if len(self._buf) != self._part_capacity():
-            self._buf = None  # the next part is larger: allocate it when data comes
+        return part
+
+    def _shutdown(self):
+        """Stop the parts uploading (cancel those not started, wait for the others); drop the buffers."""
+        with self._lock:
+            self._stop.set()
+            executor, self._executor = self._executor, None
+        for future, _buf in self._pending:
+            future.cancel()
+        if executor is not None:
+            executor.shutdown(wait=True)
+        self._pending.clear()
+        self._in_flight = 0
+        self._free = []
+        self._buf = None
+        self._held = 0
 
     def commit(self):
         """Publish the object (never replacing one); return its location."""
@@ -472,16 +618,19 @@ class S3Writer(object):
                 else:
                     repo.put_bytes(self.key, view, self.name, "Uploading %s" % self.location)
             else:
+                while self._pending:
+                    self._reap()
                 if self._pos:
-                    self._upload_part()
+                    self._send_part(background=False)
                 self._complete()
             repo.check_size(self.key, self.size, self.location)
-        except LifeboatError as e:
-            self.failure = e
+        except BaseException as e:
+            if isinstance(e, LifeboatError):
+                self.failure = e
             self.abort()
             raise
         self.closed = True
-        self._buf = None
+        self._shutdown()
         if self._journal:
             repo.journal_remove(self._journal)
         return self.location
@@ -521,11 +670,12 @@ class S3Writer(object):
                         repo.endpoint_name, before_retry=mark)
 
     def abort(self):
-        """Abort the multipart upload (nothing becomes visible). Safe to call twice or after commit."""
+        """Abort the multipart upload (nothing becomes visible). Safe to call twice, after commit, or while parts
+        upload: those not started are cancelled, the others are waited for (their retries stop)."""
         if self.closed:
             return
         self.closed = True
-        self._buf = None
+        self._shutdown()
         if self.upload_id is None:
             return
         repo = self.repo
@@ -687,7 +837,7 @@ class S3Repository(object):
     def __init__(self, spec, s3_endpoint_url=None, s3_region=None, s3_access_key=None, s3_secret_key=None,
                  s3_session_token=None, storage_class=None, sse=None, sse_kms_key_id=None, retries=5,
                  backoff=0.5, connect_timeout=10, read_timeout=60, part_size=MIN_PART_SIZE, lock_dir=None,
-                 stale_upload_age=86400, client=None):
+                 stale_upload_age=86400, client=None, upload_concurrency=UPLOAD_CONCURRENCY):
         self.spec = spec
         self.bucket, self.prefix = parse_url(spec)
         self.root = "s3://%s/%s" % (self.bucket, self.prefix)
@@ -702,17 +852,24 @@ class S3Repository(object):
             raise LifeboatError("sse_kms_key_id needs sse: aws:kms.", option="sse")
         if not isinstance(part_size, int) or not S3_MIN_PART <= part_size <= S3_MAX_PART:
             raise LifeboatError("Invalid part size %r: between 5 MiB and 5 GiB." % (part_size,))
+        if isinstance(upload_concurrency, bool) or not isinstance(upload_concurrency, int) or \
+                not 1 <= upload_concurrency <= MAX_UPLOAD_CONCURRENCY:
+            raise LifeboatError("Invalid upload_concurrency %r: the number of parts uploaded at once, from 1 to %d."
+                                % (upload_concurrency, MAX_UPLOAD_CONCURRENCY))
         self.storage_class = storage_class
         self.sse = sse
         self.sse_kms_key_id = sse_kms_key_id
         self.part_size = part_size
+        self.upload_concurrency = upload_concurrency
+        self.upload_budget = UPLOAD_BUDGET
         self.endpoint_url = s3_endpoint_url
         self.endpoint_name = s3_endpoint_url or "AWS S3%s" % ((" (%s)" % s3_region) if s3_region else "")
         self.retry = Retry(attempts=retries, base=backoff)
         self.stale_upload_age = stale_upload_age
         self.lock_dir = lock_dir or default_lock_dir()
         self.client = client or make_client(s3_endpoint_url, s3_region, s3_access_key, s3_secret_key,
-                                            s3_session_token, connect_timeout, read_timeout)
+                                            s3_session_token, connect_timeout, read_timeout,
+                                            pool=max(4, upload_concurrency + 1))
         self.checksums = getattr(self.client.meta.config, "request_checksum_calculation", None) == "when_supported"
 
     def __str__(self):
