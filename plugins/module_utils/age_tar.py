@@ -70,16 +70,27 @@ def _record(kind, rel, st, value):
     )
 
 
+def sha256_of(f, head=b""):
+    """SHA-256 (hex) and size of ``head`` followed by everything left in the reader ``f``."""
+    h = hashlib.sha256(head)
+    size = len(head)
+    while True:
+        data = f.read(CHUNK)
+        if not data:
+            return h.hexdigest(), size
+        h.update(data)
+        size += len(data)
+
+
+def file_sha256(path, follow=True):
+    """SHA-256 (hex) of a file; ``follow=False`` refuses a symbolic link (ELOOP) instead of reading its target."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    with os.fdopen(os.open(path, flags), "rb", buffering=0) as f:
+        return sha256_of(f)[0]
+
+
 def _file_sha256(path):
-    h = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb", buffering=0) as f:
-        while True:
-            data = f.read(CHUNK)
-            if not data:
-                break
-            h.update(data)
-    return h.hexdigest()
+    return file_sha256(path, follow=False)
 
 
 def content_digest(src):

@@ -135,14 +135,7 @@ def source_matches(record, digest_hex):
         return False
 
 
-def file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        while True:
-            data = f.read(CHUNK)
-            if not data:
-                return h.hexdigest()
-            h.update(data)
+file_sha256 = age_tar.file_sha256
 
 
 def _fsync_dir(path):
@@ -1380,17 +1373,9 @@ def _finish_interrupted(t, texts):
     try:
         first = src.read(age_stream.HEADER_MAX)
         header = age_stream.header_of(first, path, option="repository")
-        digest = hashlib.sha256(first)
-        count = len(first)
-        while True:
-            chunk = src.read(CHUNK)
-            if not chunk:
-                break
-            digest.update(chunk)
-            count += len(chunk)
+        sha, count = age_tar.sha256_of(src, first)
     finally:
         src.close()
-    sha = digest.hexdigest()
     if sha == t.doc.get("sha256"):
         # The marker was left by a run killed before it published: the old ciphertext is intact and current.
         _remove_marker(t)

@@ -185,3 +185,16 @@ def test_bad_modes(value):
     with pytest.raises(LifeboatError) as e:
         agefile.parse_mode(value)
     assert e.value.option == "mode"
+
+
+def test_sha256_of_counts_the_head_and_the_rest(tmp_path):
+    import hashlib
+    data = os.urandom(3 * (1 << 20) + 17)
+    assert age_tar.sha256_of(io.BytesIO(data[100:]), data[:100]) == (hashlib.sha256(data).hexdigest(), len(data))
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    link = tmp_path / "link"
+    link.symlink_to(path)
+    assert age_tar.file_sha256(str(link)) == hashlib.sha256(data).hexdigest()
+    with pytest.raises(OSError):
+        age_tar.file_sha256(str(link), follow=False)  # what the tar reader uses: never through a link
