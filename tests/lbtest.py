@@ -10,6 +10,7 @@ import pathlib
 import secrets
 import socket
 import subprocess
+import sqlite3
 import sys
 import tempfile
 import textwrap
@@ -150,6 +151,16 @@ def table_checksums(conn, schema=None):
             sql.Identifier(nsp), sql.Identifier(rel))
         out["%s.%s" % (nsp, rel)] = tuple(conn.execute(q).fetchone())
     return out
+
+
+def sqlite_guests(path, rows):
+    """Add ``rows`` guests to the SQLite file ``path`` (made if missing); returns the path as a string."""
+    conn = sqlite3.connect(str(path))
+    conn.execute("CREATE TABLE IF NOT EXISTS guests (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.executemany("INSERT INTO guests (name) VALUES (?)", [("Guest %d" % i,) for i in range(rows)])
+    conn.commit()
+    conn.close()
+    return str(path)
 
 
 def sqlite_checksums(path):

@@ -6,7 +6,6 @@ dr_allow_unverified=true. Real ansible-playbook, real PostgreSQL, real S3 API.""
 import glob
 import json
 import os
-import sqlite3
 import subprocess
 import time
 
@@ -18,12 +17,6 @@ from lifeboat_engine import agefile, backup, verify
 PLAYBOOKS = lbtest.ROOT / "playbooks"
 
 
-def sqlite_rows(path, rows):
-    conn = sqlite3.connect(str(path))
-    conn.execute("CREATE TABLE IF NOT EXISTS guests (id INTEGER PRIMARY KEY, name TEXT)")
-    conn.executemany("INSERT INTO guests (name) VALUES (?)", [("Guest %d" % i,) for i in range(rows)])
-    conn.commit()
-    conn.close()
 
 
 def write_inventory(base, pg, keys, s3, tenants, name, bundles=()):
@@ -67,8 +60,8 @@ def disaster(pg, keys, s3, tmp_path):
     pg.psql("CREATE TABLE bookings (id serial PRIMARY KEY, guest text); "
             "INSERT INTO bookings (guest) SELECT 'g' || i FROM generate_series(1, 200) i", db="s3dracme")
     init, never = tmp_path / "s3drinit.db", tmp_path / "s3drnever.db"
-    sqlite_rows(init, 80)
-    sqlite_rows(never, 15)
+    lbtest.sqlite_guests(init, 80)
+    lbtest.sqlite_guests(never, 15)
     url, opts = s3.url("dr"), s3.options()
     common = dict(repository=url, recipients=[keys["public"]], **opts)
     backup.run(dict(pg.login, tenant="s3dracme", globals=True, **common))
@@ -80,7 +73,7 @@ def disaster(pg, keys, s3, tmp_path):
         state = {"s3dracme": lbtest.table_checksums(conn), "s3drinit": lbtest.sqlite_checksums(str(init))}
     # written after the verified backup, then backed up without verification: must not be restored
     pg.psql("INSERT INTO bookings (guest) SELECT 'late' FROM generate_series(1, 7)", db="s3dracme")
-    sqlite_rows(init, 9)
+    lbtest.sqlite_guests(init, 9)
     newer = {"s3dracme": backup.run(dict(pg.login, tenant="s3dracme", **common))["artifact"],
              "s3drinit": backup.run(dict(tenant="s3drinit", engine="sqlite", path=str(init), **common))["artifact"]}
     never_art = backup.run(dict(tenant="s3drnever", engine="sqlite", path=str(never), **common))["artifact"]
@@ -158,11 +151,11 @@ def test_dr_restore_on_a_local_repository_restores_bundles_chosen_by_backup_info
     configuration bundle is decrypted to its path from the artifact backup_info chose."""
     repo = str(tmp_path / "repository")
     db = tmp_path / "lcinit.db"
-    sqlite_rows(db, 40)
+    lbtest.sqlite_guests(db, 40)
     first = backup.run(dict(tenant="lcinit", engine="sqlite", path=str(db), repository=repo,
                             recipients=[keys["public"]]))
     assert verify.run(dict(repository=repo, identity_file=keys["identity"]))["status"] == "PASS"
-    sqlite_rows(db, 3)
+    lbtest.sqlite_guests(db, 3)
     backup.run(dict(tenant="lcinit", engine="sqlite", path=str(db), repository=repo, recipients=[keys["public"]]))
     conf = tmp_path / "conf"
     conf.mkdir()

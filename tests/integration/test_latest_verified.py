@@ -8,7 +8,6 @@ cluster and moto's S3 server.
 
 import json
 import os
-import sqlite3
 
 import pytest
 
@@ -18,13 +17,6 @@ from lifeboat_engine import agefile, backup, naming, repository, selection, veri
 from lifeboat_engine.errors import LifeboatError
 
 
-def sqlite_db(path, rows):
-    conn = sqlite3.connect(str(path))
-    conn.execute("CREATE TABLE IF NOT EXISTS guests (id INTEGER PRIMARY KEY, name TEXT)")
-    conn.executemany("INSERT INTO guests (name) VALUES (?)", [("Guest %d" % i,) for i in range(rows)])
-    conn.commit()
-    conn.close()
-    return str(path)
 
 
 def back_up(tenant, db, repo, keys, **extra):
@@ -98,10 +90,10 @@ def test_needed_pg_major_case_table(doc, major):
 def three(tmp_path, keys):
     """A SQLite tenant with three artifacts: a PASS, a FAIL and an unverified one (oldest first)."""
     repo = str(tmp_path / "repo")
-    db = sqlite_db(tmp_path / "lv.db", 50)
+    db = lbtest.sqlite_guests(tmp_path / "lv.db", 50)
     names = []
     for extra_rows in (0, 10, 10):
-        sqlite_db(db, extra_rows)
+        lbtest.sqlite_guests(db, extra_rows)
         names.append(back_up("lvtenant", db, repo, keys))
     verify_one(repo, "lvtenant", names[0], keys)
     verify_one(repo, "lvtenant", names[1], keys)
@@ -158,7 +150,7 @@ def test_a_record_naming_another_artifact_or_a_resized_one_is_not_trusted(three)
 
 def test_no_verified_artifact_is_a_clear_error_engine_and_modules(tmp_path, keys):
     repo = str(tmp_path / "repo")
-    db = sqlite_db(tmp_path / "nv.db", 20)
+    db = lbtest.sqlite_guests(tmp_path / "nv.db", 20)
     back_up("nvtenant", db, repo, keys)
     with pytest.raises(LifeboatError) as e:
         selection.latest_verified(repository.open_repository(repo, create=False), "nvtenant")
@@ -252,10 +244,10 @@ def test_backup_info_on_a_local_repository(pg, keys, three, tmp_path):
 def test_selection_and_backup_info_on_s3(s3, keys, tmp_path):
     url = s3.url("lv")
     opts = s3.options()
-    db = sqlite_db(tmp_path / "s3lv.db", 30)
+    db = lbtest.sqlite_guests(tmp_path / "s3lv.db", 30)
     first = back_up("s3lv", db, url, keys, **opts)
     verify_one(url, "s3lv", first, keys, **opts)
-    sqlite_db(db, 5)
+    lbtest.sqlite_guests(db, 5)
     second = back_up("s3lv", db, url, keys, **opts)
     repo = repository.open_repository(url, create=False, **opts)
     choice = selection.latest_verified(repo, "s3lv")
