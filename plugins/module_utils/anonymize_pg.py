@@ -15,6 +15,22 @@ A batch locks its rows (``SELECT ... ORDER BY key LIMIT n FOR UPDATE``),
 computes keyed hashes in Python (the secret never reaches the server), and
 writes them with one ``UPDATE ... FROM unnest(...)``; ``null``, ``redact``
 and ``truncate_date`` are computed by the server in the same statement.
+Where a batch of 1000 rows spent its time (200,000 rows, measured): the
+UPDATE 15 ms when the planner hashed the whole table for every batch (now
+bounded to the batch's key range: 5 ms), of which 2.5 ms was the arrays in
+text format (now binary); Python 5 ms (hashing about 3); the SELECT ... FOR
+UPDATE 1.5 ms; the commit 4 ms on a server that flushes its WAL (see below);
+round trips well under 1 ms. Larger batches did not scrub measurably faster.
+
+Batches commit with ``synchronous_commit=off``: the server confirms a commit
+before its WAL reaches the disk, so no batch waits for a flush. The last
+commit of each table (``_durable``), also when a batch failed, runs at the
+session's own setting and so waits until the WAL of every batch before it is
+flushed (and, with synchronous replication, on the standbys). Only a server
+crash in between can lose batches already reported: those of the last
+three ``wal_writer_delay`` (600 ms by default), lost whole, never in part; their rows are unscrubbed again and the next run scrubs them. The
+counts a crashed run reported may then be too high; the data stays
+consistent, and idempotency (decided from the data) makes the next run right.
 """
 
 import time
@@ -384,7 +400,9 @@ class PgTenant(object):
         later = S("{} AND {} > %(last)s ORDER BY {} LIMIT %(limit)s FOR UPDATE").format(base, key, key)
 
         sets = []
-        unnest = [S("%(keys)s::{}[]").format(I(*plan.key_type))]
+        # The arrays go in binary: 1000 values in text format cost the client and the server more
+        # than the update of the 1000 rows itself.
+        unnest = [S("%(keys)b::{}[]").format(I(*plan.key_type))]
         names = [S("lb_k")]
         text_type = I("pg_catalog", "text")
         for i, (col, info) in enumerate(plan.columns):
@@ -393,7 +411,7 @@ class PgTenant(object):
             s = col.strategy
             if info["python"]:
                 alias = S("lb_c%d" % i)
-                unnest.append(S("%(v{})s::{}[]").format(S(str(i)), text_type))
+                unnest.append(S("%(v{})b::{}[]").format(S(str(i)), text_type))
                 names.append(alias)
                 sets.append(S("{} = coalesce(lb_v.{}, {})").format(c, alias, ref))
             elif s.name == "null":
@@ -402,43 +420,53 @@ class PgTenant(object):
                 sets.append(S("{c} = CASE WHEN {r} IS NULL THEN NULL ELSE %(p{i})s END").format(c=c, r=ref, i=S(str(i))))
             else:
                 sets.append(S("{} = {}").format(c, self._trunc(ref, info, "p%d" % i)))
-        update = S("UPDATE {} AS lb_t SET {} FROM unnest({}) AS lb_v({}) WHERE lb_t.{} = lb_v.lb_k").format(
-            table, S(", ").join(sets), S(", ").join(unnest), S(", ").join(names), key)
+        # The key range of the batch keeps the plan on the key's index: without it the planner may hash the
+        # whole table for every batch (it did, on a table of 50,000 rows).
+        key_type = I(*plan.key_type)
+        update = S("UPDATE {t} AS lb_t SET {s} FROM unnest({u}) AS lb_v({n}) WHERE lb_t.{k} = lb_v.lb_k "
+                   "AND lb_t.{k} >= %(lo)s::{kt} AND lb_t.{k} <= %(hi)s::{kt}").format(
+            t=table, s=S(", ").join(sets), u=S(", ").join(unnest), n=S(", ").join(names), k=key, kt=key_type)
 
         lock_ms = str(int(self.req.lock_timeout) * 1000)
         last = None
         t0 = time.monotonic()
         n_needs = len(needs)
+        # (column number, index of its flag in a row, index of its value, scrub function)
+        scrubbers = [(i, 1 + i, 1 + n_needs + j, col.strategy.scrubber(self.req.secret, info["maxlen"]))
+                     for j, (i, col, info) in enumerate(py)]
+        committed = 0  # batches of this call, to make durable at the end
         while True:
             try:
                 with self.conn.transaction():
-                    self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (lock_ms,))
+                    # Batches commit without waiting for the WAL flush; _durable() waits once per table.
+                    self.conn.execute("SELECT set_config('lock_timeout', %s, true), "
+                                      "set_config('synchronous_commit', 'off', true)", (lock_ms,))
                     args = dict(params, limit=batch_size)
                     if last is not None:
                         args["last"] = last
                     rows = self.conn.execute(later if last is not None else first, args).fetchall()
                     if not rows:
                         break
-                    uargs = dict(params, keys=[r[0] for r in rows])
-                    for j, (i, col, info) in enumerate(py):
-                        values = []
-                        for r in rows:
-                            values.append(col.strategy.scrub(r[1 + n_needs + j], self.req.secret, info["maxlen"])
-                                          if r[1 + i] else None)
-                        uargs["v%d" % i] = values
+                    uargs = dict(params, keys=[r[0] for r in rows], lo=rows[0][0], hi=rows[-1][0])
+                    for i, flag, value, fn in scrubbers:
+                        uargs["v%d" % i] = [fn(r[value]) if r[flag] else None for r in rows]
                     cur = self.conn.execute(update, uargs)
                     if cur.rowcount != len(rows):
                         raise LifeboatError("the update matched %d rows instead of %d" % (cur.rowcount, len(rows)))
             except (postgres.psycopg.Error, LifeboatError) as e:
                 text = e.msg if isinstance(e, LifeboatError) else _first_line(e)
+                durable = not committed or self._durable() is None
                 raise LifeboatError(
                     "Anonymizing table %s (%s) failed in batch %d, which was rolled back: %s. %d batches (%d rows) "
-                    "of this table were committed before it."
-                    % (q(plan.table), plan.rule.label, entry["batches"] + 1, text, entry["batches"], entry["rows_scrubbed"]),
+                    "of this table were committed before it%s."
+                    % (q(plan.table), plan.rule.label, entry["batches"] + 1, text, entry["batches"], entry["rows_scrubbed"],
+                       "" if durable else " (the server did not confirm that the last of them reached its disk: "
+                       "after a server crash they are lost, and the next run scrubs them)"),
                     option=plan.rule.label,
                     details={"table": plan.table, "batches_committed": entry["batches"],
                              "rows_scrubbed": entry["rows_scrubbed"]},
                 )
+            committed += 1
             entry["batches"] += 1
             entry["rows_scrubbed"] += len(rows)
             for i, (col, _info) in enumerate(plan.columns):
@@ -451,4 +479,30 @@ class PgTenant(object):
             # A short batch does not end the loop: rows another run had locked come back only once it
             # committed; the loop ends on a batch that finds nothing (one more cheap SELECT).
             last = rows[-1][0]
+        problem = self._durable() if committed else None
+        if problem:
+            raise LifeboatError(
+                "Anonymizing table %s (%s): the last commit, which waits until the %d batches (%d rows) before it "
+                "are on disk, failed: %s. After a server crash the last of them may be lost; run again (scrubbed "
+                "rows are recognized and skipped)." % (q(plan.table), plan.rule.label, entry["batches"],
+                                                       entry["rows_scrubbed"], problem),
+                option=plan.rule.label,
+                details={"table": plan.table, "batches_committed": entry["batches"],
+                         "rows_scrubbed": entry["rows_scrubbed"]},
+            )
         entry["seconds"] = round(time.monotonic() - t0, 3)
+
+    def _durable(self):
+        """Wait until the batches committed so far are on disk (and on synchronous standbys).
+
+        The batches commit with ``synchronous_commit=off``: the server confirms a commit before
+        its WAL is flushed, so a batch does not wait for a disk flush. This transaction takes a
+        transaction id, so its commit writes a WAL record, and commits at the session's own
+        ``synchronous_commit``: the server confirms it once the WAL up to it, which holds every
+        earlier batch, is flushed. None when confirmed, else what failed."""
+        try:
+            with self.conn.transaction():
+                self.conn.execute("SELECT txid_current()")
+        except postgres.psycopg.Error as e:
+            return _first_line(e)
+        return None

@@ -23,6 +23,11 @@ description:
   - Works in batches of O(batch_size) rows, each in its own transaction, so that a large table holds no long
     locks. A failure rolls back the current batch only; the message says how many batches and rows were committed,
     and the next run continues where it stopped.
+  - On PostgreSQL, batches commit with C(synchronous_commit=off) (no wait for a disk flush per batch), and the last
+    commit of each table, also after a failed batch, waits until every batch before it is on disk. Only a crash of
+    the database server during the run can lose the last batches committed before it (at most about
+    C(3 x wal_writer_delay) of work, whole batches, never part of one); the counts that run reported are then too
+    high, and the next run finds those rows unscrubbed and scrubs them.
   - After the batches, it counts again and fails unless no row older than the cut-off keeps unscrubbed data.
   - With O(repository), reports which backup artifacts of the tenant were taken before the cut-off, and so still
     hold personal data past it, and, with O(retention_days), when rotation removes them.
@@ -139,7 +144,9 @@ options:
     type: path
   batch_size:
     description:
-      - Rows per batch; each batch is one transaction.
+      - Rows per batch; each batch is one transaction and holds row locks on its rows until it commits. A batch
+        of 1000 rows takes tens of milliseconds on an idle server; larger batches barely scrub faster (5000 and
+        10000 rows per batch measured within the noise of 1000), but hold their locks longer. At most 100000.
     type: int
     default: 1000
   lock_timeout:

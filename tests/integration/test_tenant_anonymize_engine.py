@@ -2,6 +2,7 @@
 and resume, lock timeouts, privileges, stability across runs. (The module path through ansible-playbook
 is in test_tenant_anonymize.py; these call the engine directly, as the host agent does.)"""
 
+import contextlib
 import datetime
 import secrets
 import threading
@@ -10,7 +11,7 @@ import pytest
 from test_tenant_anonymize import GUEST_RULE, KEY, SECRET, expect_guests, make_pg_tenant, pg_rows
 
 import lbtest
-from lifeboat_engine import anonymize
+from lifeboat_engine import anonymize, anonymize_pg
 from lifeboat_engine import anonymize_scrub as scrub
 from lifeboat_engine.errors import LifeboatError
 
@@ -260,3 +261,138 @@ def test_postgresql_and_python_agree_on_what_is_already_scrubbed(pg, tenant_db):
     anonymize.run(params(pg, db, rules=[rule]))
     again = anonymize.run(params(pg, db, rules=[rule]), check_mode=True)
     assert again["rows_to_scrub"] == 0
+
+
+class _Recorder(object):
+    """The engine's connection, logging transactions and plain-text statements (with the session's
+    synchronous_commit at the moment of each ``txid_current()``)."""
+
+    def __init__(self, conn, log):
+        self._conn, self._log = conn, log
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+    def execute(self, query, *args, **kwargs):
+        if isinstance(query, str):
+            self._log.append(query)
+            if "txid_current" in query:
+                self._log.append("synchronous_commit=" + self._conn.execute("SHOW synchronous_commit").fetchone()[0])
+        else:
+            self._log.append("query")
+        cur = self._conn.execute(query, *args, **kwargs)
+        if isinstance(query, str) and "set_config('synchronous_commit'" in query:
+            self._log.append("synchronous_commit=" + self._conn.execute("SHOW synchronous_commit").fetchone()[0])
+        return cur
+
+    @contextlib.contextmanager
+    def transaction(self):
+        self._log.append("BEGIN")
+        try:
+            with self._conn.transaction():
+                yield
+        except BaseException:
+            self._log.append("ROLLBACK")
+            raise
+        self._log.append("COMMIT")
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    log = []
+    enter = anonymize_pg.PgTenant.__enter__
+
+    def recording_enter(self):
+        out = enter(self)
+        self.conn = _Recorder(self.conn, log)
+        return out
+
+    monkeypatch.setattr(anonymize_pg.PgTenant, "__enter__", recording_enter)
+    return log
+
+
+def _transactions(log):
+    """The statements of each committed or rolled back transaction, in order."""
+    out, cur = [], None
+    for item in log:
+        if item == "BEGIN":
+            cur = []
+        elif item in ("COMMIT", "ROLLBACK"):
+            out.append((item, cur))
+        elif cur is not None:
+            cur.append(item)
+    return out
+
+
+def test_batches_commit_without_waiting_for_the_disk_and_each_table_ends_with_a_durable_commit(pg, tenant_db, recorded):
+    db, conn = tenant_db
+    pg.psql('ALTER DATABASE "%s" SET synchronous_commit = on' % db)  # the test clusters run with it off
+    original = pg_rows(conn, "public", "guests")
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    res = anonymize.run(params(pg, db), now=now)
+    assert res["tables"][0]["batches"] == -(-len(_aged_ids(original, now - datetime.timedelta(days=30))) // 50)
+    txs = _transactions(recorded)
+    batches = [t for t in txs if any("set_config('lock_timeout'" in s for s in t[1])]
+    assert len(batches) == res["tables"][0]["batches"] + 1  # and the one that found nothing left
+    assert all(s == "synchronous_commit=off" for _end, t in batches for s in t if s.startswith("synchronous_commit="))
+    # after the last batch: one commit at the session's own setting, which waits for every batch before it
+    last = txs.index(batches[-1])
+    assert txs[last + 1] == ("COMMIT", ["SELECT txid_current()", "synchronous_commit=on"])
+    assert not any("txid_current" in s for _end, t in txs[:last] for s in t)
+    # the durable commit is the last write; the final count is a read
+    assert pg_rows(conn, "public", "guests") == expect_guests(original, now - datetime.timedelta(days=30))
+    recorded[:] = []
+    again = anonymize.run(params(pg, db), now=now)
+    assert again["rows_scrubbed"] == 0 and not any("txid_current" in s for s in recorded)
+
+
+def test_a_failing_batch_first_makes_the_batches_before_it_durable(pg, tenant_db, recorded):
+    db, conn = tenant_db
+    original = pg_rows(conn, "public", "guests")
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    poison = _aged_ids(original, now - datetime.timedelta(days=30))[60]  # second batch of 50
+    conn.execute("""
+        CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN IF old.id = %d THEN RAISE EXCEPTION 'refused by a trigger'; END IF; RETURN new; END $$;
+        CREATE TRIGGER poison BEFORE UPDATE ON guests FOR EACH ROW EXECUTE FUNCTION poison();
+    """ % poison)
+    with pytest.raises(LifeboatError) as e:
+        anonymize.run(params(pg, db), now=now)
+    assert "1 batches (50 rows) of this table were committed before it." in str(e.value)
+    ends = [(end, t[:1]) for end, t in _transactions(recorded)][-2:]
+    assert ends == [("ROLLBACK", ["SELECT set_config('lock_timeout', %s, true), "
+                                  "set_config('synchronous_commit', 'off', true)"]),
+                    ("COMMIT", ["SELECT txid_current()"])]
+
+
+def test_the_final_count_runs_once_when_it_finds_nothing_left(pg, tenant_db, monkeypatch):
+    db, _conn = tenant_db
+    calls = []
+    verify = anonymize_pg.PgTenant.verify
+    monkeypatch.setattr(anonymize_pg.PgTenant, "verify", lambda self, *a: calls.append(1) or verify(self, *a))
+    res = anonymize.run(params(pg, db))
+    assert res["rows_scrubbed"] > 0 and calls == [1]
+
+
+@pytest.mark.parametrize("key_type,keys", [
+    ("text", ["a,b", 'q"x', "{}", "a\\b", "é", "NULL", " "]),
+    ("uuid", ["00000000-0000-0000-0000-00000000000%d" % i for i in range(7)]),
+    ("numeric(10,2)", ["1.10", "2.00", "-3.50", "4", "5.25", "600", "7.01"]),
+    ("lb_color", ["red", "green", "blue", "cyan", "magenta", "yellow", "black"]),
+])
+def test_keys_of_other_types_batch_and_update_the_same_rows(pg, tenant_db, key_type, keys):
+    """The keys go back to the server as a binary array and as the batch's key range."""
+    db, conn = tenant_db
+    conn.execute("CREATE TYPE lb_color AS ENUM ('red', 'green', 'blue', 'cyan', 'magenta', 'yellow', 'black')")
+    conn.execute("CREATE TABLE odd (k %s PRIMARY KEY, ts timestamptz, e text, n text)" % key_type)
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO odd VALUES (%s::" + key_type + ", now() - interval '400 days', %s, %s)",
+                        [(k, "u%d@example.org" % i, "n%d" % i) for i, k in enumerate(keys)])
+    rule = {"table": "odd", "timestamp": "ts", "columns": {"e": "email", "n": "null"}}
+    res = anonymize.run(params(pg, db, rules=[rule], batch_size=3))
+    assert res["rows_scrubbed"] == len(keys) and res["tables"][0]["batches"] == 3
+    got = dict(conn.execute("SELECT k::text, e FROM odd WHERE n IS NULL").fetchall())
+    want = dict((conn.execute("SELECT %s::" + key_type + "::text", (k,)).fetchone()[0],
+                 scrub.email_value(KEY, "u%d@example.org" % i)) for i, k in enumerate(keys))
+    assert got == want
+    assert anonymize.run(params(pg, db, rules=[rule]))["rows_scrubbed"] == 0
