@@ -42,7 +42,7 @@ from .agent_output import Log, Progress, human_age, table
 from .agent_runner import Job, Runner
 from .errors import LifeboatError, LockBusy
 from .locking import FileLock, describe_holder, lock_holder
-from .repository import open_repository
+from .repository import S3_CONNECTION_OPTIONS, open_repository
 from .version import TOOL_VERSION
 
 try:
@@ -533,8 +533,7 @@ def cmd_verify(args, config, log):
 
 
 def _repo_options(config):
-    return dict((k, v) for k, v in s3_params(config).items()
-                if k in ("s3_endpoint_url", "s3_region", "s3_access_key", "s3_secret_key", "s3_session_token"))
+    return dict((k, v) for k, v in s3_params(config).items() if k in S3_CONNECTION_OPTIONS)
 
 
 def cmd_prune(args, config, log):

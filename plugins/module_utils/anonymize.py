@@ -34,7 +34,7 @@ from . import anonymize_pg, anonymize_sqlite, naming
 from . import anonymize_scrub as scrub
 from .anonymize_rules import is_int, parse_rules, q
 from .errors import LifeboatError
-from .repository import open_repository
+from .repository import S3_CONNECTION_OPTIONS as S3_OPTIONS, open_repository
 
 DEFAULT_DAYS = 30
 DAYS_ENV = "PII_DAYS"
@@ -66,7 +66,6 @@ OPTIONS = {
     "s3_secret_key": None,
     "s3_session_token": None,
 }
-S3_OPTIONS = ("s3_endpoint_url", "s3_region", "s3_access_key", "s3_secret_key", "s3_session_token")
 
 
 def resolve_days(value, environ=None):

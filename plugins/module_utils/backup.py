@@ -19,7 +19,7 @@ import time
 from . import crypto, manifest, naming, pipeline, postgres
 from . import sqlite as sqlite_engine
 from .errors import LifeboatError
-from .repository import describe_os_error, open_repository, unique_stamp
+from .repository import S3_OPTIONS, describe_os_error, open_repository, unique_stamp
 
 STDERR_LIMIT = 64 * 1024
 
@@ -48,7 +48,7 @@ OPTIONS = {
     "lock_timeout": 0,
     "pg_bin_dir": None,
     "tmp_dir": None,
-    # S3 repositories (s3://bucket/prefix); see s3.OPTIONS
+    # S3 repositories (s3://bucket/prefix); see repository.S3_OPTIONS
     "s3_endpoint_url": None,
     "s3_region": None,
     "s3_access_key": None,
@@ -58,8 +58,6 @@ OPTIONS = {
     "sse": None,
     "sse_kms_key_id": None,
 }
-S3_OPTIONS = ("s3_endpoint_url", "s3_region", "s3_access_key", "s3_secret_key", "s3_session_token",
-              "storage_class", "sse", "sse_kms_key_id")
 
 
 class Job(object):

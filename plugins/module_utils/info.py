@@ -17,9 +17,8 @@ import os
 
 from . import naming, selection
 from .errors import LifeboatError
-from .repository import open_repository
+from .repository import S3_CONNECTION_OPTIONS as S3_OPTIONS, open_repository
 
-S3_OPTIONS = ("s3_endpoint_url", "s3_region", "s3_access_key", "s3_secret_key", "s3_session_token")
 
 OPTIONS = dict(repository=None, tenants=None, include_globals=False, **dict((k, None) for k in S3_OPTIONS))
 

@@ -23,6 +23,12 @@ from . import naming
 from .errors import LifeboatError
 from .locking import FileLock, lock_holder
 
+# Options every engine passes to open_repository() for s3:// repositories: how to reach the store, and (for
+# the engines that write artifacts) how to store them. The modules' argument specs (argspec.S3, S3_CONNECTION)
+# list the same names; a unit test keeps the two in step.
+S3_CONNECTION_OPTIONS = ("s3_endpoint_url", "s3_region", "s3_access_key", "s3_secret_key", "s3_session_token")
+S3_OPTIONS = S3_CONNECTION_OPTIONS + ("storage_class", "sse", "sse_kms_key_id")
+
 PARTIAL_SUFFIX = ".partial"
 LOCK_NAME = ".lock"
 

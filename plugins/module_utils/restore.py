@@ -28,7 +28,7 @@ import time
 
 from . import crypto, manifest, naming, postgres, restore_pg, restore_sqlite, selection
 from .errors import LifeboatError
-from .repository import open_repository
+from .repository import S3_CONNECTION_OPTIONS as S3_OPTIONS, open_repository
 
 OPTIONS = {
     # name: default
@@ -67,7 +67,6 @@ OPTIONS = {
     "s3_session_token": None,
 }
 
-S3_OPTIONS = ("s3_endpoint_url", "s3_region", "s3_access_key", "s3_secret_key", "s3_session_token")
 
 MAX_JOBS = 64
 MANIFEST_LIMIT = 4 << 20

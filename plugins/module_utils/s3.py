@@ -53,7 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from . import naming
 from .errors import LifeboatError, MissingDependency
 from .locking import FileLock, lock_holder
-from .repository import LocalRepository
+from .repository import S3_OPTIONS, LocalRepository
 
 try:
     import boto3
@@ -94,8 +94,7 @@ UPLOAD_BUDGET = 32 * MiB  # part buffers one upload holds (filled and in flight)
 
 STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR")
 SSE_ALGORITHMS = ("AES256", "aws:kms")
-OPTIONS = ("s3_endpoint_url", "s3_region", "s3_access_key", "s3_secret_key", "s3_session_token",
-           "storage_class", "sse", "sse_kms_key_id")
+OPTIONS = S3_OPTIONS
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _THROTTLING = frozenset(("SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
