@@ -22,7 +22,6 @@ PRIORITY = {"err": 3, "warning": 4, "notice": 5, "info": 6}
 _BARE = re.compile(r"^[A-Za-z0-9_./:@+,-]+$")
 
 
-
 def human_bytes(n):
     return naming.human_size(n or 0)
 

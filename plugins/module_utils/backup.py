@@ -263,8 +263,6 @@ def _summary(result):
     return "; ".join(parts)
 
 
-
-
 def _write_job(req, job, facts, progress):
     repo = req.repository
     started, stamp = unique_stamp(repo, job.tenant)

@@ -1179,8 +1179,6 @@ def apply_globals(server, plan):
 # -- text helpers --------------------------------------------------------------------------------
 
 
-
-
 def _describe_contents(contents):
     if contents is None:
         return "contents could not be inspected"

@@ -17,8 +17,6 @@ from lifeboat_engine import agefile, backup, verify
 PLAYBOOKS = lbtest.ROOT / "playbooks"
 
 
-
-
 def write_inventory(base, pg, keys, s3, tenants, name, bundles=()):
     return lbtest.write_fleet_inventory(base, name, tenants, {
         "lifeboat_repository": s3.url("dr"),

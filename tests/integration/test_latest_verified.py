@@ -17,8 +17,6 @@ from lifeboat_engine import agefile, backup, naming, repository, selection, veri
 from lifeboat_engine.errors import LifeboatError
 
 
-
-
 def back_up(tenant, db, repo, keys, **extra):
     res = backup.run(dict(tenant=tenant, engine="sqlite", path=db, repository=repo, recipients=[keys["public"]], **extra))
     return os.path.basename(res["artifact"])

@@ -135,6 +135,11 @@ def write_in_chunks(writer, data, rng):
 
 # -- parts complete and in order -------------------------------------------------------------
 
+def throw(error):
+    """Raise ``error`` from inside a lambda."""
+    raise error
+
+
 @pytest.mark.parametrize("concurrency", [1, 2, 3])
 @pytest.mark.parametrize("size", [PART - 1, PART, PART + 1, 2 * PART, 3 * PART - 1, 4 * PART + 12345, 7 * PART + 1])
 def test_the_reassembled_object_equals_the_data(tmp_path, concurrency, size):
@@ -315,7 +320,7 @@ def test_a_transient_failure_gives_up_after_the_retries_and_the_first_failure_is
 
 
 def test_the_last_part_waits_for_the_others_so_a_failing_first_part_is_tried_alone(tmp_path):
-    client = FakeS3(on_part=lambda number, attempt: (_ for _ in ()).throw(client_error("InternalError", 500)))
+    client = FakeS3(on_part=lambda number, attempt: throw(client_error("InternalError", 500)))
     writer = make_repo(client, tmp_path, 3).new_writer("acme", NAME)
     writer.write(random.Random(10).randbytes(PART + PART // 2))
     with pytest.raises(LifeboatError) as e:
@@ -344,7 +349,7 @@ def test_abort_while_parts_are_in_flight_waits_for_them_then_aborts(tmp_path):
 
 
 def test_abort_cuts_the_backoff_of_a_retrying_part_short(tmp_path):
-    client = FakeS3(on_part=lambda number, attempt: (_ for _ in ()).throw(client_error("SlowDown", 503)))
+    client = FakeS3(on_part=lambda number, attempt: throw(client_error("SlowDown", 503)))
     repo = make_repo(client, tmp_path, 3, retries=5, backoff=30)
     repo.retry.delay = lambda attempt: 30.0  # a long sleep between attempts
     writer = repo.new_writer("acme", NAME)
