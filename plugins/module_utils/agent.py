@@ -428,6 +428,8 @@ def cmd_backup(args, config, log):
         labels.append(label)
         jobs.append(make_job(label, engine.run, filter_params(engine, params, "backup"), summarize_backup,
                              check_mode=args.check))
+    # Every tenant runs in a fork of this process: ask pg_dump and pg_dumpall for their versions once, here.
+    engine.postgres.warm_tool_versions(bin_dir=(config.get("connection") or {}).get("pg_bin_dir"))
     return _run_jobs(args, config, log, "backup", jobs, config["parallel"], labels, _figures_backup)
 
 

@@ -22,6 +22,7 @@ from .errors import LifeboatError
 from .repository import S3_OPTIONS, describe_os_error, open_repository, unique_stamp
 
 STDERR_LIMIT = 64 * 1024
+BACKUP_APP = "lifeboat-backup"  # application_name of the snapshot's connection; pg_dump's adds "-pg_dump"
 
 OPTIONS = {
     # name: default
@@ -157,15 +158,20 @@ def _fresh_enough(repo, job, skip_seconds, now):
     return latest if age < skip_seconds else None
 
 
-def _probe_source(req):
-    """Check the source exists and is reachable (reads only). Return facts."""
+def _probe_source(req, keep=False):
+    """Check the source exists and is reachable (reads only). Return facts.
+
+    With ``keep``, the connection to a tenant's database stays open in ``facts["conn"]`` for the dump's
+    snapshot (one connection per tenant instead of two: it counts for many small tenants); the caller closes it.
+    """
     if req.engine == "sqlite":
         sqlite_engine.check_source(req.path)
         return {"sqlite_version": sqlite_engine.version()}
     if req.tenant is None:  # globals only
         conn = req.conn.connect("postgres", option="login_host")
+        keep = False
     else:
-        conn = req.conn.connect(req.database, option="database")
+        conn = req.conn.connect(req.database, app=BACKUP_APP, option="database")
     try:
         version = postgres.server_version(conn)
         if req.schema and not postgres.schema_exists(conn, req.schema):
@@ -174,9 +180,13 @@ def _probe_source(req):
                 % (req.schema, req.database, req.conn.server),
                 option="schema",
             )
-    finally:
+    except BaseException:
         conn.close()
-    return {"server_version": version}
+        raise
+    if not keep:
+        conn.close()
+        return {"server_version": version}
+    return {"server_version": version, "conn": conn}
 
 
 def plan(req, now=None):
@@ -198,7 +208,15 @@ def run(params, check_mode=False, progress=None, now=None):
     req = BackupRequest(params)
     steps = plan(req, now)
     writes = [s for s in steps if s[1] == "write"]
-    facts = _probe_source(req) if writes else {}
+    facts = _probe_source(req, keep=not check_mode) if writes else {}
+    try:
+        return _run_steps(req, steps, writes, facts, check_mode, progress)
+    finally:
+        if facts.get("conn") is not None:
+            facts.pop("conn").close()
+
+
+def _run_steps(req, steps, writes, facts, check_mode, progress):
     result = {
         "changed": bool(writes),
         "skipped": not writes,
@@ -431,8 +449,8 @@ class _RowCounter(object):
 def _store_pgdump(req, writer, facts, progress):
     server_version = facts["server_version"]
     pg_dump, dump_version = postgres.find_binary("pg_dump", req.p["pg_bin_dir"], postgres.major(server_version))
-    app = "lifeboat-backup"
-    conn = req.conn.connect(req.database, app=app, option="database")
+    app = BACKUP_APP
+    conn = facts.pop("conn", None) or req.conn.connect(req.database, app=app, option="database")
     try:
         with postgres.Snapshot(conn) as snap:
             argv = [pg_dump, "--format=custom", "--compress=0", "--no-password", "--snapshot=" + snap.id,

@@ -208,14 +208,37 @@ def find_binary(name, bin_dir=None, min_major=0):
     )
 
 
+_TOOL_VERSIONS = {}
+
+
 def tool_version(path):
+    """``path --version``, asked once per process (and its forks) for each binary file."""
+    try:
+        st = os.stat(path)
+        key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = None
+    if key in _TOOL_VERSIONS:
+        return _TOOL_VERSIONS[key]
     try:
         out = subprocess.run([path, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              timeout=30, check=False).stdout.decode("utf-8", "replace")
     except (OSError, subprocess.SubprocessError) as e:
         raise LifeboatError("Cannot run %s: %s." % (path, e), option="pg_bin_dir")
     m = re.search(r"(\d+(?:\.\d+)*)", out)
-    return m.group(1) if m else "unknown"
+    version = m.group(1) if m else "unknown"
+    if key is not None:
+        _TOOL_VERSIONS[key] = version
+    return version
+
+
+def warm_tool_versions(names=("pg_dump", "pg_dumpall"), bin_dir=None):
+    """Ask every candidate of ``names`` for its version now, before a runner forks one worker per tenant."""
+    for name in names:
+        try:
+            find_binary(name, bin_dir, min_major=10 ** 6)  # too new for any binary: every candidate is asked
+        except LifeboatError:
+            pass
 
 
 def schema_pattern(schema):
