@@ -121,6 +121,15 @@ def _aged_ids(original, cutoff):
     return [r["id"] for r in original if r["kind"] == "guest" and r["checked_out_at"] and r["checked_out_at"] < cutoff]
 
 
+def refuse_updates_of(conn, row_id):
+    """A trigger makes every UPDATE of guest ``row_id`` fail: the batch holding it fails."""
+    conn.execute("""
+        CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN IF old.id = %d THEN RAISE EXCEPTION 'refused by a trigger'; END IF; RETURN new; END $$;
+        CREATE TRIGGER poison BEFORE UPDATE ON guests FOR EACH ROW EXECUTE FUNCTION poison();
+    """ % row_id)
+
+
 def test_a_failing_batch_is_rolled_back_and_the_next_run_continues(pg, tenant_db):
     db, conn = tenant_db
     original = pg_rows(conn, "public", "guests")
@@ -128,11 +137,7 @@ def test_a_failing_batch_is_rolled_back_and_the_next_run_continues(pg, tenant_db
     cutoff = now - datetime.timedelta(days=30)
     aged = _aged_ids(original, cutoff)
     poison = aged[130]  # third batch of 50
-    conn.execute("""
-        CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS
-        $$ BEGIN IF old.id = %d THEN RAISE EXCEPTION 'refused by a trigger'; END IF; RETURN new; END $$;
-        CREATE TRIGGER poison BEFORE UPDATE ON guests FOR EACH ROW EXECUTE FUNCTION poison();
-    """ % poison)
+    refuse_updates_of(conn, poison)
     with pytest.raises(LifeboatError) as e:
         anonymize.run(params(pg, db), now=now)
     msg = str(e.value)
@@ -351,11 +356,7 @@ def test_a_failing_batch_first_makes_the_batches_before_it_durable(pg, tenant_db
     original = pg_rows(conn, "public", "guests")
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
     poison = _aged_ids(original, now - datetime.timedelta(days=30))[60]  # second batch of 50
-    conn.execute("""
-        CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS
-        $$ BEGIN IF old.id = %d THEN RAISE EXCEPTION 'refused by a trigger'; END IF; RETURN new; END $$;
-        CREATE TRIGGER poison BEFORE UPDATE ON guests FOR EACH ROW EXECUTE FUNCTION poison();
-    """ % poison)
+    refuse_updates_of(conn, poison)
     with pytest.raises(LifeboatError) as e:
         anonymize.run(params(pg, db), now=now)
     assert "1 batches (50 rows) of this table were committed before it." in str(e.value)
