@@ -23,8 +23,8 @@ def test_a_tools_version_is_asked_once_until_the_file_changes(tmp_path):
     assert postgres.tool_version(path) == "15.4"
     assert calls_of(calls) == 1
     # an upgrade replaces the file: asked again
-    path2, _ = fake_tool(tmp_path, "pg_dump", "16.2 (Debian 16.2-1)")
-    assert path2 == path
+    path2, calls2 = fake_tool(tmp_path, "pg_dump", "16.2 (Debian 16.2-1)")
+    assert (path2, calls2) == (path, calls)
     assert postgres.tool_version(path) == "16.2"
     assert calls_of(calls) == 2
 
