@@ -121,9 +121,6 @@ def require_pyrage():
     return pyrage
 
 
-human = naming.human_size
-
-
 # -- the age header ---------------------------------------------------------------
 
 def parse_header(data):
@@ -464,7 +461,7 @@ class BoundedBuffer(object):
         if len(self.data) + len(data) > self.cap:
             raise LifeboatError(
                 "%s is larger than %s: passphrase encryption works in memory only (pyrage) and is capped at "
-                "that size. Use recipients (age1... or SSH keys) for larger data." % (self.what, human(self.cap)),
+                "that size. Use recipients (age1... or SSH keys) for larger data." % (self.what, naming.human_size(self.cap)),
                 option="passphrase",
             )
         self.data += data

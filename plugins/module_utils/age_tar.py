@@ -89,17 +89,13 @@ def file_sha256(path, follow=True):
         return sha256_of(f)[0]
 
 
-def _file_sha256(path):
-    return file_sha256(path, follow=False)
-
-
 def content_digest(src):
     """The digest write_tar() would record for ``src``, reading only."""
     h = hashlib.sha256()
     for rel, path, st in _entries(src):
         kind = _kind(st)
         if kind == "file":
-            value = _file_sha256(path)
+            value = file_sha256(path, follow=False)
         elif kind == "symlink":
             value = os.readlink(path)
         elif kind == "dir":
@@ -389,7 +385,7 @@ class Unpacker(object):
             if stat.S_ISLNK(cur.st_mode) and os.readlink(path) == e["target"]:
                 return "unchanged"
             return "replace"
-        if not stat.S_ISREG(cur.st_mode) or cur.st_size != e["size"] or _file_sha256(path) != e["sha256"]:
+        if not stat.S_ISREG(cur.st_mode) or cur.st_size != e["size"] or file_sha256(path, follow=False) != e["sha256"]:
             return "replace"
         return "update" if self._meta_differs(e, cur) else "unchanged"
 

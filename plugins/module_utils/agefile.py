@@ -40,8 +40,7 @@ import time
 from . import age_stream, age_tar, crypto, manifest, naming, selection
 from .age_stream import AgeProcess, BoundedBuffer, Hasher, HashingSource, WorkerError
 from .errors import LifeboatError, MissingDependency
-from .backup import S3_OPTIONS
-from .repository import describe_os_error, open_repository, unique_stamp
+from .repository import S3_OPTIONS, describe_os_error, open_repository, unique_stamp
 from .version import TOOL_VERSION
 
 try:
@@ -133,9 +132,6 @@ def source_matches(record, digest_hex):
         return secrets.compare_digest(stretch(digest_hex, record["salt"], int(record["iterations"])), record["value"])
     except (AttributeError, KeyError, TypeError, ValueError):
         return False
-
-
-file_sha256 = age_tar.file_sha256
 
 
 def _fsync_dir(path):
@@ -542,8 +538,8 @@ def _encrypted(req, check_mode):
         write_json_atomic(record_file, rec)
         result.update(sha256=cipher.hexdigest(), size=cipher.count, size_raw=stats["raw"],
                       files=stats.get("files"), skipped=stats.get("skipped", []))
-        msg = "Encrypted %s (%s) to %s (%s)" % (src, age_stream.human(stats["raw"]), dest,
-                                                age_stream.human(cipher.count))
+        msg = "Encrypted %s (%s) to %s (%s)" % (src, naming.human_size(stats["raw"]), dest,
+                                                naming.human_size(cipher.count))
     else:
         if mode_only:
             os.chmod(dest, req.mode)
@@ -571,9 +567,9 @@ def _encrypt_reasons(req, record, wanted, src, dest, is_dir):
         reasons.append("src changed")
     if reasons:
         return reasons
-    if file_sha256(dest) != record.get("sha256"):
+    if age_tar.file_sha256(dest) != record.get("sha256"):
         return ["dest was modified since it was written"]
-    digest = age_tar.content_digest(src) if is_dir else file_sha256(src)
+    digest = age_tar.content_digest(src) if is_dir else age_tar.file_sha256(src)
     if not source_matches(record.get("source_digest"), digest):
         return ["the content of src changed"]
     return []
@@ -696,7 +692,7 @@ def _encrypted_repository(req, check_mode, recipient_texts):
     result.update(artifact=published, manifest=manifest_path, sha256=cipher.hexdigest(), size=cipher.count,
                   size_raw=stats["raw"], files=stats.get("files"), skipped=stats.get("skipped", []),
                   msg="Encrypted %s (%s) to %s (%s)" % (
-                      src, age_stream.human(stats["raw"]), published, age_stream.human(cipher.count)))
+                      src, naming.human_size(stats["raw"]), published, naming.human_size(cipher.count)))
     result["diff"]["after"] = {"artifact": published}
     if req.p["remove_src"]:
         _remove_src_if_present(req, result, is_dir)
@@ -825,7 +821,7 @@ class Plaintext(object):
         if len(data) > limit:
             raise LifeboatError(
                 "%s is larger than the %s passphrase limit: passphrase decryption works in memory only (pyrage)."
-                % (self.src, age_stream.human(PASSPHRASE_MAX_BYTES)), option="passphrase")
+                % (self.src, naming.human_size(PASSPHRASE_MAX_BYTES)), option="passphrase")
         pyrage = age_stream.require_pyrage()
         try:
             return pyrage.passphrase.decrypt(data, passphrase)
@@ -1020,7 +1016,7 @@ def _decrypt_file(req, src, dest, comp, found, check_mode, stored=None):
                                            "dest." % (src, "zstd" if comp == "zstd" else "data", e), option="compression"))
         _check_manifest(found, facts, src)
         digest = hasher.hexdigest()
-        same = os.path.isfile(dest) and not os.path.islink(dest) and file_sha256(dest) == digest
+        same = os.path.isfile(dest) and not os.path.islink(dest) and age_tar.file_sha256(dest) == digest
         mode_ok = same and stat.S_IMODE(os.stat(dest).st_mode) == req.mode
         changed = not (same and mode_ok)
         content = "same" if same else ("different" if os.path.exists(dest) else "absent")
@@ -1037,7 +1033,7 @@ def _decrypt_file(req, src, dest, comp, found, check_mode, stored=None):
             extra["msg"] = "%s is up to date" % dest if mode_ok else "Set the mode of %s" % dest
         else:
             out.commit(replace=True)
-            extra["msg"] = "Decrypted %s to %s (%s)" % (src, dest, age_stream.human(hasher.count))
+            extra["msg"] = "Decrypted %s to %s (%s)" % (src, dest, naming.human_size(hasher.count))
         return changed, extra
     except BaseException:
         if out is not None:
@@ -1290,7 +1286,7 @@ class _Target(object):
             return "no record of its recipients"
         if self.record.get("recipients") != wanted:
             return "recipients differ from the record's"
-        if file_sha256(self.name) != self.record.get("sha256"):
+        if age_tar.file_sha256(self.name) != self.record.get("sha256"):
             return "the file changed since the record was written"
         return None
 
@@ -1354,7 +1350,7 @@ def _interrupted_rekey(t, wanted):
     if not marker or not marker.get("of") or marker.get("of") != t.doc.get("sha256"):
         return None  # no rekey, or one whose manifest was rewritten (the manifest holds the new SHA-256)
     if marker.get("sha256"):  # a local sidecar, written before the rename: did the rename happen?
-        if file_sha256(t.repo.path_of(t.tenant, t.name)) != marker["sha256"]:
+        if age_tar.file_sha256(t.repo.path_of(t.tenant, t.name)) != marker["sha256"]:
             return None  # no: the old ciphertext is still there (or something else, which the rekey reports)
     if marker.get("to") != recipients_digest(wanted):
         raise LifeboatError(

@@ -17,10 +17,10 @@ import os
 
 from . import naming, selection
 from .errors import LifeboatError
-from .repository import S3_CONNECTION_OPTIONS as S3_OPTIONS, open_repository
+from .repository import S3_CONNECTION_OPTIONS, open_repository
 
 
-OPTIONS = dict(repository=None, tenants=None, include_globals=False, **dict((k, None) for k in S3_OPTIONS))
+OPTIONS = dict(repository=None, tenants=None, include_globals=False, **dict((k, None) for k in S3_CONNECTION_OPTIONS))
 
 
 def _artifact_view(repo, tenant, entry, doc):
@@ -106,7 +106,7 @@ def run(params, check_mode=False):
         wanted = [t.strip() for t in wanted.split(",") if t.strip()]
     for t in wanted or []:
         naming.validate_repo_tenant(t, option="tenants")
-    repo = open_repository(p["repository"], create=False, **dict((k, p[k]) for k in S3_OPTIONS if p[k] is not None))
+    repo = open_repository(p["repository"], create=False, **dict((k, p[k]) for k in S3_CONNECTION_OPTIONS if p[k] is not None))
     if getattr(repo, "kind", "local") == "local" and not os.path.isdir(repo.root):
         raise LifeboatError("The repository %s does not exist (or is not a folder): check repository."
                             % repo.root, option="repository")

@@ -17,10 +17,9 @@ import os
 import re
 
 from . import naming, selection
-from .backup import S3_OPTIONS
 from .errors import LifeboatError, LockBusy
 from .files import atomic_write_json
-from .repository import open_repository
+from .repository import S3_OPTIONS, open_repository
 
 KEEP_RULES = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
 

@@ -28,7 +28,7 @@ import time
 
 from . import crypto, manifest, naming, postgres, restore_pg, restore_sqlite, selection
 from .errors import LifeboatError
-from .repository import S3_CONNECTION_OPTIONS as S3_OPTIONS, open_repository
+from .repository import S3_CONNECTION_OPTIONS, open_repository
 
 OPTIONS = {
     # name: default
@@ -166,7 +166,7 @@ class RestoreRequest(object):
                 option="allow_create_in_dump",
             )
         self.conn = postgres.Connection.from_params(p)
-        self.s3 = dict((k, p[k]) for k in S3_OPTIONS if p[k] is not None)
+        self.s3 = dict((k, p[k]) for k in S3_CONNECTION_OPTIONS if p[k] is not None)
 
 
 # -- artifacts --------------------------------------------------------------------

@@ -53,7 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from . import naming
 from .errors import LifeboatError, MissingDependency
 from .locking import FileLock, lock_holder
-from .repository import S3_OPTIONS, LocalRepository
+from .repository import LocalRepository
 
 try:
     import boto3
@@ -94,7 +94,6 @@ UPLOAD_BUDGET = 32 * MiB  # part buffers one upload holds (filled and in flight)
 
 STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR")
 SSE_ALGORITHMS = ("AES256", "aws:kms")
-OPTIONS = S3_OPTIONS
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _THROTTLING = frozenset(("SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",

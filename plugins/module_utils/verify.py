@@ -27,10 +27,9 @@ import time
 
 from . import crypto, manifest as manifest_mod, naming, pipeline, postgres, selection
 from . import sqlite as sqlite_engine
-from .backup import S3_OPTIONS
 from .errors import LifeboatError
 from .files import atomic_write_json
-from .repository import LocalRepository, open_repository
+from .repository import S3_OPTIONS, LocalRepository, open_repository
 from .restore_common import PipeSink, PrivateDir, Tool, compare_counts, redact
 from .scratch import Janitor
 from .version import TOOL_VERSION

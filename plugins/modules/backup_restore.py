@@ -355,7 +355,7 @@ def main():
         argument_spec=argspec.merged(
             argspec.TENANT,
             argspec.CONNECTION,
-            dict((k, v) for k, v in argspec.S3.items() if k in engine.S3_OPTIONS),
+            argspec.S3_CONNECTION,
             repository=dict(type="str"),
             artifact=dict(type="str", default="latest"),
             identity=dict(type="str", no_log=True),

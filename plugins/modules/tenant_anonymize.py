@@ -341,7 +341,7 @@ def argument_spec():
         repository=dict(type="str"),
         retention_days=dict(type="int"),
     )
-    spec.update(argspec.merged(dict((k, v) for k, v in argspec.S3.items() if k in engine.S3_OPTIONS)))
+    spec.update(argspec.merged(argspec.S3_CONNECTION))
     spec["tenant"]["required"] = True
     return spec
 
