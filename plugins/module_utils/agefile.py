@@ -1315,7 +1315,7 @@ def recipients_digest(texts):
 # the new ciphertext is complete and checked and before the rename, removed once the manifest is rewritten.
 
 def _marker_path(t):
-    return os.path.join(os.path.dirname(t.repo.path_of(t.tenant, t.name)), naming.rekey_marker_name(t.name))
+    return t.repo.path_of(t.tenant, naming.rekey_marker_name(t.name))
 
 
 def _read_marker(t):

@@ -13,7 +13,6 @@ tenant's lock is free, so a running backup never loses its files.
 """
 
 import datetime
-import os
 import re
 
 from . import naming, selection
@@ -283,20 +282,15 @@ def _delete(repo, tenant, d):
     """Manifest first: an interrupted delete leaves an incomplete artifact, never a lying one."""
     stamp = d["stamp"]
     names = repo.names(tenant)
-    for name in (naming.manifest_name(tenant, stamp), d["name"], naming.verify_record_name(tenant, stamp)):
+    # (last: the hidden marker a local rekey interrupted on this artifact left beside it; S3 keeps none)
+    for name in (naming.manifest_name(tenant, stamp), d["name"], naming.verify_record_name(tenant, stamp),
+                 naming.rekey_marker_name(d["name"])):
         if name in names:
             try:
                 repo.delete(tenant, name)
             except OSError as e:
                 raise LifeboatError("Deleting %s failed: %s. The prune stopped; run it again once fixed."
                                     % (repo.location(tenant, name), e.strerror), option="repository")
-    # A local rekey interrupted on this artifact left a hidden marker beside it: it has nothing left to finish.
-    if getattr(repo, "kind", None) == "local":
-        try:
-            os.unlink(os.path.join(os.path.dirname(repo.path_of(tenant, d["name"])),
-                                   naming.rekey_marker_name(d["name"])))
-        except OSError:
-            pass
 
 
 def _remove_orphans(repo, tenant):
