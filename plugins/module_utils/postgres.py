@@ -175,22 +175,27 @@ class Snapshot(object):
         return False
 
 
+def _candidates(name, bin_dir=None):
+    """Executables named ``name``: in ``bin_dir`` alone; else the newest /usr/lib/postgresql/*/bin first, then PATH."""
+    if bin_dir:
+        path = os.path.join(bin_dir, name)
+        if not os.access(path, os.X_OK):
+            raise LifeboatError("%s not found in pg_bin_dir %s." % (name, bin_dir), option="pg_bin_dir")
+        return [path]
+    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: major(d.split("/")[-2]), reverse=True)
+    candidates = [os.path.join(d, name) for d in dirs if os.access(os.path.join(d, name), os.X_OK)]
+    on_path = shutil.which(name)
+    if on_path:
+        candidates.append(on_path)
+    return candidates
+
+
 def find_binary(name, bin_dir=None, min_major=0):
     """Path of a PostgreSQL client tool at least as new as ``min_major``.
 
     ``bin_dir`` wins; else the newest /usr/lib/postgresql/*/bin (Debian); else PATH.
     """
-    if bin_dir:
-        path = os.path.join(bin_dir, name)
-        if not os.access(path, os.X_OK):
-            raise LifeboatError("%s not found in pg_bin_dir %s." % (name, bin_dir), option="pg_bin_dir")
-        candidates = [path]
-    else:
-        dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: major(d.split("/")[-2]), reverse=True)
-        candidates = [os.path.join(d, name) for d in dirs if os.access(os.path.join(d, name), os.X_OK)]
-        on_path = shutil.which(name)
-        if on_path:
-            candidates.append(on_path)
+    candidates = _candidates(name, bin_dir)
     if not candidates:
         raise LifeboatError(
             "%s was not found: install the PostgreSQL client tools (Debian: postgresql-client-%s) or "
@@ -236,7 +241,8 @@ def warm_tool_versions(names=("pg_dump", "pg_dumpall"), bin_dir=None):
     """Ask every candidate of ``names`` for its version now, before a runner forks one worker per tenant."""
     for name in names:
         try:
-            find_binary(name, bin_dir, min_major=10 ** 6)  # too new for any binary: every candidate is asked
+            for path in _candidates(name, bin_dir):
+                tool_version(path)
         except LifeboatError:
             pass
 
