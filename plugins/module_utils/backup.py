@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 
-from . import crypto, manifest, naming, pipeline, postgres
+from . import crypto, manifest, naming, pipeline, postgres, schema_pass
 from . import sqlite as sqlite_engine
 from .errors import LifeboatError
 from .repository import S3_OPTIONS, describe_os_error, open_repository, unique_stamp
@@ -49,6 +49,10 @@ OPTIONS = {
     "lock_timeout": 0,
     "pg_bin_dir": None,
     "tmp_dir": None,
+    # The schema tenants of one database in one pass (backup_pass.py), and its shared part
+    "schemas": None,
+    "shared": None,
+    "shared_exclude": None,
     # S3 repositories (s3://bucket/prefix); see repository.S3_OPTIONS
     "s3_endpoint_url": None,
     "s3_region": None,
@@ -62,13 +66,19 @@ OPTIONS = {
 
 
 class Job(object):
-    """One artifact to write: the tenant's data, or the server's globals."""
+    """One artifact to write: the tenant's data, a database's shared part, or the server's globals.
 
-    def __init__(self, tenant, engine, fmt, label):
+    ``store(writer)`` -> (sizes, row counts, source) writes the artifact's bytes when the
+    job does not use the default for its format; ``extra`` goes into its manifest.
+    """
+
+    def __init__(self, tenant, engine, fmt, label, store=None, extra=None):
         self.tenant = tenant
         self.engine = engine
         self.format = fmt
         self.label = label
+        self.store = store
+        self.extra = extra
 
 
 class BackupRequest(object):
@@ -86,7 +96,15 @@ class BackupRequest(object):
             )
         self.tenant = p["tenant"]
         self.globals = bool(p["globals"])
-        if self.tenant is None and not self.globals:
+        self.members = None
+        if p["schemas"] is not None:
+            self._pass_options(p)
+        elif p["shared"] or p["shared_exclude"]:
+            raise LifeboatError(
+                "shared and shared_exclude apply to a pass over the schema tenants of a database: give schemas "
+                "(every tenant schema of the database), so that the shared part leaves all of them out.",
+                option="shared" if p["shared"] else "shared_exclude")
+        if self.tenant is None and not self.globals and self.members is None:
             raise LifeboatError("tenant is required (or globals: true alone to back up only the server's globals).",
                                 option="tenant")
         if self.tenant is not None:
@@ -138,6 +156,12 @@ class BackupRequest(object):
         self.repository = open_repository(p["repository"], **dict((k, p[k]) for k in S3_OPTIONS if p[k] is not None))
         self.conn = postgres.Connection.from_params(p)
         self.jobs = []
+        if self.members is not None:
+            if self.shared:
+                self.jobs.append(Job(naming.shared_tenant(self.database), "postgresql", "pgdump",
+                                     "shared part of database %s" % self.database))
+            for tenant, schema in self.members:
+                self.jobs.append(Job(tenant, "postgresql", "pgdump", "tenant %s (schema %s)" % (tenant, schema)))
         if self.tenant is not None:
             fmt = "sqlite" if self.engine == "sqlite" else "pgdump"
             self.jobs.append(Job(self.tenant, self.engine, fmt, "tenant %s" % self.tenant))
@@ -146,6 +170,24 @@ class BackupRequest(object):
             if not host or host in ("localhost", "127.0.0.1", "::1"):
                 host = os.uname()[1]  # a local server is named after this host
             self.jobs.append(Job(naming.globals_tenant(host), "postgresql", "globals", "globals of %s" % self.conn.server))
+
+    def _pass_options(self, p):
+        """The options of a pass over the schema tenants of one database (see backup_pass)."""
+        for opt in ("tenant", "schema", "path"):
+            if p[opt]:
+                raise LifeboatError("%s does not go with schemas: a pass names its tenants and their schemas in "
+                                    "schemas. Remove %s, or remove schemas to back up one tenant." % (opt, opt), option=opt)
+        if self.engine != "postgresql":
+            raise LifeboatError("schemas applies to engine postgresql.", option="engine")
+        if not p["database"]:
+            raise LifeboatError("schemas needs database: the database that holds these schema tenants.", option="database")
+        self.members = schema_pass.validate_members(p["schemas"])
+        self.shared = True if p["shared"] is None else bool(p["shared"])
+        exclude = p["shared_exclude"] or []
+        if not isinstance(exclude, list) or not all(isinstance(x, str) and x for x in exclude):
+            raise LifeboatError("shared_exclude must be a list of schema name patterns (shell globs such as t_*).",
+                                option="shared_exclude")
+        self.shared_exclude = exclude
 
 
 def _fresh_enough(repo, job, skip_seconds, now):
@@ -206,6 +248,9 @@ def plan(req, now=None):
 def run(params, check_mode=False, progress=None, now=None):
     """Back up as ``params`` say. Returns a secret-free result dict."""
     req = BackupRequest(params)
+    if req.members is not None:
+        raise LifeboatError("A pass over the schema tenants of a database (schemas) runs through backup_pass.run.",
+                            option="schemas")
     steps = plan(req, now)
     writes = [s for s in steps if s[1] == "write"]
     facts = _probe_source(req, keep=not check_mode) if writes else {}
@@ -289,7 +334,9 @@ def _write_job(req, job, facts, progress):
     writer = repo.new_writer(job.tenant, name)
     published = None
     try:
-        if job.format == "sqlite":
+        if job.store is not None:
+            sizes, counts, source = job.store(writer)
+        elif job.format == "sqlite":
             sizes, counts, source = _store_sqlite(req, writer, progress)
         elif job.format == "pgdump":
             sizes, counts, source = _store_pgdump(req, writer, facts, progress)
@@ -300,6 +347,8 @@ def _write_job(req, job, facts, progress):
         seconds = time.monotonic() - t0
         doc = manifest.build(job.tenant, job.engine, job.format, name, stamp, started, finished, sizes,
                              sizes["sha256"], req.level, req.recipient_keys, counts, source)
+        if job.extra:
+            doc.update(job.extra)
         manifest_path = repo.write_json(job.tenant, naming.manifest_name(job.tenant, stamp), doc)
     except OSError as e:
         _undo(repo, job.tenant, name, writer, published)

@@ -11,6 +11,7 @@ from .errors import LifeboatError
 
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 GLOBALS_PREFIX = "_globals_"
+SHARED_PREFIX = "_shared_"
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 STAMP_RE = r"[0-9]{8}T[0-9]{6}Z"
 
@@ -65,6 +66,24 @@ def is_globals_tenant(name):
     return isinstance(name, str) and name.startswith(GLOBALS_PREFIX)
 
 
+def is_shared_tenant(name):
+    return isinstance(name, str) and name.startswith(SHARED_PREFIX)
+
+
+def is_pseudo_tenant(name):
+    """``_globals_<host>`` and ``_shared_<database>``: artifacts that belong to no one tenant."""
+    return is_globals_tenant(name) or is_shared_tenant(name)
+
+
+def _slug(name, default):
+    """A repository-safe form of a host or database name; a hash keeps lossy forms apart."""
+    text = name or default
+    slug = re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-_") or default
+    if slug == text and len(slug) <= 54:
+        return slug
+    return slug[:45].rstrip("-_") + "-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+
+
 def globals_tenant(host):
     """The pseudo-tenant that holds ``pg_dumpall --globals-only`` of ``host``."""
     slug = re.sub(r"[^a-z0-9_-]+", "-", (host or "local").lower()).strip("-_")
@@ -74,12 +93,27 @@ def globals_tenant(host):
     return GLOBALS_PREFIX + slug
 
 
+def shared_tenant(database):
+    """The pseudo-tenant that holds the shared part of ``database``: all but its tenant schemas.
+
+    ``saas`` gives ``_shared_saas``; a name that is not already lower-case letters, digits, '_'
+    and '-' keeps a short hash of the real name, so that ``Saas`` and ``saas`` stay apart.
+    """
+    if not isinstance(database, str) or not database:
+        raise LifeboatError("A shared part needs the name of its database.", option="database")
+    return SHARED_PREFIX + _slug(database, "db")
+
+
 def validate_repo_tenant(name, option="tenant"):
-    """Tenant names as they may appear in a repository (globals included)."""
+    """Tenant names as they may appear in a repository (globals and shared parts included)."""
     if is_globals_tenant(name):
         if re.match(r"^_globals_[a-z0-9_-]{1,54}$", name):
             return name
         raise LifeboatError("Invalid globals pseudo-tenant %r." % (name,), option=option)
+    if is_shared_tenant(name):
+        if re.match(r"^_shared_[a-z0-9_-]{1,54}$", name):
+            return name
+        raise LifeboatError("Invalid shared-part pseudo-tenant %r." % (name,), option=option)
     return validate_tenant(name, option)
 
 

@@ -25,7 +25,7 @@ import subprocess
 import tarfile
 import time
 
-from . import crypto, manifest as manifest_mod, naming, pipeline, postgres, selection
+from . import crypto, manifest as manifest_mod, naming, pipeline, postgres, selection, shared_part
 from . import sqlite as sqlite_engine
 from .errors import LifeboatError
 from .files import atomic_write_json
@@ -357,35 +357,27 @@ def _restore_pg(ctx, repo, tenant, art, doc, identities, compressed):
                 sql.Identifier(scratch), sql.Literal("lifeboat verify scratch of %s (pid %d on %s); safe to drop"
                                                      % (art["name"], os.getpid(), socket.gethostname()))))
             try:
+                first = []
+                if shared_part.is_schema_tenant(doc):
+                    first, ok = _restore_shared(ctx, pg_restore, scratch, repo, doc, identities)
+                    if not ok:
+                        return None, _skip("restore", "the shared part did not restore"), first
                 c = Check("restore")
-                argv = [pg_restore, "--format=custom", "--no-owner", "--no-privileges", "--no-password", "--exit-on-error",
-                        "--dbname=" + ctx.conn.conninfo(scratch, "lifeboat-verify-pg_restore")]
-                tool = Tool(argv, ctx.conn.env("lifeboat-verify-pg_restore"), stdin=subprocess.PIPE)
-                sink = PipeSink(tool.proc.stdin)
-                try:
-                    try:
-                        sizes = _load(repo, tenant, art, sink, identities, compressed)
-                    except _DecodeFailed:
-                        raise
-                    except OSError:
-                        if not sink.broken:
-                            raise
-                        sizes = None
-                    try:
-                        tool.proc.stdin.close()
-                    except BrokenPipeError:
-                        pass
-                    tool.wait()
-                    failure = tool.failure()
-                finally:
-                    tool.close()
+                sizes, failure = _pg_restore_into(ctx, pg_restore, scratch, repo, tenant, art, identities, compressed)
                 if failure or sizes is None:
-                    restore = c.done(FAIL, redact(failure or "pg_restore stopped reading the archive"))
-                    return sizes, restore, [_skip("row_counts", "the restore failed")]
+                    failure = failure or "pg_restore stopped reading the archive"
+                    restored_shared = any(ch.status == PASS for ch in first)
+                    if not restored_shared and shared_part.is_schema_tenant(doc) and "does not exist" in failure:
+                        failure += (" -- the schema tenant needs the shared part of database %r (extensions, shared "
+                                    "tables and types), and the repository holds no %s artifact to restore first: back up the shared "
+                                    "part (pg_backup with schemas, or the agent, which does it with the schema tenants)"
+                                    % (doc["source"].get("database"), naming.shared_tenant(doc["source"].get("database"))))
+                    restore = c.done(FAIL, redact(failure))
+                    return sizes, restore, first + [_skip("row_counts", "the restore failed")]
                 restore = c.done(PASS, "pg_restore into scratch database %s on %s" % (scratch, ctx.conn.server))
                 with ctx.conn.connect(scratch, app="lifeboat-verify") as conn:
-                    actual = postgres.row_counts(conn)
-                    extra = [_counts_check(doc["row_counts"], actual)]
+                    actual = postgres.row_counts(conn, (doc.get("source") or {}).get("schema") or None)
+                    extra = first + [_counts_check(doc["row_counts"], actual)]
                     extra += _run_queries(ctx, lambda q: conn.execute(q).fetchone()[0])
                 return sizes, restore, extra
             finally:
@@ -393,6 +385,54 @@ def _restore_pg(ctx, repo, tenant, art, doc, identities, compressed):
                 janitor.done(jid)
         finally:
             admin.close()
+
+
+def _pg_restore_into(ctx, pg_restore, dbname, repo, tenant, art, identities, compressed):
+    """Stream ``art`` into pg_restore for ``dbname``. Returns (sizes or None, failure text or None)."""
+    argv = [pg_restore, "--format=custom", "--no-owner", "--no-privileges", "--no-password", "--exit-on-error",
+            "--dbname=" + ctx.conn.conninfo(dbname, "lifeboat-verify-pg_restore")]
+    tool = Tool(argv, ctx.conn.env("lifeboat-verify-pg_restore"), stdin=subprocess.PIPE)
+    sink = PipeSink(tool.proc.stdin)
+    try:
+        try:
+            sizes = _load(repo, tenant, art, sink, identities, compressed)
+        except OSError:
+            if not sink.broken:
+                raise
+            sizes = None
+        try:
+            tool.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        tool.wait()
+        return sizes, tool.failure()
+    finally:
+        tool.close()
+
+
+def _restore_shared(ctx, pg_restore, scratch, repo, doc, identities):
+    """The shared part a schema tenant needs, into the scratch database first. Returns (checks, ok)."""
+    c = Check("shared_part")
+    try:
+        shared = shared_part.find(repo, doc)
+    except LifeboatError as e:
+        return [c.done(FAIL, str(e))], False
+    if shared is None:
+        return [c.done(SKIP, "no %s artifact in the repository; the tenant is restored alone"
+                       % naming.shared_tenant(doc["source"]["database"]))], True
+    if shared.encrypted and not identities:
+        identities = ctx.identities()
+    try:
+        sizes, failure = _pg_restore_into(ctx, pg_restore, scratch, repo, shared.tenant, shared.art, identities,
+                                          shared.compressed)
+    except _DecodeFailed as e:
+        return [c.done(FAIL, "the shared part %s did not decrypt: %s" % (shared.name, e))], False
+    if failure or sizes is None:
+        return [c.done(FAIL, "the shared part %s (%s) did not restore: %s" % (
+            shared.name, shared.how, redact(failure or "pg_restore stopped reading the archive")))], False
+    if sizes["sha256"] != shared.doc["sha256"]:
+        return [c.done(FAIL, "the shared part %s does not match its manifest's SHA-256" % shared.name)], False
+    return [c.done(PASS, "restored %s first (%s)" % (shared.name, shared.how))], True
 
 
 def _restore_sqlite(ctx, repo, tenant, art, doc, identities, compressed):

@@ -64,6 +64,35 @@ options:
         Without it, a missing recipient is an error.
     type: bool
     default: false
+  schemas:
+    description:
+      - Back up these schema tenants of O(database) in one pass, on one snapshot, instead of one O(tenant).
+        Each entry is V({tenant: NAME, schema: SCHEMA}) (O(schemas[].schema) defaults to the tenant's name) or
+        just the tenant's name.
+      - Each tenant still gets its own artifact, manifest, row counts and lock, exactly as with O(tenant); the
+        artifacts are cut from a few C(pg_dump -n ...) streams (sized to the server's lock table) instead of one
+        C(pg_dump) per tenant, so a database of thousands of schema tenants reads its catalog a few times, not
+        thousands. See C(docs/PERFORMANCE.md).
+      - One tenant's failure does not stop the others; the task fails afterwards and lists it in RV(failed_tenants).
+      - Mutually exclusive with O(tenant), O(schema) and O(path).
+    type: list
+    elements: raw
+  shared:
+    description:
+      - With O(schemas), also back up the shared part of O(database), everything that is not one of the tenant
+        schemas (extensions, C(public) tables the tenants reference, shared functions and types, other schemas,
+        large objects), first and on the same snapshot, as the pseudo-tenant C(_shared_<database>). Each tenant's
+        manifest then names the shared artifact it was taken with; verification and restores into a database
+        that lacks the shared part restore it first.
+      - Defaults to V(true) with O(schemas). Only with O(schemas), so that the shared part never holds a
+        tenant schema.
+    type: bool
+  shared_exclude:
+    description:
+      - Schema name patterns (shell globs such as V(t_*)) to leave out of the shared part besides O(schemas),
+        for example tenant schemas that another pass backs up.
+    type: list
+    elements: str
   compression:
     description:
       - C(zstd) compresses before encryption; C(none) stores the dump as it is.
@@ -203,16 +232,27 @@ rows:
   returned: when an artifact was written
   type: int
 artifacts:
-  description: One entry per artifact considered (the tenant's, and the globals), with its action and figures.
+  description: One entry per artifact considered (the tenant's, the shared part's, and the globals), with its
+    action (V(written), V(skip), V(would write), V(failed)) and figures.
   returned: always
   type: list
   elements: dict
+failed_tenants:
+  description: With O(schemas), the tenants whose backup failed, each with its error.
+  returned: with O(schemas)
+  type: list
+  elements: dict
+shared_artifact:
+  description: With O(schemas), the shared part's artifact written in this run.
+  returned: with O(schemas)
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import argspec
 from ansible_collections.lifeboat.backup.plugins.module_utils import backup as engine
+from ansible_collections.lifeboat.backup.plugins.module_utils import backup_pass
 from ansible_collections.lifeboat.backup.plugins.module_utils.errors import LifeboatError
 
 
@@ -232,6 +272,9 @@ def main():
             skip_if_newer_than=dict(type="str"),
             lock_timeout=dict(type="int", default=0),
             tmp_dir=dict(type="path"),
+            schemas=dict(type="list", elements="raw"),
+            shared=dict(type="bool"),
+            shared_exclude=dict(type="list", elements="str"),
         ),
         required_if=[("engine", "sqlite", ("path",))],
         mutually_exclusive=[("path", "database"), ("path", "schema")],
@@ -239,9 +282,11 @@ def main():
     )
     params = dict((k, v) for k, v in module.params.items() if k in engine.OPTIONS)
     try:
-        result = engine.run(params, check_mode=module.check_mode)
+        result = backup_pass.run(params, check_mode=module.check_mode)
     except LifeboatError as e:
         module.fail_json(**argspec.failure(e))
+    if result.get("failed_tenants") and not module.check_mode:
+        module.fail_json(**result)
     if module._diff:
         result["diff"] = {
             "before": {"artifacts": []},

@@ -1,0 +1,351 @@
+# -*- coding: utf-8 -*-
+# Copyright: lifeboat.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""``pg_backup`` with ``schemas``: every schema tenant of one database in one pass.
+
+The work is planned by ``schema_pass`` (lock budget, groups, dependencies, row
+counts) and split by ``pgarchive``; this file runs it and writes the artifacts
+through the same ``backup._write_job`` as a single tenant's backup, so each
+tenant's artifact, manifest, lock and failure handling are those of a normal
+backup. One tenant's failure does not stop the others: it is reported in
+``failed_tenants`` (and the module fails after the others are written).
+"""
+
+import fnmatch
+import time
+
+from . import backup, naming, pgarchive, pipeline, postgres, schema_pass
+from .errors import LifeboatError
+
+LOCK_SHARE = 2  # one pg_dump may lock at most capacity / LOCK_SHARE relations
+
+
+def run(params, check_mode=False, progress=None, now=None):
+    """Back up as ``params`` say; without ``schemas`` this is ``backup.run``."""
+    if params.get("schemas") is None:
+        return backup.run(params, check_mode=check_mode, progress=progress, now=now)
+    req = backup.BackupRequest(params)
+    steps = backup.plan(req, now)
+    result = {
+        "changed": False,
+        "skipped": False,
+        "tenant": None,
+        "engine": "postgresql",
+        "database": req.database,
+        "repository": str(req.repository),
+        "artifacts": [],
+        "failed_tenants": [],
+        "shared_artifact": None,
+    }
+    writes = [s for s in steps if s[1] == "write"]
+    if not writes:
+        result["skipped"] = True
+        result["artifacts"] = [_skipped(req, job, reason, fresh) for job, _a, reason, fresh in steps]
+        result["msg"] = "Nothing to do: %s" % "; ".join("%s skipped" % a["tenant"] for a in result["artifacts"])
+        return result
+    conn = req.conn.connect(req.database, app=backup.BACKUP_APP, option="database")
+    try:
+        return Pass(req, conn, steps, result, progress).run(check_mode)
+    finally:
+        conn.close()
+
+
+def _skipped(req, job, reason, fresh):
+    return {"tenant": job.tenant, "format": job.format, "action": "skip", "reason": reason,
+            "artifact": req.repository.location(job.tenant, fresh["name"]),
+            "manifest": req.repository.location(job.tenant, fresh["manifest"])}
+
+
+class Pass(object):
+    def __init__(self, req, conn, steps, result, progress):
+        self.req = req
+        self.conn = conn
+        self.steps = steps
+        self.result = result
+        self.progress = progress
+        self.schema_of = dict(req.members)
+        self.server_version = postgres.server_version(conn)
+        self.shared_ref = None
+        self.counter = None
+        self.runs = 0
+
+    # -- planning ------------------------------------------------------------------------------------
+
+    def _shared_schemas(self, all_schemas):
+        """Schemas of the shared part: all but the tenant schemas and shared_exclude's matches."""
+        tenant_schemas = set(self.schema_of.values())
+        out = []
+        for nsp in all_schemas:
+            if nsp in tenant_schemas or nsp.startswith("pg_toast") or nsp.startswith("pg_temp_") or nsp == "information_schema":
+                continue
+            if nsp == "pg_catalog":
+                continue
+            if any(fnmatch.fnmatchcase(nsp, pat) for pat in self.req.shared_exclude):
+                continue
+            out.append(nsp)
+        return out
+
+    def run(self, check_mode):
+        req = self.req
+        facts = schema_pass.schema_facts(self.conn, [s for _t, s in req.members])
+        missing = [(t, s) for t, s in req.members if s not in facts]
+        if check_mode:
+            return self._check(missing)
+        jobs = dict((job.tenant, (job, action, reason, fresh)) for job, action, reason, fresh in self.steps)
+        for tenant, schema in missing:
+            self._failed(tenant, "The schema %r does not exist in database %r on %s. Check the schemas option (or "
+                                 "the tenant's schema), or remove the tenant." % (schema, req.database, req.conn.server))
+        t0 = time.monotonic()
+        pg_dump, self.dump_version = postgres.find_binary("pg_dump", req.p["pg_bin_dir"],
+                                                          postgres.major(self.server_version))
+        self.pg_dump = pg_dump
+        capacity = schema_pass.lock_capacity(self.conn)
+        self.budget = max(64, capacity // LOCK_SHARE)
+        with postgres.Snapshot(self.conn) as snap:
+            self.snapshot = snap.id
+            all_schemas = [r[0] for r in self.conn.execute(
+                "SELECT nspname FROM pg_catalog.pg_namespace ORDER BY nspname").fetchall()]
+            self.shared_schemas = self._shared_schemas(all_schemas)
+            tenant_order = schema_pass.dump_order([s for t, s in req.members if s in facts
+                                                   and jobs[t][1] == "write"])
+            depends = schema_pass.dependencies(self.conn, tenant_order) if tenant_order else {}
+            tables = self.conn.execute(postgres._TABLES, {"schema": None}).fetchall()
+            by_schema = {}
+            for nsp, rel in tables:
+                by_schema.setdefault(nsp, []).append((nsp, rel))
+            shared_job = jobs.get(naming.shared_tenant(req.database)) if req.shared else None
+            order = (self.shared_schemas if shared_job and shared_job[1] == "write" else []) + tenant_order
+            self.counter = schema_pass.PassCounter(req.conn, req.database, self.snapshot,
+                                                   [t for nsp in order for t in by_schema.get(nsp, [])],
+                                                   backup.BACKUP_APP + "-count").start()
+            try:
+                if shared_job is not None:
+                    self._shared(shared_job, facts)
+                groups = schema_pass.groups_within(tenant_order, facts, self.budget)
+                for group in groups:
+                    self._group(group, jobs, depends)
+            finally:
+                self.counter.cancel()
+        for job, action, reason, fresh in self.steps:
+            if action == "skip":
+                self.result["artifacts"].append(_skipped(req, job, reason, fresh))
+        written = [a for a in self.result["artifacts"] if a["action"] == "written"]
+        self.result["changed"] = bool(written)
+        self.result["seconds"] = round(time.monotonic() - t0, 3)
+        self.result["pg_dump_runs"] = self.runs
+        self.result["lock_budget"] = self.budget
+        self.result["msg"] = self._summary(written)
+        return self.result
+
+    def _check(self, missing):
+        req = self.req
+        for job, action, reason, fresh in self.steps:
+            entry = {"tenant": job.tenant, "format": job.format,
+                     "action": "would write" if action == "write" else "skip", "reason": reason,
+                     "locked_by": req.repository.lock_holder(job.tenant),
+                     "artifact": req.repository.location(job.tenant, fresh["name"]) if fresh else None}
+            self.result["artifacts"].append(entry)
+        self.result["changed"] = any(a["action"] == "would write" for a in self.result["artifacts"])
+        problems = ["schema %r of tenant %s does not exist" % (s, t) for t, s in missing]
+        self.result["failed_tenants"] = [{"tenant": t, "error": "schema %r does not exist" % s} for t, s in missing]
+        self.result["msg"] = "Check mode, nothing written. Would write %d artifacts of database %r to %s%s." % (
+            sum(1 for a in self.result["artifacts"] if a["action"] == "would write"), req.database,
+            self.result["repository"], ("; " + "; ".join(problems)) if problems else "")
+        return self.result
+
+    # -- the shared part -----------------------------------------------------------------------------
+
+    def _shared(self, entry, facts):
+        job, action, reason, fresh = entry
+        req = self.req
+        if action == "skip":
+            doc = req.repository.read_json(job.tenant, fresh["manifest"]) or {}
+            self.shared_ref = _ref(job.tenant, fresh["name"], fresh["stamp"], doc.get("sha256"))
+            return
+        excluded = sorted(set(self.schema_of.values()) | set(self._excluded_by_pattern()))
+        shared_locked = sum(schema_pass.schema_facts(self.conn, self.shared_schemas).get(s, (0, 0))[0]
+                            for s in self.shared_schemas)
+
+        def store(writer):
+            if shared_locked > self.budget:
+                raise LifeboatError(_lock_message(req, "the shared part", shared_locked, self.budget), option="database")
+            argv = self._dump_argv() + ["--exclude-schema=" + postgres.schema_pattern(s) for s in excluded]
+            sizes, warnings = self._stream(argv, writer, "pg_dump of the shared part of database %r" % req.database)
+            counts = {}
+            for nsp in self.shared_schemas:
+                counts.update(self.counter.wait_for(nsp))
+            source = self._source(None, warnings)
+            source["shared_part_of"] = req.database
+            source["excluded_schemas"] = len(excluded)
+            return sizes, counts, source
+
+        job.store = store
+        job.extra = {"shared_part": {"database": req.database, "schemas": self.shared_schemas,
+                                     "excluded_tenant_schemas": len(self.schema_of)}}
+        entry_out = self._write(job)
+        if entry_out is not None:
+            self.shared_ref = _ref(job.tenant, entry_out["artifact_name"], entry_out["stamp"], entry_out["sha256"])
+            self.result["shared_artifact"] = entry_out["artifact"]
+
+    def _excluded_by_pattern(self):
+        if not self.req.shared_exclude:
+            return []
+        rows = self.conn.execute("SELECT nspname FROM pg_catalog.pg_namespace").fetchall()
+        return [r[0] for r in rows if any(fnmatch.fnmatchcase(r[0], p) for p in self.req.shared_exclude)]
+
+    # -- tenant groups -------------------------------------------------------------------------------
+
+    def _group(self, schemas, jobs, depends):
+        """One pg_dump -n for ``schemas``, split into one artifact each; what fails is retried alone."""
+        tenant_of = dict((s, t) for t, s in self.req.members)
+        pending = list(schemas)
+        if len(schemas) > 1:
+            pending = self._split(schemas, jobs, depends, tenant_of)
+        for schema in pending:
+            tenant = tenant_of[schema]
+            job = jobs[tenant][0]
+            job.store = self._single_store(schema)
+            job.extra = self._extra(schema, depends)
+            self._write(job)
+
+    def _split(self, schemas, jobs, depends, tenant_of):
+        """Returns the schemas still to do (alone): those whose data interleave, or left by a failure."""
+        argv = self._dump_argv() + ["--schema=" + postgres.schema_pattern(s) for s in schemas]
+        what = "pg_dump of %d schemas of database %r" % (len(schemas), self.req.database)
+        tool = backup._Tool(argv, self.req.conn.env(backup.BACKUP_APP + "-pg_dump"))
+        self.runs += 1
+        done = set()
+        try:
+            head = pgarchive.read_head(tool.proc.stdout)
+            owners = pgarchive.owners(head.entries, set(schemas))
+            alone = pgarchive.interleaved(head.entries, owners)
+            wanted = [s for s in schemas if s not in alone]
+            splitter = pgarchive.Splitter(tool.proc.stdout, head, owners, wanted)
+            for schema, reader in splitter.outputs():
+                tenant = tenant_of[schema]
+                job = jobs[tenant][0]
+                job.store = self._reader_store(schema, reader)
+                job.extra = self._extra(schema, depends)
+                done.add(schema)
+                if self._write(job) is None:
+                    # The stream is not trustworthy past a failed tenant: it and the rest go alone.
+                    done.discard(schema)
+                    self._unfail(tenant)
+                    break
+            else:
+                splitter.drain()
+                tool.finish(what)
+        except LifeboatError as e:
+            if tool.proc.poll() is not None and tool.proc.returncode:
+                try:
+                    tool.finish(what)
+                except LifeboatError as tool_error:
+                    e = tool_error
+            self.result.setdefault("warnings", []).append(
+                "%s stopped (%s); the schemas it had not written were backed up one by one." % (what, e))
+        finally:
+            tool.kill()
+        return [s for s in schemas if s not in done]
+
+    def _reader_store(self, schema, reader):
+        def store(writer):
+            sizes = pipeline.store(reader, writer, self.req.recipients, self.req.level, self.req.threads, None)
+            source = self._source(schema, None)
+            source["pass"] = "split from one pg_dump of %s schemas" % "several"
+            return sizes, self.counter.wait_for(schema), source
+        return store
+
+    def _single_store(self, schema):
+        def store(writer):
+            argv = self._dump_argv() + ["--schema=" + postgres.schema_pattern(schema)]
+            self.runs += 1
+            sizes, warnings = self._stream(argv, writer, "pg_dump of schema %r of database %r"
+                                           % (schema, self.req.database))
+            source = self._source(schema, warnings)
+            source["pass"] = "pg_dump of this schema alone, in the pass's snapshot"
+            return sizes, self.counter.wait_for(schema), source
+        return store
+
+    # -- shared mechanics ----------------------------------------------------------------------------
+
+    def _dump_argv(self):
+        req = self.req
+        return [self.pg_dump, "--format=custom", "--compress=0", "--no-password", "--snapshot=" + self.snapshot,
+                "--dbname=" + req.conn.conninfo(req.database, backup.BACKUP_APP + "-pg_dump")]
+
+    def _stream(self, argv, writer, what):
+        try:
+            return backup._stream_tool(self.req, argv, self.req.conn.env(backup.BACKUP_APP + "-pg_dump"), writer,
+                                       self.progress, what)
+        except LifeboatError as e:
+            if "max_locks_per_transaction" in str(e) or "out of shared memory" in str(e):
+                raise LifeboatError("%s Raise max_locks_per_transaction in postgresql.conf (lifeboat sizes each pg_dump "
+                                    "to at most %d locked tables, half the lock table) and restart the server."
+                                    % (e, self.budget), option="database")
+            raise
+
+    def _source(self, schema, warnings):
+        req = self.req
+        source = {
+            "server": req.conn.server,
+            "user": req.conn.user,
+            "database": req.database,
+            "schema": schema,
+            "server_version": self.server_version,
+            "pg_dump_version": self.dump_version,
+            "snapshot": "exported (pg_export_snapshot), shared by every tenant of the pass; row counts taken in it",
+        }
+        if warnings:
+            source["pg_dump_messages"] = warnings[-2000:]
+        return source
+
+    def _extra(self, schema, depends):
+        return {"shared": self.shared_ref, "depends_on": depends.get(schema, {"extensions": [], "objects": []})}
+
+    def _write(self, job):
+        """``backup._write_job`` under the tenant's lock; a failure is recorded, not raised."""
+        repo = self.req.repository
+        try:
+            with repo.lock(job.tenant, "backup of %s" % job.label, self.req.lock_timeout):
+                removed = repo.remove_partials(job.tenant)
+                entry = backup._write_job(self.req, job, {}, None)
+        except LifeboatError as e:
+            self._failed(job.tenant, str(e))
+            return None
+        entry["removed_partials"] = removed
+        entry["artifact_name"] = naming.artifact_name(job.tenant, entry["stamp"], "pgdump", self.req.level is not None,
+                                                      bool(self.req.recipients))
+        self.result["artifacts"].append(entry)
+        return entry
+
+    def _failed(self, tenant, error):
+        self.result["failed_tenants"].append({"tenant": tenant, "error": error})
+        self.result["artifacts"].append({"tenant": tenant, "format": "pgdump", "action": "failed", "error": error})
+
+    def _unfail(self, tenant):
+        self.result["failed_tenants"] = [f for f in self.result["failed_tenants"] if f["tenant"] != tenant]
+        self.result["artifacts"] = [a for a in self.result["artifacts"]
+                                    if not (a["tenant"] == tenant and a["action"] == "failed")]
+
+    def _summary(self, written):
+        failed = self.result["failed_tenants"]
+        text = "Backed up %d artifacts of database %r (%s) in %.1f s with %d pg_dump runs to %s" % (
+            len(written), self.req.database,
+            "the shared part and %d tenants" % (len(written) - 1) if self.result["shared_artifact"] else
+            "%d tenants" % len(written), self.result["seconds"], self.runs, self.result["repository"])
+        if failed:
+            text += "; FAILED: %s" % "; ".join("%s: %s" % (f["tenant"], f["error"]) for f in failed[:10])
+            if len(failed) > 10:
+                text += " (and %d more)" % (len(failed) - 10)
+        return text + "."
+
+
+def _ref(tenant, name, stamp, sha256):
+    return {"tenant": tenant, "artifact": name, "stamp": stamp, "sha256": sha256}
+
+
+def _lock_message(req, what, need, budget):
+    return ("Backing up %s of database %r would lock %d tables in one pg_dump, more than lifeboat allows one run "
+            "(%d, half of the server's lock table: max_locks_per_transaction x (max_connections + "
+            "max_prepared_transactions)). Raise max_locks_per_transaction on %s and restart it."
+            % (what, req.database, need, budget, req.conn.server))
