@@ -26,9 +26,9 @@ import os
 import re
 import time
 
-from . import crypto, manifest, naming, postgres, restore_pg, restore_sqlite, selection
+from . import crypto, manifest, naming, postgres, restore_pg, restore_sqlite, selection, shared_part
 from .errors import LifeboatError
-from .repository import S3_CONNECTION_OPTIONS, open_repository
+from .repository import S3_CONNECTION_OPTIONS, LocalRepository, open_repository
 
 OPTIONS = {
     # name: default
@@ -193,6 +193,7 @@ class Artifact(object):
         self.manifest = doc
         self.manifest_path = manifest_path
         self.option = option
+        self.repo = None  # the repository it is in, when known (for the shared part of a schema tenant)
         self.selected_by = None  # latest, latest_verified, or None (named explicitly)
         self.choice = None  # with latest_verified: the verify record that chose it
 
@@ -339,7 +340,9 @@ def _in_repository(repo, tenant, name, fmt, option):
     def sizer():
         return repo.names(tenant).get(name, -1)
 
-    return Artifact(location, info, doc, mlocation, option, lambda: repo.open_read(tenant, name), sizer)
+    art = Artifact(location, info, doc, mlocation, option, lambda: repo.open_read(tenant, name), sizer)
+    art.repo = repo
+    return art
 
 
 def _local_file(path, fmt, option):
@@ -358,7 +361,27 @@ def _local_file(path, fmt, option):
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         return os.fdopen(fd, "rb", buffering=0)
 
-    return Artifact(path, info, doc, mpath, option, opener, lambda: os.stat(path).st_size)
+    art = Artifact(path, info, doc, mpath, option, opener, lambda: os.stat(path).st_size)
+    folder = os.path.dirname(path)
+    if os.path.basename(folder) == info["tenant"]:  # laid out as <repository>/<tenant>/<artifact>
+        art.repo = LocalRepository(os.path.dirname(folder), create=False)
+    return art
+
+
+def find_shared_artifact(art):
+    """(shared-part Artifact or None, error or None) for a schema tenant's artifact; raised only if needed."""
+    if art is None or art.repo is None or not shared_part.is_schema_tenant(art.manifest):
+        return None, None
+    try:
+        found = shared_part.find(art.repo, art.manifest)
+        if found is None:
+            return None, None
+        shared = _in_repository(art.repo, found.tenant, found.name, "pgdump", "artifact")
+    except LifeboatError as e:
+        return None, e
+    shared.check_stored_size()
+    shared.selected_by = found.how
+    return shared, None
 
 
 def find_artifact(repository, spec, tenant, fmt, option, s3=None):
@@ -506,7 +529,8 @@ def run(params, check_mode=False, progress=None):
     gart = find_globals_artifact(req) if req.globals_artifact else None
     if gart is not None:
         gart.check_stored_size()
-    identities = load_identities(req, [art, gart])
+    shared = find_shared_artifact(art) if req.engine != "sqlite" else (None, None)
+    identities = load_identities(req, [art, gart, shared[0]])
     result = {
         "changed": False,
         "check_mode": bool(check_mode),
@@ -541,7 +565,7 @@ def run(params, check_mode=False, progress=None):
     server = restore_pg.Server(req)
     try:
         gplan = restore_pg.plan_globals(server, gart, identities) if gart else None
-        tplan = restore_pg.plan_tenant(server, req, art) if art else None
+        tplan = restore_pg.plan_tenant(server, req, art, shared) if art else None
         if gplan:
             result["globals"] = gplan.describe()
         if tplan:

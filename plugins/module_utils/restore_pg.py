@@ -34,7 +34,7 @@ import secrets
 import subprocess
 import time
 
-from . import naming, pipeline, postgres
+from . import naming, pipeline, postgres, shared_part
 from .errors import LifeboatError
 from .repository import describe_os_error
 from .restore_common import PipeSink, PrivateDir, Tool, compare_counts, redact
@@ -819,10 +819,12 @@ class DatabasePlan(object):
 class SchemaPlan(object):
     kind = "schema"
 
-    def __init__(self, server, req, art, schema):
+    def __init__(self, server, req, art, schema, shared=(None, None)):
         self.server = server
         self.art = art
         self.schema = schema
+        self.shared = None  # the shared-part Artifact restored first, when the target lacks it
+        self.shared_note = None
         if req.allow_create_in_dump:
             raise LifeboatError("allow_create_in_dump applies to database tenants; %s is a backup of schema %r. "
                                 "Remove allow_create_in_dump." % (art.name, schema), option="allow_create_in_dump")
@@ -851,8 +853,11 @@ class SchemaPlan(object):
                     self.holders = [_session(r) for r in server.execute(
                         _LOCK_HOLDERS, {"schema": schema}, "Listing sessions using schema %r" % schema,
                         conn=conn).fetchall()]
+                self._plan_shared(server, conn, shared)
             finally:
                 server.disconnect(conn)
+        else:
+            self._plan_shared(server, None, shared)
         self.nonempty = bool(self.contents and any(self.contents.values()))
         where = "schema %r in database %r on %s" % (schema, self.database, server.where)
         if self.nonempty and not req.force:
@@ -877,6 +882,48 @@ class SchemaPlan(object):
                 option="terminate_connections", details={"sessions": self.holders},
             )
 
+    def _plan_shared(self, server, conn, shared):
+        """Decide whether the shared part (extensions, shared tables and types) is restored first.
+
+        Into a new database: yes, when the repository has it. Into a database that has what the
+        tenant depends on: no, it is left alone. Into one that has none of it: yes. Into one that
+        has part of it: refused, since restoring it would collide with what is there.
+        """
+        candidate, error = shared
+        depends_on = self.art.manifest.get("depends_on")
+        database = self.art.source.get("database")
+        if conn is None:
+            missing = ["all of it (a new database)"]
+        elif depends_on is None:
+            self.shared_note = "the manifest does not record the tenant's shared dependencies (an older artifact)"
+            return
+        else:
+            missing = shared_part.missing(conn, depends_on)
+            if not missing:
+                self.shared_note = "the target database already has the shared part the tenant uses; left alone"
+                return
+            if len(missing) < len(shared_part.wanted_items(depends_on)):
+                raise LifeboatError(
+                    "The target database %r on %s has only part of what schema tenant %r depends on from the shared "
+                    "part of database %r: it lacks %s. Restoring the shared part would collide with what is there, and "
+                    "without it the tenant cannot be restored. Nothing was changed. Create the missing objects (or "
+                    "extensions) first, or restore into another target_database (a new one gets the shared part)."
+                    % (self.database, server.where, self.schema, database, ", ".join(missing[:10])),
+                    option="target_database")
+        if error is not None:
+            raise error
+        if candidate is None:
+            if depends_on:
+                raise LifeboatError(
+                    "Schema tenant %r depends on the shared part of database %r (%s), which the target database %r "
+                    "lacks, and the repository holds no %s artifact to restore first. Nothing was changed. Restore "
+                    "into a database that has the shared part (target_database), or restore the shared part first."
+                    % (self.schema, database, ", ".join(missing[:10]), self.database, naming.shared_tenant(database)),
+                    option="target_database")
+            return
+        self.shared = candidate
+        self.shared_note = "restored first from %s: the target database lacked it" % candidate.name
+
     def describe(self):
         replaced = {"database": self.database, "schema": self.schema, "existed": self.schema_exists,
                     "database_existed": self.db_info is not None}
@@ -889,22 +936,29 @@ class SchemaPlan(object):
             "safety_copy": None,
             "connected_sessions": [describe_session(s) for s in self.holders],
             "fresh_database": None,
+            "shared_part": {"artifact": self.shared.path if self.shared else None, "note": self.shared_note},
         }
+
+    def _shared_text(self, done):
+        if self.shared is None:
+            return ""
+        return "; %s the shared part of database %r (%s) first, in the same transaction" % (
+            "restored" if done else "would restore", self.art.source.get("database"), self.shared.name)
 
     def summary_check(self):
         what = ("schema %r in database %r (%s), in one transaction" % (
             self.schema, self.database, _describe_contents(self.contents)) if self.schema_exists else
             "a new schema %r in %s database %r" % (
                 self.schema, "the existing" if self.db_info is not None else "a new", self.database))
-        return "would restore %s (%s) into %s on %s." % (self.art.name, _manifest_figures(self.art), what,
-                                                         self.server.where)
+        return "would restore %s (%s) into %s on %s%s." % (self.art.name, _manifest_figures(self.art), what,
+                                                           self.server.where, self._shared_text(False))
 
     def summary_done(self, result):
         return ("Restored %s into schema %r of database %r on %s in %.1f s, in one transaction: %d tables, %d rows, "
-                "equal to the manifest%s." % (
+                "equal to the manifest%s%s." % (
                     self.art.name, self.schema, self.database, self.server.where, result["seconds_restore"],
                     len(result["row_counts"]), sum(result["row_counts"].values()),
-                    "; replaced the old schema" if self.schema_exists else ""))
+                    "; replaced the old schema" if self.schema_exists else "", self._shared_text(True)))
 
     def apply(self, server, req, art, identities, progress):
         t0 = time.monotonic()
@@ -952,20 +1006,41 @@ class SchemaPlan(object):
         r_read, r_write = os.pipe()
         h_read, h_write = os.pipe()
         fds = [r_read, r_write, h_read, h_write]
-        psql = restore = None
+        reads = [r_read, h_read]
+        if self.shared is not None:
+            s_read, s_write = os.pipe()
+            fds += [s_read, s_write]
+            reads.insert(0, s_read)
+        psql = restore = shared = None
         try:
             argv = [server.tool("psql"), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1",
                     "--dbname=" + server.conninfo(self.database, APP + "-psql")]
             for command in prelude:
                 argv += ["-c", command]
-            argv += ["-f", "/dev/fd/%d" % r_read, "-f", "/dev/fd/%d" % h_read]
-            psql = Tool(argv, server.env(APP + "-psql"), pass_fds=(r_read, h_read))
-            _close(fds, r_read, h_read)
+            for fd in reads:
+                argv += ["-f", "/dev/fd/%d" % fd]
+            psql = Tool(argv, server.env(APP + "-psql"), pass_fds=tuple(reads))
+            _close(fds, *reads)
             rargv = [server.tool("pg_restore"), "--format=custom", "--file=-"]
             if not req.owners:
                 rargv.append("--no-owner")
             if not req.privileges:
                 rargv.append("--no-privileges")
+            if self.shared is not None:
+                # The shared part first, into the same transaction: psql reads its SQL to the end
+                # before it reads the tenant's.
+                shared = Tool(rargv, server.env(APP + "-pg_restore"), stdin=subprocess.PIPE, stdout=s_write)
+                _close(fds, s_write)
+                swhat = "Restoring the shared part %s into database %r on %s" % (self.shared.name, self.database,
+                                                                                 server.where)
+                ssizes = _stream(shared, self.shared, identities, None)
+                shared.wait()
+                failure = shared.failure()
+                if ssizes is None or failure:
+                    if not psql.running():
+                        failure = psql.failure() or failure
+                    raise restore_failed(swhat, failure or "pg_restore stopped reading the archive", req, outcome)
+                self.shared.verify(ssizes)
             restore = Tool(rargv, server.env(APP + "-pg_restore"), stdin=subprocess.PIPE, stdout=r_write)
             _close(fds, r_write)
             sizes = _stream(restore, art, identities, progress)
@@ -1002,7 +1077,7 @@ class SchemaPlan(object):
             return counts
         finally:
             # Kill psql first: its input must never reach an end-of-file it could take for success.
-            for tool in (psql, restore):
+            for tool in (psql, restore, shared):
                 if tool is not None:
                     tool.close()
             _close(fds, *list(fds))
@@ -1018,7 +1093,7 @@ def _close(fds, *which):
                 pass
 
 
-def plan_tenant(server, req, art):
+def plan_tenant(server, req, art, shared=(None, None)):
     schema = art.source.get("schema")
     if req.schema and req.schema != schema:
         raise LifeboatError(
@@ -1028,7 +1103,7 @@ def plan_tenant(server, req, art):
             option="schema",
         )
     if schema:
-        return SchemaPlan(server, req, art, schema)
+        return SchemaPlan(server, req, art, schema, shared)
     return DatabasePlan(server, req, art)
 
 
