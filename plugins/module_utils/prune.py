@@ -195,6 +195,41 @@ def _verified_names(repo, tenant, arts):
     return set(j["art"]["name"] for j in judged if j["verified"])
 
 
+def keep_shared_parts(repo, per_tenant):
+    """Never delete the shared part that a kept artifact of a schema tenant needs for its restore.
+
+    A pass writes ``_shared_<database>`` first and its tenants after it, so the shared artifact a
+    tenant's artifact was taken with is the newest one stamped at or before it (the one its manifest
+    names). For every artifact kept (of any tenant: keeping one too many shared part is cheap, losing
+    the one a restore needs is not), that shared artifact is kept and protected.
+    """
+    shared = [t for t in per_tenant if naming.is_shared_tenant(t)
+              and any(d["decision"] == "delete" and d["complete"] for d in per_tenant[t][0])]
+    if not shared:
+        return
+    kept = []
+    for tenant in repo.tenants():
+        if naming.is_pseudo_tenant(tenant):
+            continue
+        if tenant in per_tenant:
+            kept += [d["stamp"] for d in per_tenant[tenant][0] if d["complete"] and d["decision"] == "keep"]
+        else:
+            kept += [a["stamp"] for a in repo.artifacts(tenant) if a["complete"]]
+    for tenant in shared:
+        complete = sorted((d for d in per_tenant[tenant][0] if d["complete"]), key=lambda d: (d["stamp"], d["name"]))
+        needed = set()
+        for stamp in kept:
+            before = [d for d in complete if d["stamp"] <= stamp]
+            if before:
+                needed.add(before[-1]["name"])
+        for d in complete:
+            if d["name"] in needed:
+                d["protected"] = True
+                if d["decision"] == "delete":
+                    d["decision"] = "keep"
+                    d["reasons"].append("kept: the shared part that kept artifacts of its schema tenants restore with")
+
+
 def run(params, check_mode=False, now=None):
     unknown = sorted(set(params) - set(OPTIONS))
     if unknown:
@@ -223,6 +258,7 @@ def run(params, check_mode=False, now=None):
             d["tenant"] = tenant
         per_tenant[tenant] = (decisions, holder)
         all_decisions.extend(decisions)
+    keep_shared_parts(repo, per_tenant)
     apply_total_size(all_decisions, policy.max_total_size)
     skipped = {}
     for tenant, (decisions, holder) in per_tenant.items():
