@@ -71,19 +71,23 @@ class Pass(object):
 
     # -- planning ------------------------------------------------------------------------------------
 
-    def _shared_schemas(self, all_schemas):
-        """Schemas of the shared part: all but the tenant schemas and shared_exclude's matches."""
+    def _split_schemas(self, all_schemas):
+        """(schemas of the shared part, user schemas left out of it).
+
+        Left out: the tenant schemas, shared_exclude's matches, and the safety copies a restore keeps
+        (``lb_s_<hash>``: a tenant's old data, never the shared part's).
+        """
         tenant_schemas = set(self.schema_of.values())
-        out = []
+        shared, excluded = [], []
         for nsp in all_schemas:
-            if nsp in tenant_schemas or nsp.startswith("pg_toast") or nsp.startswith("pg_temp_") or nsp == "information_schema":
+            if nsp in ("pg_catalog", "information_schema") or nsp.startswith("pg_toast") or nsp.startswith("pg_temp_"):
                 continue
-            if nsp == "pg_catalog":
-                continue
-            if any(fnmatch.fnmatchcase(nsp, pat) for pat in self.req.shared_exclude):
-                continue
-            out.append(nsp)
-        return out
+            if (nsp in tenant_schemas or naming.is_derived_name(nsp)
+                    or any(fnmatch.fnmatchcase(nsp, pat) for pat in self.req.shared_exclude)):
+                excluded.append(nsp)
+            else:
+                shared.append(nsp)
+        return shared, excluded
 
     def run(self, check_mode):
         req = self.req
@@ -105,7 +109,7 @@ class Pass(object):
             self.snapshot = snap.id
             all_schemas = [r[0] for r in self.conn.execute(
                 "SELECT nspname FROM pg_catalog.pg_namespace ORDER BY nspname").fetchall()]
-            self.shared_schemas = self._shared_schemas(all_schemas)
+            self.shared_schemas, self.excluded_schemas = self._split_schemas(all_schemas)
             tenant_order = schema_pass.dump_order([s for t, s in req.members if s in facts
                                                    and jobs[t][1] == "write"])
             depends = schema_pass.dependencies(self.conn, tenant_order) if tenant_order else {}
@@ -162,7 +166,7 @@ class Pass(object):
             doc = req.repository.read_json(job.tenant, fresh["manifest"]) or {}
             self.shared_ref = _ref(job.tenant, fresh["name"], fresh["stamp"], doc.get("sha256"))
             return
-        excluded = sorted(set(self.schema_of.values()) | set(self._excluded_by_pattern()))
+        excluded = sorted(set(self.schema_of.values()) | set(self.excluded_schemas))
         shared_locked = sum(schema_pass.schema_facts(self.conn, self.shared_schemas).get(s, (0, 0))[0]
                             for s in self.shared_schemas)
 
@@ -186,12 +190,6 @@ class Pass(object):
         if entry_out is not None:
             self.shared_ref = _ref(job.tenant, entry_out["artifact_name"], entry_out["stamp"], entry_out["sha256"])
             self.result["shared_artifact"] = entry_out["artifact"]
-
-    def _excluded_by_pattern(self):
-        if not self.req.shared_exclude:
-            return []
-        rows = self.conn.execute("SELECT nspname FROM pg_catalog.pg_namespace").fetchall()
-        return [r[0] for r in rows if any(fnmatch.fnmatchcase(r[0], p) for p in self.req.shared_exclude)]
 
     # -- tenant groups -------------------------------------------------------------------------------
 

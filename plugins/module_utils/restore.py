@@ -26,7 +26,7 @@ import os
 import re
 import time
 
-from . import crypto, manifest, naming, postgres, restore_pg, restore_sqlite, selection, shared_part
+from . import crypto, manifest, naming, postgres, restore_guard, restore_pg, restore_sqlite, selection, shared_part
 from .errors import LifeboatError
 from .repository import S3_CONNECTION_OPTIONS, LocalRepository, open_repository
 
@@ -55,7 +55,9 @@ OPTIONS = {
     "allow_create_in_dump": False,
     "privileges": False,
     "owners": False,
-    "keep_safety_copy": False,
+    "keep_safety_copy": True,
+    "replace_target": None,
+    "source_tenant": None,
     "globals_artifact": None,
     "globals_host": None,
     "tmp_dir": None,
@@ -101,6 +103,13 @@ class RestoreRequest(object):
         self.tenant = p["tenant"]
         if self.tenant is not None:
             naming.validate_tenant(self.tenant)
+        self.source_tenant = p["source_tenant"]
+        if self.source_tenant is not None:
+            naming.validate_tenant(self.source_tenant, "source_tenant")
+        self.replace_target = p["replace_target"]
+        if self.replace_target is not None and (not isinstance(self.replace_target, str) or not self.replace_target):
+            raise LifeboatError("Invalid replace_target %r: the name of the target to replace, given a second time."
+                                % (self.replace_target,), option="replace_target")
         self.globals_artifact = p["globals_artifact"] or None
         if self.tenant is None and not self.globals_artifact:
             raise LifeboatError(
@@ -529,6 +538,8 @@ def run(params, check_mode=False, progress=None):
     gart = find_globals_artifact(req) if req.globals_artifact else None
     if gart is not None:
         gart.check_stored_size()
+    restore_guard.check_tenant(req, art)
+    owners = restore_guard.Owners(art.repo if art is not None else None)
     shared = find_shared_artifact(art) if req.engine != "sqlite" else (None, None)
     identities = load_identities(req, [art, gart, shared[0]])
     result = {
@@ -548,7 +559,7 @@ def run(params, check_mode=False, progress=None):
         "warnings": [],
     }
     if req.engine == "sqlite":
-        plan = restore_sqlite.plan(req, art)
+        plan = restore_sqlite.plan(req, art, owners)
         result.update(plan.describe())
         if check_mode:
             result["changed"] = True
@@ -565,7 +576,7 @@ def run(params, check_mode=False, progress=None):
     server = restore_pg.Server(req)
     try:
         gplan = restore_pg.plan_globals(server, gart, identities) if gart else None
-        tplan = restore_pg.plan_tenant(server, req, art, shared) if art else None
+        tplan = restore_pg.plan_tenant(server, req, art, shared, owners) if art else None
         if gplan:
             result["globals"] = gplan.describe()
         if tplan:

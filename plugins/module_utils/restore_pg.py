@@ -34,7 +34,7 @@ import secrets
 import subprocess
 import time
 
-from . import naming, pipeline, postgres, shared_part
+from . import naming, pipeline, postgres, restore_guard, shared_part
 from .errors import LifeboatError
 from .repository import describe_os_error
 from .restore_common import PipeSink, PrivateDir, Tool, compare_counts, redact
@@ -601,7 +601,7 @@ def run_pg_restore(server, req, art, identities, dbname, progress, what, outcome
 class DatabasePlan(object):
     kind = "database"
 
-    def __init__(self, server, req, art):
+    def __init__(self, server, req, art, owners):
         self.server = server
         self.art = art
         self.create_mode = req.allow_create_in_dump
@@ -624,6 +624,7 @@ class DatabasePlan(object):
             raise LifeboatError("The target %r on %s is a template database; lifeboat does not replace templates. "
                                 "Choose another target_database." % (target, server.where), option="target_database")
         self.nonempty = self.existed and (self.contents is None or any(self.contents.values()))
+        restore_guard.check_database(req, art, target, self.existed, self.nonempty, owners)
         if self.nonempty and not req.force:
             raise LifeboatError(
                 "The target database %r on %s is not empty (%s). Nothing was changed. Set force: true to replace "
@@ -804,7 +805,10 @@ class DatabasePlan(object):
             server.comment(self.safety, "lifeboat: safety copy of %s taken %s before restoring %s; drop it with "
                            "DROP DATABASE when no longer needed" % (self.target, naming.iso(naming.utcnow()),
                                                                     self.art.name))
-            entry["note"] = "Kept (keep_safety_copy: true): drop it with DROP DATABASE %s; when no longer needed." % self.safety
+            entry["note"] = ("Kept (keep_safety_copy: true, the default). To go back: ALTER DATABASE %s RENAME TO "
+                             "%s; ALTER DATABASE %s RENAME TO %s; when no longer needed: DROP DATABASE %s;" % (
+                                 self.server.ident(self.target), self.server.ident(self.target + "_restored"),
+                                 self.safety, self.server.ident(self.target), self.safety))
         elif server.drop_database(self.safety):
             entry["dropped"] = True
             entry["dropped_at"] = naming.iso(naming.utcnow())
@@ -819,7 +823,7 @@ class DatabasePlan(object):
 class SchemaPlan(object):
     kind = "schema"
 
-    def __init__(self, server, req, art, schema, shared=(None, None)):
+    def __init__(self, server, req, art, schema, shared=(None, None), owners=None):
         self.server = server
         self.art = art
         self.schema = schema
@@ -859,6 +863,11 @@ class SchemaPlan(object):
         else:
             self._plan_shared(server, None, shared)
         self.nonempty = bool(self.contents and any(self.contents.values()))
+        restore_guard.check_database(req, art, self.database, self.schema_exists, self.nonempty,
+                                     owners or restore_guard.Owners(None), schema=schema)
+        self.keep = req.keep_safety_copy and self.schema_exists
+        self.safety = naming.derived_name("s", self.database, schema, art.name, secrets.token_hex(4)) \
+            if self.keep else None
         where = "schema %r in database %r on %s" % (schema, self.database, server.where)
         if self.nonempty and not req.force:
             raise LifeboatError(
@@ -933,11 +942,19 @@ class SchemaPlan(object):
             "target": {"kind": "schema", "server": self.server.where, "database": self.database,
                        "schema": self.schema, "path": None},
             "replaced": replaced,
-            "safety_copy": None,
+            "safety_copy": ({"database": self.database, "schema": self.safety, "kept": True, "dropped": False,
+                             "dropped_at": None, "note": self._safety_note()} if self.safety else None),
             "connected_sessions": [describe_session(s) for s in self.holders],
             "fresh_database": None,
             "shared_part": {"artifact": self.shared.path if self.shared else None, "note": self.shared_note},
         }
+
+    def _safety_note(self):
+        return ("The old schema %r is kept in database %r as schema %s (keep_safety_copy: true, the default). To go "
+                "back: ALTER SCHEMA %s RENAME TO %s_restored; ALTER SCHEMA %s RENAME TO %s; when no longer needed: "
+                "DROP SCHEMA %s CASCADE;" % (
+                    self.schema, self.database, self.safety, self.server.ident(self.schema), self.schema,
+                    self.safety, self.server.ident(self.schema), self.safety))
 
     def _shared_text(self, done):
         if self.shared is None:
@@ -946,8 +963,10 @@ class SchemaPlan(object):
             "restored" if done else "would restore", self.art.source.get("database"), self.shared.name)
 
     def summary_check(self):
-        what = ("schema %r in database %r (%s), in one transaction" % (
-            self.schema, self.database, _describe_contents(self.contents)) if self.schema_exists else
+        what = ("schema %r in database %r (%s), in one transaction; the old schema would be %s" % (
+            self.schema, self.database, _describe_contents(self.contents),
+            "kept as %s" % self.safety if self.safety else "dropped (keep_safety_copy: false)")
+            if self.schema_exists else
             "a new schema %r in %s database %r" % (
                 self.schema, "the existing" if self.db_info is not None else "a new", self.database))
         return "would restore %s (%s) into %s on %s%s." % (self.art.name, _manifest_figures(self.art), what,
@@ -958,7 +977,9 @@ class SchemaPlan(object):
                 "equal to the manifest%s%s." % (
                     self.art.name, self.schema, self.database, self.server.where, result["seconds_restore"],
                     len(result["row_counts"]), sum(result["row_counts"].values()),
-                    "; replaced the old schema" if self.schema_exists else "", self._shared_text(True)))
+                    ("; the old schema is kept as %s in the same database" % self.safety if self.safety else
+                     "; replaced the old schema (dropped: keep_safety_copy is false)") if self.schema_exists else "",
+                    self._shared_text(True)))
 
     def apply(self, server, req, art, identities, progress):
         t0 = time.monotonic()
@@ -997,7 +1018,13 @@ class SchemaPlan(object):
         what = "Restoring %s into schema %r of database %r on %s" % (art.name, self.schema, self.database,
                                                                      server.where)
         prelude = ["BEGIN", "SET LOCAL lock_timeout = '%s'" % LOCK_WAIT]
-        if self.schema_exists:
+        if self.schema_exists and self.safety:
+            # The old schema stays, renamed, in the same transaction: what the restore replaces can be had back.
+            prelude.append("ALTER SCHEMA %s RENAME TO %s" % (server.ident(self.schema), server.ident(self.safety)))
+            prelude.append("COMMENT ON SCHEMA %s IS %s" % (server.ident(self.safety), server.literal(
+                "lifeboat: schema %s as it was before %s was restored over it (%s); drop it with DROP SCHEMA ... "
+                "CASCADE when no longer needed" % (self.schema, art.name, naming.iso(naming.utcnow())))))
+        elif self.schema_exists:
             prelude.append("DROP SCHEMA %s CASCADE" % server.ident(self.schema))
         tag = "$lb_%s$" % secrets.token_hex(6)
         epilogue = _ROW_COUNT_CHECK.format(
@@ -1093,7 +1120,7 @@ def _close(fds, *which):
                 pass
 
 
-def plan_tenant(server, req, art, shared=(None, None)):
+def plan_tenant(server, req, art, shared=(None, None), owners=None):
     schema = art.source.get("schema")
     if req.schema and req.schema != schema:
         raise LifeboatError(
@@ -1102,9 +1129,10 @@ def plan_tenant(server, req, art, shared=(None, None)):
                 art.name, "schema %r" % schema if schema else "a whole database", req.schema),
             option="schema",
         )
+    owners = owners or restore_guard.Owners(None)
     if schema:
-        return SchemaPlan(server, req, art, schema, shared)
-    return DatabasePlan(server, req, art)
+        return SchemaPlan(server, req, art, schema, shared, owners)
+    return DatabasePlan(server, req, art, owners)
 
 
 # -- globals -------------------------------------------------------------------------------------

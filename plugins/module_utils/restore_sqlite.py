@@ -19,7 +19,7 @@ import stat
 import time
 from urllib.parse import quote
 
-from . import naming, pipeline
+from . import naming, pipeline, restore_guard
 from . import sqlite as sqlite_engine
 from .errors import LifeboatError
 from .repository import describe_os_error
@@ -97,7 +97,7 @@ def open_by(path):
 class SqlitePlan(object):
     kind = "sqlite"
 
-    def __init__(self, req, art):
+    def __init__(self, req, art, owners=None):
         self.art = art
         self.target = req.target_path
         self.keep = req.keep_safety_copy
@@ -134,7 +134,14 @@ class SqlitePlan(object):
                     option="target_path",
                 )
             self.inspected = _inspect(self.target) if self.size else {"tables": 0, "rows": 0}
+            if self.inspected is None:
+                raise LifeboatError(
+                    "The target %s is not a SQLite database (%d bytes that SQLite cannot read): it belongs to "
+                    "something else, and lifeboat replaces only SQLite files, whatever the options. Nothing was "
+                    "changed. Check target_path (or path)." % (self.target, self.size), option="target_path")
         self.nonempty = self.existed and (self.inspected is None or self.inspected["tables"] > 0)
+        restore_guard.check_path(req, art, self.target, self.existed, self.nonempty,
+                                 owners or restore_guard.Owners(None))
         if self.nonempty and not req.force:
             raise LifeboatError(
                 "The target %s is not empty (%s). Nothing was changed. Set force: true to replace it, or restore "
@@ -172,8 +179,8 @@ class SqlitePlan(object):
                 "is kept as %s" % outcome["safety_copy"]["path"] if outcome["safety_copy"]["kept"] else "was replaced"))
 
 
-def plan(req, art):
-    return SqlitePlan(req, art)
+def plan(req, art, owners=None):
+    return SqlitePlan(req, art, owners)
 
 
 def apply(req, art, identities, plan, progress):
@@ -242,7 +249,8 @@ def apply(req, art, identities, plan, progress):
     if safety:
         entry = {"path": safety, "kept": plan.keep, "dropped": False, "dropped_at": None}
         if plan.keep:
-            entry["note"] = "Kept (keep_safety_copy: true): remove it when no longer needed."
+            entry["note"] = ("Kept (keep_safety_copy: true, the default). To go back: mv %s %s. Remove it when no "
+                             "longer needed." % (safety, plan.target))
         else:
             _unlink(safety)
             entry["dropped"] = True

@@ -17,8 +17,9 @@ description:
     is derived from a hash (C(lb_r_...)); the stored bytes are checked against the manifest's SHA-256 and sizes,
     pg_restore's messages are checked (any error fails the task, quoting the first errors), and the restored row
     counts are compared with the manifest's. Only then the target is renamed to a safety copy (C(lb_s_...)) and
-    the fresh database to the target, in one transaction. The safety copy is dropped once the swap succeeded,
-    unless O(keep_safety_copy=true). The target's owner, database grants, settings and comment are carried over.
+    the fresh database to the target, in one transaction. The safety copy is kept after the swap succeeded (its
+    name and how to get it back are in RV(safety_copy)), unless O(keep_safety_copy=false). The target's owner,
+    database grants, settings and comment are carried over.
   - A schema tenant (its artifact records a schema) is restored into its own schema name in O(target_database),
     in one transaction that is committed only after the same checks passed; a failure, or the death of the
     restoring process, rolls it back.
@@ -110,9 +111,26 @@ options:
     type: path
   force:
     description:
-      - Replace a target that is not empty. Without it, a non-empty target is refused and nothing is changed.
+      - Replace the tenant's own target when it is not empty. Without it, a non-empty target is refused and nothing
+        is changed.
+      - The tenant's own target is the database (or schema, or SQLite file) it is configured with (O(database),
+        else the tenant's name; O(path)) or that the artifact's manifest names as its source. Any other existing,
+        non-empty target also needs O(replace_target).
+      - Never replaced, whatever the options, C(postgres), templates, a file that is not a SQLite database, and a
+        database or schema that holds another tenant's data (the source of another tenant's newest artifact in
+        the same repository).
     type: bool
     default: false
+  replace_target:
+    description:
+      - The name of a non-empty target that is not the tenant's own (O(target_database), or O(target_path) for
+        SQLite), given a second time to replace it on purpose, so that one mistyped name cannot. Needs O(force).
+    type: str
+  source_tenant:
+    description:
+      - Restore an artifact of this other tenant as O(tenant) (a tenant move). Without it, an artifact whose tenant
+        is not O(tenant) (by its name and its manifest) is refused before anything is touched.
+    type: str
   jobs:
     description:
       - Parallel C(pg_restore) jobs for a database tenant. V(1) streams with no plaintext on disk; more decrypts
@@ -155,10 +173,13 @@ options:
     default: false
   keep_safety_copy:
     description:
-      - Keep the replaced database (or SQLite file) as the safety copy after a successful restore, instead of
-        dropping it. Its name is returned in RV(safety_copy).
+      - Keep what the restore replaced after it succeeded. A database is kept under a derived name (C(lb_s_...)),
+        a schema is renamed to a derived name (C(lb_s_...)) in its database, in the restore's transaction, and a
+        SQLite file is kept beside the target. RV(safety_copy) names it and says how to get it back; the message
+        says so too.
+      - V(false) drops (or removes) it once the restore succeeded.
     type: bool
-    default: false
+    default: true
   globals_artifact:
     description:
       - Restore a server's globals (roles, role memberships, role settings) first, from a C(globals) artifact
@@ -178,7 +199,7 @@ options:
     type: path
 notes:
   - Never drops a database it did not create in the same run, except the replaced target kept as the safety copy,
-    which is dropped only after the restore succeeded (unless O(keep_safety_copy=true)).
+    which is kept after the restore succeeded (O(keep_safety_copy=false) drops it).
   - The safety copy and the fresh restore database carry derived names (C(lb_s_...), C(lb_r_...)) built from a
     hash, never by appending to the tenant's name, so they cannot collide with a 63-character tenant database.
   - A SQLite target opened by a process is refused (the process would go on using the old file); stop the
@@ -368,7 +389,9 @@ def main():
             allow_create_in_dump=dict(type="bool", default=False),
             privileges=dict(type="bool", default=False),
             owners=dict(type="bool", default=False),
-            keep_safety_copy=dict(type="bool", default=False),
+            keep_safety_copy=dict(type="bool", default=True),
+            replace_target=dict(type="str"),
+            source_tenant=dict(type="str"),
             globals_artifact=dict(type="str"),
             globals_host=dict(type="str"),
             tmp_dir=dict(type="path"),

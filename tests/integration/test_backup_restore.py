@@ -118,7 +118,10 @@ def _manifest_of(artifact):
 
 
 def params(pg, keys, world, **extra):
-    p = dict(pg.login, tenant="rs_acme", repository=world["repo"], identity_file=keys["identity"])
+    # These tests check the path that drops the replaced target once the restore succeeded; what is kept by
+    # default (keep_safety_copy: true) is tested in test_restore_safety.py.
+    p = dict(pg.login, tenant="rs_acme", repository=world["repo"], identity_file=keys["identity"],
+             keep_safety_copy=False)
     p.update(extra)
     return p
 
@@ -150,10 +153,11 @@ def test_database_tenant_into_a_new_target_equals_the_source(pg, keys, world):
     assert res["safety_copy"] is None and res["changed"] is True
     assert res["artifact"] == world["arts"]["acme"]
     assert databases(pg) == before | {"rs_acme_new"}
-    # a second run refuses the now non-empty target, and changes nothing
+    # a second run refuses the now non-empty target (not the tenant's own database), and changes nothing
     with pytest.raises(LifeboatError) as e:
         restore.run(params(pg, keys, world, target_database="rs_acme_new"))
-    assert e.value.option == "force" and "not empty" in str(e.value)
+    assert e.value.option == "replace_target" and "not empty" in str(e.value)
+    assert "force: true and replace_target: rs_acme_new" in str(e.value)
 
 
 def test_database_force_through_ansible_keeps_owner_grants_settings(pg, keys, world):
@@ -174,8 +178,8 @@ def test_database_force_through_ansible_keeps_owner_grants_settings(pg, keys, wo
     wanted = props()
     before = databases(pg)
     secret = open(keys["identity"]).read()
-    args = dict(pg.login, tenant="rs_acme", repository=world["repo"], identity=secret,
-                target_database="rs_acme_live", force=True)
+    args = dict(pg.login, keep_safety_copy=False, tenant="rs_acme", repository=world["repo"], identity=secret,
+                target_database="rs_acme_live", force=True, replace_target="rs_acme_live")
     res = lbtest.run_module("backup_restore", args, diff=True)
     assert res.get("changed") is True and not res.get("failed"), res
     assert checksums(pg, "rs_acme_live") == world["acme"]
@@ -203,7 +207,7 @@ def test_jobs_2_uses_a_private_folder_that_is_removed(pg, keys, world, tmp_path)
             files = [(f.name, stat.S_IMODE(f.stat().st_mode)) for f in os.scandir(entry.path)]
             seen.append((stat.S_IMODE(entry.stat().st_mode), files))
 
-    res = restore.run(params(pg, keys, world, target_database="rs_acme_jobs", force=True, jobs=2,
+    res = restore.run(params(pg, keys, world, target_database="rs_acme_jobs", force=True, replace_target="rs_acme_jobs", jobs=2,
                              tmp_dir=str(tmp)), progress=progress)
     assert checksums(pg, "rs_acme_jobs") == world["acme"]
     assert_counts(res, world["manifest"]["acme"])
@@ -237,11 +241,11 @@ def test_connected_clients_are_named_or_terminated(pg, keys, world):
     pid = conn.info.backend_pid
     try:
         with pytest.raises(LifeboatError) as e:
-            restore.run(params(pg, keys, world, target_database="rs_acme_busy", force=True))
+            restore.run(params(pg, keys, world, target_database="rs_acme_busy", force=True, replace_target="rs_acme_busy"))
         assert e.value.option == "terminate_connections"
         assert "rs-web-app" in str(e.value) and ("pid %d" % pid) in str(e.value) and "Nothing was changed" in str(e.value)
         assert checksums(pg, "rs_acme_busy") == before
-        res = restore.run(params(pg, keys, world, target_database="rs_acme_busy", force=True,
+        res = restore.run(params(pg, keys, world, target_database="rs_acme_busy", force=True, replace_target="rs_acme_busy",
                                  terminate_connections=True))
         assert len(res["terminated_sessions"]) == 1 and "rs-web-app" in res["terminated_sessions"][0]
         assert checksums(pg, "rs_acme_busy") == world["acme"]
@@ -257,8 +261,8 @@ def test_connected_clients_are_named_or_terminated(pg, keys, world):
 def test_check_mode_says_what_would_be_replaced_and_touches_nothing(pg, keys, world):
     sums = fresh_copy(pg, keys, world, "rs_acme_check")
     before = databases(pg)
-    args = dict(pg.login, tenant="rs_acme", repository=world["repo"], identity_file=keys["identity"],
-                target_database="rs_acme_check", force=True)
+    args = dict(pg.login, keep_safety_copy=False, tenant="rs_acme", repository=world["repo"], identity_file=keys["identity"],
+                target_database="rs_acme_check", force=True, replace_target="rs_acme_check")
     res = lbtest.run_module("backup_restore", args, check=True)
     assert not res.get("failed"), res
     assert res["changed"] is True and res["check_mode"] is True
@@ -312,7 +316,7 @@ def victim(pg, keys, world):
     art = backup.run(dict(pg.login, tenant="rs_priv", repository=world["repo"], recipients=[keys["public"]]))
     pg.psql("REVOKE ALL ON customers FROM rs_ghost", db="rs_priv")
     pg.psql("DROP ROLE rs_ghost")
-    restore.run(params(pg, keys, world, target_database="rs_victim", force=True))
+    restore.run(params(pg, keys, world, target_database="rs_victim", force=True, replace_target="rs_victim"))
     pg.psql("UPDATE customers SET name = 'changed' WHERE id < 50; DROP TABLE blobs", db="rs_victim")
     return {"priv_artifact": art["artifact"], "sums": checksums(pg, "rs_victim")}
 
@@ -320,7 +324,7 @@ def victim(pg, keys, world):
 @pytest.mark.parametrize("case", sorted(FAILURES))
 def test_database_failures_leave_the_target_unchanged(pg, keys, world, victim, tmp_path, case):
     extra, words, option = FAILURES[case]
-    p = params(pg, keys, world, target_database="rs_victim", force=True)
+    p = params(pg, keys, world, target_database="rs_victim", force=True, replace_target="rs_victim")
     p.update(extra(keys))
     if case in ("truncated", "tampered", "missing_manifest"):
         p["artifact"] = _damaged_copy(world, tmp_path, case)
@@ -340,8 +344,8 @@ def test_database_failures_leave_the_target_unchanged(pg, keys, world, victim, t
 
 
 def test_failure_through_ansible_fails_the_task_with_the_message(pg, keys, world, victim, tmp_path):
-    args = dict(pg.login, tenant="rs_acme", artifact=_damaged_copy(world, tmp_path, "tampered"),
-                identity_file=keys["identity"], target_database="rs_victim", force=True)
+    args = dict(pg.login, keep_safety_copy=False, tenant="rs_acme", artifact=_damaged_copy(world, tmp_path, "tampered"),
+                identity_file=keys["identity"], target_database="rs_victim", force=True, replace_target="rs_victim")
     res = lbtest.run_module("backup_restore", args)
     assert res.get("failed") is True, res
     assert "age decryption failed" in res["msg"] and "rs_victim" in res["msg"]
@@ -377,7 +381,7 @@ def test_schema_failures_roll_back(pg, keys, world, tmp_path, case):
     restore.run(params(pg, keys, world, tenant="rs_globex", target_database="rs_saas_fail"))
     pg.psql("UPDATE rs_globex.customers SET balance = 0 WHERE id < 20; CREATE TABLE public.keep (x int)",
             db="rs_saas_fail")
-    p = params(pg, keys, world, tenant="rs_globex", target_database="rs_saas_fail", force=True)
+    p = params(pg, keys, world, tenant="rs_globex", target_database="rs_saas_fail", force=True, replace_target="rs_saas_fail")
     if case == "tampered":
         art = world["arts"]["globex"]
         d = tmp_path / "rs_globex"
@@ -434,8 +438,8 @@ def test_sqlite_into_a_scratch_path_then_over_it(keys, world, tmp_path):
     os.chmod(target, 0o640)
     with pytest.raises(LifeboatError) as e:
         restore.run(p)
-    assert e.value.option == "force"
-    res = restore.run(dict(p, force=True, jobs=3))
+    assert e.value.option == "replace_target"  # not the tenant's own file: named twice to replace it
+    res = restore.run(dict(p, force=True, replace_target=target, keep_safety_copy=False, jobs=3))
     assert lbtest.sqlite_checksums(target) == world["initech"]
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o640
     assert res["safety_copy"]["dropped"] is True
@@ -453,7 +457,7 @@ def test_sqlite_failures_leave_the_file_unchanged(keys, world, tmp_path, case):
     conn.close()
     before = lbtest.sqlite_checksums(target)
     p = dict(tenant="rs_initech", engine="sqlite", repository=world["repo"], identity_file=keys["identity"],
-             target_path=target, force=True)
+             target_path=target, force=True, replace_target=target)
     holder = None
     if case == "tampered":
         art = world["arts"]["initech"]
@@ -616,7 +620,7 @@ def test_restore_from_an_s3_repository(pg, keys, s3, tmp_path):
     before = lbtest.sqlite_checksums(target)
     with pytest.raises(LifeboatError) as e:
         restore.run(dict(s3.options(), tenant="rs_s3lite", engine="sqlite", artifact=art,
-                         identity_file=keys["identity"], target_path=target, force=True))
+                         identity_file=keys["identity"], target_path=target, force=True, replace_target=target))
     assert "age decryption failed" in str(e.value) and "not changed" in str(e.value)
     assert lbtest.sqlite_checksums(target) == before
     assert sorted(os.listdir(str(tmp_path))) == ["restored.db", "src.db"]

@@ -192,7 +192,7 @@ def test_backup_restore_and_backup_verify_with_latest_verified_on_postgresql(pg,
         # latest still means the newest complete one, and says so
         res = lbtest.run_module("backup_restore", dict(pg.login, tenant="lvacme", repository=repo,
                                                        identity_file=keys["identity"], target_database="lvacme_restored",
-                                                       force=True), check=True)
+                                                       force=True, replace_target="lvacme_restored"), check=True)
         assert res["artifact"] == newer["artifact"] and res["selection"]["selected_by"] == "latest", res
         assert res["verified_at"] is None
         ver = lbtest.run_module("backup_verify", dict(pg.login, repository=repo, tenant="lvacme",

@@ -142,7 +142,7 @@ def test_postgresql_restarted_during_a_restore_leaves_the_target_as_it_was(big, 
 
     with pytest.raises(LifeboatError):
         restore.run(dict(big.login, tenant="rel", repository=root, artifact="latest", target_database="rel_target",
-                         force=True, identity_file=keys["identity"]), progress=progress)
+                         force=True, replace_target="rel_target", keep_safety_copy=False, identity_file=keys["identity"]), progress=progress)
     assert done
     with big.connect("rel_target") as conn:
         assert lbtest.table_checksums(conn) == before
@@ -172,7 +172,7 @@ def test_a_restore_killed_mid_stream_leaves_the_target_and_no_partial_database(b
     with big.connect("rel_killed") as conn:
         before = lbtest.table_checksums(conn)
     params = dict(big.login, tenant="rel", repository=root, artifact="latest", target_database="rel_killed",
-                  force=True, identity_file=keys["identity"])
+                  force=True, replace_target="rel_killed", keep_safety_copy=False, identity_file=keys["identity"])
     proc = subprocess.run([sys.executable, "-c", RESTORE_KILLER, str(2 << 20)], input=json.dumps(params).encode(),
                           capture_output=True, timeout=300, check=False)
     assert proc.returncode == -9 and b"finished" not in proc.stdout, proc.stderr.decode()[-2000:]
@@ -201,7 +201,7 @@ def test_a_create_mode_restore_killed_mid_stream_puts_the_original_database_back
     with big.connect("rel") as conn:
         before = lbtest.table_checksums(conn)
     params = dict(big.login, tenant="rel", repository=root, artifact="latest", allow_create_in_dump=True,
-                  force=True, identity_file=keys["identity"])
+                  force=True, keep_safety_copy=False, identity_file=keys["identity"])
     proc = subprocess.run([sys.executable, "-c", RESTORE_KILLER, str(2 << 20)], input=json.dumps(params).encode(),
                           capture_output=True, timeout=300, check=False)
     assert proc.returncode == -9 and b"finished" not in proc.stdout, proc.stderr.decode()[-2000:]
