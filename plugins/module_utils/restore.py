@@ -558,6 +558,9 @@ def run(params, check_mode=False, progress=None):
         "globals": None,
         "warnings": [],
     }
+    older = _older_than_newest(art)
+    if older:
+        result["warnings"].append(older)
     if req.engine == "sqlite":
         plan = restore_sqlite.plan(req, art, owners)
         result.update(plan.describe())
@@ -613,6 +616,21 @@ def run(params, check_mode=False, progress=None):
     finally:
         server.close()
     return _finish(result, t0)
+
+
+def _older_than_newest(art):
+    """A warning when a named artifact is older than the tenant's newest complete one (an older one over newer data)."""
+    if art is None or art.repo is None or art.selected_by is not None:
+        return None
+    try:
+        newest = art.repo.latest_complete(art.tenant, art.format)
+    except (LifeboatError, OSError):
+        return None
+    if not newest or newest["stamp"] <= art.stamp:
+        return None
+    return ("%s is older than the newest complete artifact of tenant %s, %s: the data written between the two is "
+            "not in it. If that is not what you meant, restore artifact: latest (what this restore replaces is kept "
+            "unless keep_safety_copy is false)." % (art.name, art.tenant, newest["name"]))
 
 
 def _finish(result, t0):

@@ -23,14 +23,14 @@ MAINTENANCE = ("postgres", "template0", "template1")
 
 def check_tenant(req, art):
     """Refuse another tenant's artifact unless ``source_tenant`` names it (a tenant move)."""
-    if art is None or req.tenant is None or art.tenant == req.tenant:
-        if req.source_tenant and art is not None and req.source_tenant != art.tenant:
-            raise LifeboatError(
-                "source_tenant is %r, but the artifact %s is of tenant %s. Remove source_tenant (it is only for "
-                "restoring one tenant's artifact as another) or fix it." % (req.source_tenant, art.name, art.tenant),
-                option="source_tenant")
+    if art is None:
         return
-    if req.source_tenant == art.tenant:
+    if req.source_tenant and req.source_tenant != art.tenant:
+        raise LifeboatError(
+            "source_tenant is %r, but the artifact %s is of tenant %s. Nothing was changed. Remove source_tenant (it "
+            "is only for restoring one tenant's artifact as another) or fix it." % (
+                req.source_tenant, art.name, art.tenant), option="source_tenant")
+    if req.tenant is None or art.tenant == req.tenant or req.source_tenant == art.tenant:
         return
     raise LifeboatError(
         "The artifact %s is a backup of tenant %s, not of tenant %s. Nothing was changed. Restoring it would put %s's "

@@ -621,8 +621,9 @@ class DatabasePlan(object):
         self.existed = self.info is not None
         self.contents = server.contents(target) if self.existed else None
         if self.existed and self.info["is_template"]:
-            raise LifeboatError("The target %r on %s is a template database; lifeboat does not replace templates. "
-                                "Choose another target_database." % (target, server.where), option="target_database")
+            raise LifeboatError("The target %r on %s is a template database; lifeboat never replaces templates, "
+                                "whatever the options. Nothing was changed. Choose another target_database."
+                                % (target, server.where), option="target_database")
         self.nonempty = self.existed and (self.contents is None or any(self.contents.values()))
         restore_guard.check_database(req, art, target, self.existed, self.nonempty, owners)
         if self.nonempty and not req.force:
