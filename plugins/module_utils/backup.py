@@ -190,14 +190,38 @@ class BackupRequest(object):
         self.shared_exclude = exclude
 
 
+CLOCK_SKEW = 300  # seconds: a stamp further in the future than this is a clock problem, never "fresh"
+
+
 def _fresh_enough(repo, job, skip_seconds, now):
+    """The artifact that makes this run unnecessary under ``skip_if_newer_than``, or None.
+
+    Only the newest complete artifact whose stamp is not in the future counts (a host whose clock
+    ran ahead stamped it so: it would otherwise stop every backup until then; a clock running
+    behind makes real artifacts look future, and the backup runs too), and only when
+    verification has not FAILed it.
+    """
     if skip_seconds is None:
         return None
-    latest = repo.latest_complete(job.tenant, job.format)
-    if not latest:
-        return None
-    age = (now - naming.parse_stamp(latest["stamp"])).total_seconds()
-    return latest if age < skip_seconds else None
+    complete = [a for a in repo.artifacts(job.tenant) if a["complete"] and a["format"] == job.format]
+    for art in reversed(complete):
+        age = (now - naming.parse_stamp(art["stamp"])).total_seconds()
+        if age < -CLOCK_SKEW:
+            continue
+        if age >= skip_seconds or _verification_failed(repo, job.tenant, art):
+            return None
+        return art
+    return None
+
+
+def _verification_failed(repo, tenant, art):
+    if not art.get("verify_record"):
+        return False
+    try:
+        record = repo.read_json(tenant, art["verify_record"]) or {}
+    except LifeboatError:
+        return False
+    return record.get("status") == "FAIL" and record.get("artifact") in (None, art["name"])
 
 
 def _probe_source(req, keep=False):

@@ -35,6 +35,7 @@ from .scratch import Janitor
 from .version import TOOL_VERSION
 
 PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
+CLOCK_SKEW = 300  # seconds: a stamp further in the future is a clock problem (as in backup.py)
 
 OPTIONS = dict(
     repository=None, tenant=None, artifact="latest",
@@ -491,6 +492,13 @@ def _freshness(ctx, complete):
         return [c.done(SKIP, "max_age not set")]
     if not complete:
         return [c.done(FAIL, "no complete artifact at all (max_age %ds)" % ctx.max_age)]
+    future = [a for a in complete if (ctx.now - naming.parse_stamp(a["stamp"])).total_seconds() < -CLOCK_SKEW]
+    if future:
+        return [c.done(FAIL, "%s is stamped %.1f h in the future: the clock of the host that wrote it (or of this "
+                             "one) is wrong. A future stamp is never taken as fresh: fix the clock (timedatectl, "
+                             "NTP), then take a new backup; remove or rename the future-stamped artifact once a new "
+                             "one is verified" % (future[-1]["name"], -(ctx.now - naming.parse_stamp(
+                                 future[-1]["stamp"])).total_seconds() / 3600.0))]
     newest = complete[-1]
     age = (ctx.now - naming.parse_stamp(newest["stamp"])).total_seconds()
     if age > ctx.max_age:
