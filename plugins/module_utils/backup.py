@@ -540,6 +540,10 @@ def _store_pgdump(req, writer, facts, progress):
             except BaseException:
                 for counter in counters:
                     counter.cancel()
+                    if isinstance(counter.error, LifeboatError):
+                        # The counter's own error (a table this role cannot read) ended the snapshot's
+                        # transaction, so pg_dump reports a lost snapshot: the counter's is the real cause.
+                        raise counter.error
                 raise
             counts = counters[0].result()
     finally:

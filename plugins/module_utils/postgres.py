@@ -151,8 +151,22 @@ def row_counts(conn, schema=None):
     counts = {}
     for nsp, rel in tables:
         query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(nsp), sql.Identifier(rel))
-        counts["%s.%s" % (nsp, rel)] = conn.execute(query).fetchone()[0]
+        try:
+            counts["%s.%s" % (nsp, rel)] = conn.execute(query).fetchone()[0]
+        except psycopg.errors.InsufficientPrivilege as e:
+            raise unreadable_table(e, conn.info.dbname, conn.info.user, nsp, rel)
     return counts
+
+
+def unreadable_table(error, database, user, schema, table):
+    """The error for a table the backup role may not read: which table, and the grant that fixes it."""
+    ident = "%s.%s" % (sql.Identifier(schema).as_string(None), sql.Identifier(table).as_string(None))
+    return LifeboatError(
+        "The backup role %s cannot read table %s of database %r (%s), so this backup cannot hold it. Grant it: "
+        "GRANT USAGE ON SCHEMA %s TO %s; GRANT SELECT ON %s TO %s; (or GRANT pg_read_all_data TO %s), or back up "
+        "as a role that can read every table (login_user). Nothing was published."
+        % (user, ident, database, first_line(str(error)), sql.Identifier(schema).as_string(None), user, ident, user,
+           user), option="login_user")
 
 
 class Snapshot(object):

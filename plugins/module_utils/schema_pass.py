@@ -166,8 +166,10 @@ class PassCounter(object):
         self.database = database
         self.snapshot_id = snapshot_id
         self.tables = tables  # [(schema, table)] in the order the dumps need them
+        self.counted_schemas = set(s for s, _t in tables)
         self.app = app
         self.counts = {}
+        self.errors = {}  # schema -> LifeboatError (a table its tenant's backup cannot read)
         self.done_schemas = set()
         self.error = None
         self.cond = threading.Condition()
@@ -198,24 +200,40 @@ class PassCounter(object):
                 self.error = e
                 self.cond.notify_all()
 
-    def _batch(self, batch, remaining):
+    def _count(self, tables):
+        """{index: rows} of ``tables`` in one transaction on the pass's snapshot (50 per query)."""
         sql = postgres.sql
         self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         try:
             self.conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.snapshot_id)))
             found = {}
-            for j in range(0, len(batch), 50):
-                part = batch[j:j + 50]
+            for j in range(0, len(tables), 50):
+                part = tables[j:j + 50]
                 query = sql.SQL(" UNION ALL ").join(
                     sql.SQL("SELECT {}::int, count(*) FROM {}.{}").format(sql.Literal(k), sql.Identifier(s), sql.Identifier(t))
                     for k, (s, t) in enumerate(part, j))
                 for k, n in self.conn.execute(query).fetchall():
                     found[k] = int(n)
+            return found
         finally:
             self.conn.execute("ROLLBACK")
+
+    def _batch(self, batch, remaining):
+        try:
+            found = self._count(batch)
+        except postgres.psycopg.errors.InsufficientPrivilege:
+            # A table this role may not read: count table by table, so that only its tenant fails.
+            found = {}
+            for k, (schema, table) in enumerate(batch):
+                try:
+                    found[k] = self._count([(schema, table)])[0]
+                except postgres.psycopg.errors.InsufficientPrivilege as e:
+                    self.errors.setdefault(schema, postgres.unreadable_table(
+                        e, self.database, self.conn.info.user, schema, table))
         with self.cond:
             for k, (schema, table) in enumerate(batch):
-                self.counts.setdefault(schema, {})["%s.%s" % (schema, table)] = found[k]
+                if k in found:
+                    self.counts.setdefault(schema, {})["%s.%s" % (schema, table)] = found[k]
                 remaining[schema] -= 1
                 if remaining[schema] == 0:
                     self.done_schemas.add(schema)
@@ -231,7 +249,9 @@ class PassCounter(object):
                             "Counting the rows of database %r in the backup's snapshot failed: %s"
                             % (self.database, postgres.first_line(str(self.error))), option="database")
                     raise self.error
-                if schema in self.done_schemas or not any(s == schema for s, _t in self.tables):
+                if schema in self.errors:
+                    raise self.errors[schema]
+                if schema in self.done_schemas or schema not in self.counted_schemas:
                     return dict(self.counts.get(schema, {}))
                 self.cond.wait(1.0)
 
