@@ -14,7 +14,7 @@ backup. One tenant's failure does not stop the others: it is reported in
 import fnmatch
 import time
 
-from . import backup, naming, pgarchive, pipeline, postgres, schema_pass
+from . import backup, large_objects, naming, pgarchive, pipeline, postgres, schema_pass
 from .errors import LifeboatError
 
 LOCK_SHARE = 2  # one pg_dump may lock at most capacity / LOCK_SHARE relations
@@ -113,6 +113,9 @@ class Pass(object):
             tenant_order = schema_pass.dump_order([s for t, s in req.members if s in facts
                                                    and jobs[t][1] == "write"])
             depends = schema_pass.dependencies(self.conn, tenant_order) if tenant_order else {}
+            self.lo_refs = {}
+            for entry in large_objects.referenced(self.conn):  # in the shared part, which holds them
+                self.lo_refs.setdefault(entry["schema"], []).append(entry)
             tables = self.conn.execute(postgres._TABLES, {"schema": None}).fetchall()
             by_schema = {}
             for nsp, rel in tables:
@@ -295,6 +298,11 @@ class Pass(object):
         }
         if warnings:
             source["pg_dump_messages"] = warnings[-2000:]
+        refs = self.lo_refs.get(schema) if schema else [e for s in self.shared_schemas for e in self.lo_refs.get(s, [])]
+        if refs:
+            source["large_objects"] = refs
+            if schema:
+                source["large_objects_in"] = "the shared part (large objects belong to the database)"
         return source
 
     def _extra(self, schema, depends):

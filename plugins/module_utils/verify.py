@@ -25,7 +25,7 @@ import subprocess
 import tarfile
 import time
 
-from . import crypto, manifest as manifest_mod, naming, pipeline, postgres, selection, shared_part
+from . import crypto, large_objects, manifest as manifest_mod, naming, pipeline, postgres, selection, shared_part
 from . import sqlite as sqlite_engine
 from .errors import LifeboatError
 from .files import atomic_write_json
@@ -378,7 +378,7 @@ def _restore_pg(ctx, repo, tenant, art, doc, identities, compressed):
                 restore = c.done(PASS, "pg_restore into scratch database %s on %s" % (scratch, ctx.conn.server))
                 with ctx.conn.connect(scratch, app="lifeboat-verify") as conn:
                     actual = postgres.row_counts(conn, (doc.get("source") or {}).get("schema") or None)
-                    extra = first + [_counts_check(doc["row_counts"], actual)]
+                    extra = first + [_counts_check(doc["row_counts"], actual), _large_objects_check(conn, doc)]
                     extra += _run_queries(ctx, lambda q: conn.execute(q).fetchone()[0])
                 return sizes, restore, extra
             finally:
@@ -386,6 +386,21 @@ def _restore_pg(ctx, repo, tenant, art, doc, identities, compressed):
                 janitor.done(jid)
         finally:
             admin.close()
+
+
+def _large_objects_check(conn, doc):
+    """Every value of the columns that pointed to large objects at backup time points to one in the copy."""
+    c = Check("large_objects")
+    recorded = (doc.get("source") or {}).get("large_objects")
+    if not recorded:
+        return c.done(SKIP, "no column pointed to large objects at backup time (or the manifest predates the check)")
+    lost = large_objects.missing(conn, recorded)
+    if lost:
+        return c.done(FAIL, "values of %s point to large objects that are not in the restored copy (%s)" % (
+            large_objects.describe(lost), (doc.get("source") or {}).get("large_objects_in")
+            or "a schema tenant needs its database's shared part, which holds them"))
+    return c.done(PASS, "%d column(s), %d large objects, all present" % (
+        len(recorded), sum(e.get("count", 0) for e in recorded)))
 
 
 def _pg_restore_into(ctx, pg_restore, dbname, repo, tenant, art, identities, compressed):

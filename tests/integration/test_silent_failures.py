@@ -106,3 +106,40 @@ def test_a_table_the_backup_role_cannot_read_is_named_with_its_grant(pg, keys, t
     assert list(failed) == ["globex"] and "payroll" in failed["globex"], failed
     assert sorted(a["tenant"] for a in res["artifacts"] if a["action"] == "written") == ["_shared_unread", "acme"]
     pg.psql("DROP DATABASE unread WITH (FORCE)")
+
+
+def test_large_objects_of_a_schema_tenant_are_never_lost_behind_a_pass(pg, keys, tmp_path):
+    from lifeboat_engine import backup_pass, restore
+    from lifeboat_engine.errors import LifeboatError
+
+    pg.psql("DROP DATABASE IF EXISTS lobs WITH (FORCE)")
+    saas.build(pg, db="lobs", tenants=("t1", "t2"), rows=5)
+    pg.psql("CREATE TABLE t1.docs (id int PRIMARY KEY, body oid); "
+            "INSERT INTO t1.docs SELECT g, lo_from_bytea(0, convert_to(repeat('page ' || g, 50), 'UTF8')) "
+            "FROM generate_series(1, 20) g", db="lobs")
+    repo = str(tmp_path / "repo")
+    common = dict(pg.login, repository=repo, recipients=[keys["public"]])
+    # alone, the schema's dump would not hold them: refused, naming the column
+    with pytest.raises(LifeboatError) as e:
+        backup.run(dict(common, tenant="t1", database="lobs", schema="t1"))
+    assert "t1.docs.body (20)" in str(e.value) and e.value.option == "schema"
+    assert not os.path.exists(os.path.join(repo, "t1")) or os.listdir(os.path.join(repo, "t1")) == [".lock"]
+    # in a pass they are in the shared part; verify proves every one is back
+    res = backup_pass.run(dict(common, database="lobs", schemas=["t1", "t2"]))
+    assert res["failed_tenants"] == []
+    out = verify.run(dict(pg.login, tenant="t1", repository=repo, identity_file=keys["identity"]))
+    checks = dict((c["name"], c) for c in out["tenants"][0]["checks"])
+    assert out["status"] == "PASS" and checks["large_objects"]["status"] == "PASS", checks
+    res = restore.run(dict(pg.login, tenant="t1", repository=repo, identity_file=keys["identity"],
+                           target_database="lobs_rebuilt"))
+    assert pg.psql("SELECT count(lo_get(body)) FROM t1.docs", db="lobs_rebuilt") == "20"
+    # a copy whose large objects are gone fails the check, naming the column
+    pg.psql("SELECT lo_unlink(body) FROM t1.docs WHERE id <= 3", db="lobs_rebuilt")
+    from lifeboat_engine import large_objects
+    with pg.connect("lobs_rebuilt") as conn:
+        lost = large_objects.missing(conn, json.load(open(
+            [a for a in backup_pass.run(dict(common, database="lobs", schemas=["t1"]))["artifacts"]
+             if a["tenant"] == "t1"][0]["manifest"]))["source"]["large_objects"])
+    assert large_objects.describe(lost) == "t1.docs.body (3)"
+    pg.psql("DROP DATABASE lobs_rebuilt WITH (FORCE)")
+    pg.psql("DROP DATABASE lobs WITH (FORCE)")
