@@ -169,6 +169,31 @@ def unreadable_table(error, database, user, schema, table):
            user), option="login_user")
 
 
+_SUBSCRIPTIONS = """
+SELECT s.subname FROM pg_catalog.pg_subscription s JOIN pg_catalog.pg_database d ON d.oid = s.subdbid
+ WHERE d.datname = %s ORDER BY 1
+"""
+
+
+def subscriptions(conn, dbname):
+    """Names of the logical replication subscriptions of database ``dbname`` (a shared catalog)."""
+    return [r[0] for r in conn.execute(_SUBSCRIPTIONS, (dbname,)).fetchall()]
+
+
+def detach_subscriptions(conn, drop=False):
+    """Disable the subscriptions of the database ``conn`` is connected to and detach them from their
+    publisher's replication slots (``slot_name = NONE``), so that a restored or scratch copy never
+    consumes the publisher's slot and can be dropped; ``drop`` drops them too. Returns their names."""
+    names = subscriptions(conn, conn.info.dbname)
+    for name in names:
+        ident = sql.Identifier(name)
+        conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident))
+        conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident))
+        if drop:
+            conn.execute(sql.SQL("DROP SUBSCRIPTION {}").format(ident))
+    return names
+
+
 class Snapshot(object):
     """A REPEATABLE READ transaction whose snapshot pg_dump shares."""
 

@@ -347,6 +347,12 @@ class Server(object):
         """Drop a database this run created (or the documented safety copy). Never raises."""
         force = " WITH (FORCE)" if self.major >= 13 else ""
         try:
+            if postgres.subscriptions(self.conn, name):  # they would block the drop
+                conn = self.connect(name)
+                try:
+                    postgres.detach_subscriptions(conn, drop=True)
+                finally:
+                    self.disconnect(conn)
             self.conn.execute("DROP DATABASE IF EXISTS %s%s" % (self.ident(name), force))
             return True
         except Exception as e:
@@ -639,6 +645,7 @@ class DatabasePlan(object):
         self.fresh = None if self.create_mode else server.free_name("r", server.where, target, art.name)
         self.safety = server.free_name("s", server.where, target, art.name) if self.existed else None
         self.keep = req.keep_safety_copy
+        self.detached = []
 
     def describe(self):
         replaced = {"database": self.target, "existed": self.existed}
@@ -726,6 +733,7 @@ class DatabasePlan(object):
         try:
             what = "Restoring %s into the fresh database %s on %s" % (art.name, fresh, server.where)
             run_pg_restore(server, req, art, identities, fresh, progress, what, unchanged)
+            self.detached = _detach(server, fresh)
             counts = self._count(server, fresh, art, unchanged)
             if self.existed:
                 server.adopt_properties(self.info, fresh)
@@ -750,7 +758,8 @@ class DatabasePlan(object):
         finally:
             if not swapped:
                 server.drop_database(fresh)
-        return {"row_counts": counts, "row_counts_match": True, "terminated_sessions": terminated}
+        return {"row_counts": counts, "row_counts_match": True, "terminated_sessions": terminated,
+                "subscriptions_detached": self.detached}
 
     def _apply_create(self, server, req, art, identities, progress):
         """pg_restore --create: the archive creates its own database under its own name."""
@@ -1109,6 +1118,23 @@ class SchemaPlan(object):
                 if tool is not None:
                     tool.close()
             _close(fds, *list(fds))
+
+
+def _detach(server, dbname):
+    """Restored subscriptions: disabled and detached from the publisher's slots (said so in the result)."""
+    if not postgres.subscriptions(server.conn, dbname):
+        return []
+    conn = server.connect(dbname)
+    try:
+        names = postgres.detach_subscriptions(conn)
+    finally:
+        server.disconnect(conn)
+    server.warnings.append(
+        "The restored database holds logical replication subscriptions (%s): they are disabled and detached from "
+        "the publisher's replication slots (slot_name = NONE), so that this copy never consumes them. To subscribe "
+        "again: ALTER SUBSCRIPTION ... SET (slot_name = '...'); ALTER SUBSCRIPTION ... ENABLE; (or create new ones)."
+        % ", ".join(names))
+    return names
 
 
 def _close(fds, *which):

@@ -38,6 +38,14 @@ for item in items:
                 back = item.get("put_back")
                 if back and conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (back,)).fetchone() is None:
                     continue  # the original was never moved aside: it is still the target, leave it
+                subs = conn.execute("SELECT s.subname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid "
+                                    "WHERE d.datname = %s", (item["name"],)).fetchall()
+                if subs:  # a database with subscriptions cannot be dropped: detach and drop them first
+                    with psycopg.connect(autocommit=True, **dict(item["params"], dbname=item["name"])) as sub:
+                        for (name,) in subs:
+                            for q in ("ALTER SUBSCRIPTION {} DISABLE", "ALTER SUBSCRIPTION {} SET (slot_name = NONE)",
+                                      "DROP SUBSCRIPTION {}"):
+                                sub.execute(sql.SQL(q).format(sql.Identifier(name)))
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(item["name"])))
                 if back:
                     conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(back),

@@ -405,8 +405,9 @@ def _large_objects_check(conn, doc):
 
 def _pg_restore_into(ctx, pg_restore, dbname, repo, tenant, art, identities, compressed):
     """Stream ``art`` into pg_restore for ``dbname``. Returns (sizes or None, failure text or None)."""
-    argv = [pg_restore, "--format=custom", "--no-owner", "--no-privileges", "--no-password", "--exit-on-error",
-            "--dbname=" + ctx.conn.conninfo(dbname, "lifeboat-verify-pg_restore")]
+    # --no-subscriptions: a scratch copy must never subscribe to (or block the drop with) a publisher's slot
+    argv = [pg_restore, "--format=custom", "--no-owner", "--no-privileges", "--no-subscriptions", "--no-password",
+            "--exit-on-error", "--dbname=" + ctx.conn.conninfo(dbname, "lifeboat-verify-pg_restore")]
     tool = Tool(argv, ctx.conn.env("lifeboat-verify-pg_restore"), stdin=subprocess.PIPE)
     sink = PipeSink(tool.proc.stdin)
     try:

@@ -143,3 +143,34 @@ def test_large_objects_of_a_schema_tenant_are_never_lost_behind_a_pass(pg, keys,
     assert large_objects.describe(lost) == "t1.docs.body (3)"
     pg.psql("DROP DATABASE lobs_rebuilt WITH (FORCE)")
     pg.psql("DROP DATABASE lobs WITH (FORCE)")
+
+
+def test_a_tenant_with_a_subscription_verifies_and_restores_detached(pg, keys, tmp_path):
+    from lifeboat_engine import restore
+
+    for db in ("subpub", "subtenant", "subtenant_copy"):
+        pg.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % db)
+    pg.psql("CREATE DATABASE subpub")
+    pg.psql("CREATE TABLE feed (id int PRIMARY KEY); CREATE PUBLICATION feedpub FOR TABLE feed", db="subpub")
+    pg.psql("CREATE DATABASE subtenant")
+    pg.psql("CREATE TABLE feed (id int PRIMARY KEY); INSERT INTO feed SELECT generate_series(1, 30); "
+            "CREATE SUBSCRIPTION feedsub CONNECTION 'host=%s port=%d dbname=subpub user=postgres' "
+            "PUBLICATION feedpub WITH (connect = false)" % (pg.socket_dir, pg.port), db="subtenant")
+    repo = str(tmp_path / "repo")
+    backup.run(dict(pg.login, tenant="subtenant", repository=repo, recipients=[keys["public"]]))
+    before = pg.psql("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database")
+    out = verify.run(dict(pg.login, tenant="subtenant", repository=repo, identity_file=keys["identity"]))
+    assert out["status"] == "PASS", out["msg"]
+    assert out["records"], out  # a record was written
+    assert pg.psql("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database") == before  # no scratch left
+    res = restore.run(dict(pg.login, tenant="subtenant", repository=repo, identity_file=keys["identity"],
+                           target_database="subtenant_copy"))
+    assert res["subscriptions_detached"] == ["feedsub"] and any("detached" in w for w in res["warnings"])
+    assert pg.psql("SELECT subenabled::text || ',' || coalesce(subslotname, 'none') FROM pg_subscription s "
+                   "JOIN pg_database d ON d.oid = s.subdbid WHERE d.datname = 'subtenant_copy'") == "false,none"
+    for db in ("subtenant_copy", "subtenant"):
+        with pg.connect(db) as conn:
+            from lifeboat_engine import postgres
+            postgres.detach_subscriptions(conn, drop=True)
+        pg.psql("DROP DATABASE %s WITH (FORCE)" % db)
+    pg.psql("DROP DATABASE subpub WITH (FORCE)")
