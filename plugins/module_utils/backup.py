@@ -528,6 +528,7 @@ def _store_pgdump(req, writer, facts, progress):
         # Large objects are not in a schema's dump: a schema tenant that points to some is refused here.
         lo_refs = (large_objects.refuse_schema_backup(conn, req.database, req.schema) if req.schema
                    else large_objects.referenced(conn))
+        settings = None if req.schema else postgres.database_settings(conn)
         with postgres.Snapshot(conn) as snap:
             argv = [pg_dump, "--format=custom", "--compress=0", "--no-password", "--snapshot=" + snap.id,
                     "--dbname=" + req.conn.conninfo(req.database, app + "-pg_dump")]
@@ -564,6 +565,8 @@ def _store_pgdump(req, writer, facts, progress):
         source["pg_dump_messages"] = warnings[-2000:]
     if lo_refs:
         source["large_objects"] = lo_refs
+    if settings:
+        source["database_settings"] = settings
     return sizes, counts, source
 
 

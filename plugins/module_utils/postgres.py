@@ -169,6 +169,17 @@ def unreadable_table(error, database, user, schema, table):
            user), option="login_user")
 
 
+def database_settings(conn):
+    """The current database's own settings (ALTER DATABASE ... SET, ALTER ROLE ... IN DATABASE ... SET):
+    [{"role": name or None, "settings": ["search_path=app, public", ...]}]. A dump of the contents has none."""
+    rows = conn.execute(
+        "SELECT r.rolname, s.setconfig FROM pg_catalog.pg_db_role_setting s "
+        "JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase AND d.datname = pg_catalog.current_database() "
+        "LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.setrole WHERE s.setrole = 0 OR r.rolname IS NOT NULL "
+        "ORDER BY 1 NULLS FIRST").fetchall()
+    return [{"role": role, "settings": list(config or [])} for role, config in rows]
+
+
 _SUBSCRIPTIONS = """
 SELECT s.subname FROM pg_catalog.pg_subscription s JOIN pg_catalog.pg_database d ON d.oid = s.subdbid
  WHERE d.datname = %s ORDER BY 1

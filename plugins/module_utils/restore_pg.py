@@ -468,20 +468,30 @@ class Server(object):
             "SELECT r.rolname, s.setrole, s.setconfig FROM pg_catalog.pg_db_role_setting s "
             "LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.setrole WHERE s.setdatabase = %s",
             (info["oid"],), "Reading the settings of %r" % info["name"]).fetchall()
-        for role, setrole, config in settings:
-            if setrole and role is None:
-                continue
-            for item in config or []:
+        self.apply_settings(fresh, [{"role": role, "settings": config or []} for role, setrole, config in settings
+                                    if not (setrole and role is None)], info["name"])
+
+    def apply_settings(self, dbname, settings, source):
+        """``ALTER DATABASE ... SET`` and ``ALTER ROLE ... IN DATABASE ... SET`` for ``settings``
+        ([{"role": name or None, "settings": ["name=value", ...]}]); failures become warnings. Returns the count."""
+        ident = self.ident(dbname)
+        applied = 0
+        for entry in settings or []:
+            role = entry.get("role")
+            for item in entry.get("settings") or []:
                 name, _sep, value = item.partition("=")
-                target = ("ALTER DATABASE %s" % ident if not setrole else
+                target = ("ALTER DATABASE %s" % ident if not role else
                           "ALTER ROLE %s IN DATABASE %s" % (self.ident(role), ident))
                 try:
                     with self.conn.transaction():
+                        # set_config then FROM CURRENT: list settings (search_path) keep their quoting
                         self.conn.execute("SELECT pg_catalog.set_config(%s, %s, true)", (name, value))
                         self.conn.execute("%s SET %s FROM CURRENT" % (target, self.ident(name)))
+                    applied += 1
                 except _psycopg_error() as e:
-                    self.warnings.append("The setting %s of %r was not carried over (%s)."
-                                         % (item, info["name"], postgres.first_line(str(e))))
+                    self.warnings.append("The setting %s%s of %r was not carried over (%s)." % (
+                        item, " for role %s" % role if role else "", source, postgres.first_line(str(e))))
+        return applied
 
 
 def _session(row):
@@ -646,6 +656,7 @@ class DatabasePlan(object):
         self.safety = server.free_name("s", server.where, target, art.name) if self.existed else None
         self.keep = req.keep_safety_copy
         self.detached = []
+        self.settings_applied = 0
 
     def describe(self):
         replaced = {"database": self.target, "existed": self.existed}
@@ -744,6 +755,10 @@ class DatabasePlan(object):
                     server.allow_connections(self.target, False)
             else:
                 server.comment(fresh, None)
+                # A new target gets the settings the source database had (ALTER DATABASE/ROLE ... SET),
+                # which are not in a dump of its contents.
+                self.settings_applied = server.apply_settings(
+                    fresh, art.source.get("database_settings"), "the source database %r" % art.source.get("database"))
                 try:
                     server.rename_database(fresh, self.target)
                 except _psycopg_error() as e:
@@ -759,7 +774,7 @@ class DatabasePlan(object):
             if not swapped:
                 server.drop_database(fresh)
         return {"row_counts": counts, "row_counts_match": True, "terminated_sessions": terminated,
-                "subscriptions_detached": self.detached}
+                "subscriptions_detached": self.detached, "database_settings_applied": self.settings_applied}
 
     def _apply_create(self, server, req, art, identities, progress):
         """pg_restore --create: the archive creates its own database under its own name."""

@@ -174,3 +174,31 @@ def test_a_tenant_with_a_subscription_verifies_and_restores_detached(pg, keys, t
             postgres.detach_subscriptions(conn, drop=True)
         pg.psql("DROP DATABASE %s WITH (FORCE)" % db)
     pg.psql("DROP DATABASE subpub WITH (FORCE)")
+
+
+def test_database_settings_come_back_with_a_restore_into_a_new_database(pg, keys, tmp_path):
+    from lifeboat_engine import restore
+
+    for db in ("shopset", "shopset_new"):
+        pg.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % db)
+    pg.psql("CREATE DATABASE shopset")
+    pg.psql("DROP ROLE IF EXISTS shop_app; CREATE ROLE shop_app LOGIN")
+    pg.psql("CREATE SCHEMA app; CREATE TABLE app.items AS SELECT generate_series(1, 5) AS id", db="shopset")
+    pg.psql("ALTER DATABASE shopset SET search_path = app, public; ALTER DATABASE shopset SET statement_timeout = '42s'; "
+            "ALTER ROLE shop_app IN DATABASE shopset SET work_mem = '3MB'")
+    repo = str(tmp_path / "repo")
+    art = backup.run(dict(pg.login, tenant="shopset", repository=repo, recipients=[keys["public"]]))
+    doc = json.load(open(art["manifest"]))
+    assert {"role": None, "settings": ["search_path=app, public", "statement_timeout=42s"]} in \
+        doc["source"]["database_settings"]
+    res = restore.run(dict(pg.login, tenant="shopset", repository=repo, identity_file=keys["identity"],
+                           target_database="shopset_new"))
+    assert res["database_settings_applied"] == 3
+    assert pg.psql("SHOW search_path", db="shopset_new") == "app, public"
+    assert pg.psql("SELECT count(*) FROM items", db="shopset_new") == "5"  # the application's unqualified query
+    assert pg.psql("SHOW statement_timeout", db="shopset_new") == "42s"
+    assert pg.psql("SELECT array_to_string(setconfig, ',') FROM pg_db_role_setting s JOIN pg_database d "
+                   "ON d.oid = s.setdatabase WHERE d.datname = 'shopset_new' AND s.setrole <> 0") == "work_mem=3MB"
+    for db in ("shopset", "shopset_new"):
+        pg.psql("DROP DATABASE %s WITH (FORCE)" % db)
+    pg.psql("DROP ROLE shop_app")
