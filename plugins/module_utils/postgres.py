@@ -145,17 +145,40 @@ SELECT n.nspname, c.relname
 """
 
 
-def row_counts(conn, schema=None):
-    """Exact row counts of every user table (of ``schema`` when given)."""
-    tables = conn.execute(_TABLES, {"schema": schema}).fetchall()
-    counts = {}
-    for nsp, rel in tables:
-        query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(nsp), sql.Identifier(rel))
-        try:
-            counts["%s.%s" % (nsp, rel)] = conn.execute(query).fetchone()[0]
-        except psycopg.errors.InsufficientPrivilege as e:
-            raise unreadable_table(e, conn.info.dbname, conn.info.user, nsp, rel)
-    return counts
+_FORCED_RLS = """
+SELECT n.nspname, c.relname
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p') AND c.relforcerowsecurity AND pg_catalog.pg_has_role(c.relowner, 'USAGE')
+   AND (%(schema)s::text IS NULL OR n.nspname = %(schema)s::text)
+"""
+
+
+def row_counts(conn, schema=None, lift_forced_rls=False):
+    """Exact row counts of every user table (of ``schema`` when given).
+
+    ``lift_forced_rls``, for a copy this run restored (a scratch or fresh database, owned by the
+    restoring role when it is not a superuser): tables with FORCE ROW LEVEL SECURITY would show
+    their owner only the rows a policy lets through, so the force is lifted while counting and set
+    again afterwards.
+    """
+    forced = conn.execute(_FORCED_RLS, {"schema": schema}).fetchall() if lift_forced_rls else []
+    for nsp, rel in forced:
+        conn.execute(sql.SQL("ALTER TABLE {}.{} NO FORCE ROW LEVEL SECURITY").format(sql.Identifier(nsp),
+                                                                                    sql.Identifier(rel)))
+    try:
+        tables = conn.execute(_TABLES, {"schema": schema}).fetchall()
+        counts = {}
+        for nsp, rel in tables:
+            query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(nsp), sql.Identifier(rel))
+            try:
+                counts["%s.%s" % (nsp, rel)] = conn.execute(query).fetchone()[0]
+            except psycopg.errors.InsufficientPrivilege as e:
+                raise unreadable_table(e, conn.info.dbname, conn.info.user, nsp, rel)
+        return counts
+    finally:
+        for nsp, rel in forced:
+            conn.execute(sql.SQL("ALTER TABLE {}.{} FORCE ROW LEVEL SECURITY").format(sql.Identifier(nsp),
+                                                                                     sql.Identifier(rel)))
 
 
 def unreadable_table(error, database, user, schema, table):

@@ -129,14 +129,23 @@ DECLARE
   r record;
   n bigint;
 BEGIN
-  FOR r IN SELECT ns.nspname, c.relname
+  FOR r IN SELECT ns.nspname, c.relname,
+                  c.relforcerowsecurity AND pg_catalog.pg_has_role(c.relowner, 'USAGE') AS forced
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
             WHERE c.relkind = 'r' AND ns.nspname = {schema}
               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
                                WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
                                  AND d.objid = c.oid AND d.deptype = 'e')
   LOOP
+    -- FORCE ROW LEVEL SECURITY would show the owner (the restoring role) only what a policy lets
+    -- through: lifted for the count, set again, all inside the restore's transaction.
+    IF r.forced THEN
+      EXECUTE pg_catalog.format('ALTER TABLE %I.%I NO FORCE ROW LEVEL SECURITY', r.nspname, r.relname);
+    END IF;
     EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %I.%I', r.nspname, r.relname) INTO n;
+    IF r.forced THEN
+      EXECUTE pg_catalog.format('ALTER TABLE %I.%I FORCE ROW LEVEL SECURITY', r.nspname, r.relname);
+    END IF;
     actual := actual || pg_catalog.jsonb_build_object(r.nspname || '.' || r.relname, n);
   END LOOP;
   IF actual <> expected THEN
@@ -713,7 +722,7 @@ class DatabasePlan(object):
     def _count(self, server, dbname, art, outcome):
         conn = server.connect(dbname)
         try:
-            counts = postgres.row_counts(conn)
+            counts = postgres.row_counts(conn, lift_forced_rls=True)
         finally:
             server.disconnect(conn)
         problems = compare_counts(art.manifest["row_counts"], counts)

@@ -377,7 +377,8 @@ def _restore_pg(ctx, repo, tenant, art, doc, identities, compressed):
                     return sizes, restore, first + [_skip("row_counts", "the restore failed")]
                 restore = c.done(PASS, "pg_restore into scratch database %s on %s" % (scratch, ctx.conn.server))
                 with ctx.conn.connect(scratch, app="lifeboat-verify") as conn:
-                    actual = postgres.row_counts(conn, (doc.get("source") or {}).get("schema") or None)
+                    actual = postgres.row_counts(conn, (doc.get("source") or {}).get("schema") or None,
+                                                 lift_forced_rls=True)
                     extra = first + [_counts_check(doc["row_counts"], actual), _large_objects_check(conn, doc)]
                     extra += _run_queries(ctx, lambda q: conn.execute(q).fetchone()[0])
                 return sizes, restore, extra

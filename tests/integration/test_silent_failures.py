@@ -202,3 +202,40 @@ def test_database_settings_come_back_with_a_restore_into_a_new_database(pg, keys
     for db in ("shopset", "shopset_new"):
         pg.psql("DROP DATABASE %s WITH (FORCE)" % db)
     pg.psql("DROP ROLE shop_app")
+
+
+def test_forced_row_level_security_with_a_non_superuser_verifier_and_restorer(pg, keys, tmp_path):
+    from lifeboat_engine import restore
+
+    for db in ("rlsdb", "rlsdb_copy", "rls1_copy"):
+        pg.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % db)
+    pg.psql("DROP ROLE IF EXISTS lb_managed; CREATE ROLE lb_managed LOGIN CREATEDB PASSWORD 'managed-pw'")
+    pg.psql("CREATE DATABASE rlsdb")
+    pg.psql("CREATE TABLE docs (tenant_id int, body text); "
+            "INSERT INTO docs SELECT g % 3, 'doc ' || g FROM generate_series(1, 300) g; "
+            "ALTER TABLE docs ENABLE ROW LEVEL SECURITY; ALTER TABLE docs FORCE ROW LEVEL SECURITY; "
+            "CREATE POLICY only_mine ON docs USING (tenant_id = current_setting('app.tenant', true)::int); "
+            "CREATE SCHEMA s1; CREATE TABLE s1.notes (tenant_id int, n text); "
+            "INSERT INTO s1.notes SELECT g % 3, 'n' FROM generate_series(1, 30) g; "
+            "ALTER TABLE s1.notes ENABLE ROW LEVEL SECURITY; ALTER TABLE s1.notes FORCE ROW LEVEL SECURITY; "
+            "CREATE POLICY only_mine ON s1.notes USING (tenant_id = current_setting('app.tenant', true)::int)",
+            db="rlsdb")
+    repo = str(tmp_path / "repo")
+    backup.run(dict(pg.login, tenant="rlsdb", repository=repo, recipients=[keys["public"]]))
+    backup.run(dict(pg.login, tenant="rls1", database="rlsdb", schema="s1", repository=repo,
+                    recipients=[keys["public"]]))
+    managed = dict(pg.login, login_user="lb_managed", login_password="managed-pw")  # no superuser, as on RDS
+    for tenant in ("rlsdb", "rls1"):
+        out = verify.run(dict(managed, tenant=tenant, repository=repo, identity_file=keys["identity"]))
+        assert out["status"] == "PASS", out["msg"]
+    res = restore.run(dict(managed, tenant="rlsdb", repository=repo, identity_file=keys["identity"],
+                           target_database="rlsdb_copy"))
+    assert res["rows"] == 330
+    assert pg.psql("SELECT relforcerowsecurity FROM pg_class WHERE relname = 'docs'", db="rlsdb_copy") == "t"
+    res = restore.run(dict(managed, tenant="rls1", repository=repo, identity_file=keys["identity"],
+                           target_database="rls1_copy"))
+    assert res["rows"] == 30
+    assert pg.psql("SELECT relforcerowsecurity FROM pg_class WHERE relname = 'notes'", db="rls1_copy") == "t"
+    for db in ("rlsdb", "rlsdb_copy", "rls1_copy"):
+        pg.psql("DROP DATABASE %s WITH (FORCE)" % db)
+    pg.psql("DROP ROLE lb_managed")
