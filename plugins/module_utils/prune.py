@@ -97,6 +97,9 @@ class Policy(object):
         return d
 
 
+CLOCK_SKEW = 300  # seconds, as in backup.py
+
+
 def _moment(a):
     return naming.parse_stamp(a["stamp"])
 
@@ -108,7 +111,15 @@ def select(artifacts, policy, now, grace_seconds=86400, lock_free=True):
     Returns the same dicts with ``decision`` ('keep'|'delete') and ``reasons``.
     """
     out = [dict(a, reasons=[], decision=None) for a in artifacts]
-    complete = sorted((a for a in out if a["complete"]), key=lambda a: (a["stamp"], a["name"]), reverse=True)
+    # Stamped in the future (a host whose clock ran ahead): kept, flagged, and never counted as the
+    # newest, so that it cannot make the rules delete the real newest artifacts.
+    for a in out:
+        if a["complete"] and (now - _moment(a)).total_seconds() < -CLOCK_SKEW:
+            a["decision"], a["future"] = "keep", True
+            a["reasons"].append("stamped in the future (clock skew on the host that wrote it?): kept, and not "
+                                "counted as the newest; fix the clock, then remove it by hand")
+    complete = sorted((a for a in out if a["complete"] and not a.get("future")), key=lambda a: (a["stamp"], a["name"]),
+                      reverse=True)
     # Never deleted: the newest complete and the newest verified of each format.
     for fmt in sorted(set(a["format"] for a in complete)):
         same = [a for a in complete if a["format"] == fmt]

@@ -561,6 +561,11 @@ def run(params, check_mode=False, progress=None):
     older = _older_than_newest(art)
     if older:
         result["warnings"].append(older)
+    if art is not None and (naming.utcnow() - naming.parse_stamp(art.stamp)).total_seconds() < -300:
+        result["warnings"].append(
+            "%s is stamped in the future (%s, now %s): the clock of the host that wrote it, or of this one, is "
+            "wrong, and it may not be the newest backup. Check the clocks (timedatectl), and name the artifact you "
+            "mean (artifact: ...) if this is not it." % (art.name, art.stamp, naming.format_stamp(naming.utcnow())))
     if req.engine == "sqlite":
         plan = restore_sqlite.plan(req, art, owners)
         result.update(plan.describe())

@@ -31,6 +31,12 @@ def future_copy(repo, tenant, art, stamp):
     for name in os.listdir(folder):
         if old in name and not name.endswith(".verify.json"):
             shutil.copy(os.path.join(folder, name), os.path.join(folder, name.replace(old, stamp)))
+    path = os.path.join(folder, naming.manifest_name(tenant, stamp))
+    with open(path) as f:
+        doc = json.load(f)
+    doc.update(artifact=doc["artifact"].replace(old, stamp), stamp=stamp)
+    with open(path, "w") as f:
+        json.dump(doc, f)
 
 
 def test_an_artifact_stamped_in_the_future_never_stops_the_backups(tmp_path, keys):
@@ -239,3 +245,19 @@ def test_forced_row_level_security_with_a_non_superuser_verifier_and_restorer(pg
     for db in ("rlsdb", "rlsdb_copy", "rls1_copy"):
         pg.psql("DROP DATABASE %s WITH (FORCE)" % db)
     pg.psql("DROP ROLE lb_managed")
+
+
+def test_a_future_stamp_never_makes_prune_delete_the_real_newest(tmp_path, keys):
+    from lifeboat_engine import prune, restore
+
+    base, repo = sqlite_tenant(tmp_path, keys, "skew")
+    first = backup.run(base)["artifact"]
+    second = backup.run(base)["artifact"]
+    future_copy(repo, "skew", first, "20991231T000000Z")
+    out = prune.run(dict(repository=repo, keep_last=1))
+    kept = set(out["kept"])
+    assert os.path.basename(second) in kept and any("20991231T000000Z" in k for k in kept), out["report"]
+    assert os.path.basename(first) in out["deleted"]
+    res = restore.run(dict(tenant="skew", engine="sqlite", repository=repo, identity_file=keys["identity"],
+                           target_path=str(tmp_path / "restored.db")), check_mode=True)
+    assert any("stamped in the future" in w for w in res["warnings"]), res["warnings"]
