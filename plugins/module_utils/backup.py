@@ -169,7 +169,8 @@ class BackupRequest(object):
             host = self.conn.host
             if not host or host in ("localhost", "127.0.0.1", "::1"):
                 host = os.uname()[1]  # a local server is named after this host
-            self.jobs.append(Job(naming.globals_tenant(host), "postgresql", "globals", "globals of %s" % self.conn.server))
+            self.jobs.append(Job(naming.globals_tenant(host, self.conn.port), "postgresql", "globals",
+                                 "globals of %s" % self.conn.server))
 
     def _pass_options(self, p):
         """The options of a pass over the schema tenants of one database (see backup_pass)."""

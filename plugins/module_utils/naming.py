@@ -84,13 +84,25 @@ def _slug(name, default):
     return slug[:45].rstrip("-_") + "-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
 
 
-def globals_tenant(host):
-    """The pseudo-tenant that holds ``pg_dumpall --globals-only`` of ``host``."""
-    slug = re.sub(r"[^a-z0-9_-]+", "-", (host or "local").lower()).strip("-_")
+DEFAULT_PORT = 5432
+
+
+def globals_tenant(host, port=None):
+    """The pseudo-tenant that holds ``pg_dumpall --globals-only`` of the server at ``host``:``port``.
+
+    A server on the default port keeps the plain ``_globals_<host>``; another port is part of the
+    name (``_globals_<host>-p5433``), so that two clusters of one host never share (and prune)
+    one series of globals. ``host`` may also be given as ``host:port``.
+    """
+    host = host or "local"
+    if port is None and re.match(r"^[^:]+:[0-9]+$", host):
+        host, port = host.split(":")
+    slug = re.sub(r"[^a-z0-9_-]+", "-", host.lower()).strip("-_")
     slug = slug or "local"
-    if len(slug) > 54:
-        slug = slug[:45] + "-" + hashlib.sha256(slug.encode()).hexdigest()[:8]
-    return GLOBALS_PREFIX + slug
+    suffix = "-p%d" % int(port) if port and int(port) != DEFAULT_PORT else ""
+    if len(slug) + len(suffix) > 54:
+        slug = slug[:45 - len(suffix)] + "-" + hashlib.sha256(slug.encode()).hexdigest()[:8]
+    return GLOBALS_PREFIX + slug + suffix
 
 
 def shared_tenant(database):

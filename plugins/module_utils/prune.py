@@ -209,26 +209,36 @@ def _verified_names(repo, tenant, arts):
 def keep_shared_parts(repo, per_tenant):
     """Never delete the shared part that a kept artifact of a schema tenant needs for its restore.
 
-    A pass writes ``_shared_<database>`` first and its tenants after it, so the shared artifact a
-    tenant's artifact was taken with is the newest one stamped at or before it (the one its manifest
-    names). For every artifact kept (of any tenant: keeping one too many shared part is cheap, losing
-    the one a restore needs is not), that shared artifact is kept and protected.
+    The manifest of a schema tenant's artifact names the shared artifact it was taken with; every
+    kept artifact's manifest is read (only when a shared part would be deleted) and what it names is
+    kept and protected. For manifests that name none (written before the shared part existed, or of
+    database tenants), the newest shared artifact stamped at or before them is kept: keeping one
+    shared part too many is cheap, losing the one a restore needs is not.
     """
     shared = [t for t in per_tenant if naming.is_shared_tenant(t)
               and any(d["decision"] == "delete" and d["complete"] for d in per_tenant[t][0])]
     if not shared:
         return
-    kept = []
+    kept, named = [], set()
     for tenant in repo.tenants():
         if naming.is_pseudo_tenant(tenant):
             continue
         if tenant in per_tenant:
-            kept += [d["stamp"] for d in per_tenant[tenant][0] if d["complete"] and d["decision"] == "keep"]
+            arts = [d for d in per_tenant[tenant][0] if d["complete"] and d["decision"] == "keep"]
         else:
-            kept += [a["stamp"] for a in repo.artifacts(tenant) if a["complete"]]
+            arts = [a for a in repo.artifacts(tenant) if a["complete"]]
+        for art in arts:
+            try:
+                ref = (repo.read_json(tenant, art["manifest"]) or {}).get("shared")
+            except LifeboatError:
+                ref = None
+            if ref and ref.get("artifact"):
+                named.add(ref["artifact"])  # the manifest names it: exact
+            else:
+                kept.append(art["stamp"])  # older manifests: the newest shared part at or before it
     for tenant in shared:
         complete = sorted((d for d in per_tenant[tenant][0] if d["complete"]), key=lambda d: (d["stamp"], d["name"]))
-        needed = set()
+        needed = set(d["name"] for d in complete if d["name"] in named)
         for stamp in kept:
             before = [d for d in complete if d["stamp"] <= stamp]
             if before:

@@ -64,3 +64,18 @@ def test_groups_fit_the_lock_budget_in_dump_order():
 
 def test_dump_order_is_bytewise_like_pg_dump():
     assert schema_pass.dump_order(["b", "B", "a", "é", "Z"]) == ["B", "Z", "a", "b", "é"]
+
+
+@pytest.mark.parametrize("host, port, expected", [
+    ("db1", None, "_globals_db1"),
+    ("db1", 5432, "_globals_db1"),
+    ("db1", 5433, "_globals_db1-p5433"),
+    ("db1:5496", None, "_globals_db1-p5496"),
+    ("h" * 300, 6000, None),
+])
+def test_globals_are_named_by_host_and_port(host, port, expected):
+    name = naming.globals_tenant(host, port)
+    if expected:
+        assert name == expected
+    assert naming.validate_repo_tenant(name) == name and len(name) <= 63
+    assert naming.globals_tenant(host, 5497) != naming.globals_tenant(host, 5496)
