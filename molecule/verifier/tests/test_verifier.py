@@ -26,8 +26,9 @@ def test_bucket_lifecycle_comes_from_the_retention_numbers(s3):
     rule = [r for r in rules if r["ID"] == "lifeboat-retention"][0]
     assert rule["Status"] == "Enabled"
     assert rule["Filter"].get("Prefix", rule.get("Prefix")) == PREFIX
-    # 12 monthly artifacts reach back 12 * 31 = 372 days; S3 expires 30 days later.
-    assert rule["Expiration"]["Days"] == 402
+    # Prune deletes current artifacts (it knows each tenant's newest complete and verified one; S3 does not):
+    # no expiration of current versions unless bucket_expire_current (then 12 * 31 = 372 days + 30).
+    assert "Expiration" not in rule
     assert rule["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30
     assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 7
     assert s3.get_bucket_versioning(Bucket=BUCKET)["Status"] == "Enabled"
