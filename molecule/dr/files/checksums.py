@@ -49,6 +49,9 @@ def main():
     out = {
         "acme": pg_tables("acme", "public"),
         "globex": pg_tables("saas", "globex"),
+        # the shared part of saas (not the tenant's): a table the tenant references, another schema, an extension
+        "saas_shared": dict(pg_tables("saas", "public"), **pg_tables("saas", "other")),
+        "saas_extensions": psql("saas", "SELECT extname FROM pg_extension ORDER BY 1"),
         "initech": sqlite_tables("/srv/app/initech.db"),
         "roles": psql("postgres", "SELECT rolname || ' login=' || rolcanlogin FROM pg_roles "
                                   "WHERE rolname IN ('app', 'reporting') ORDER BY 1"),

@@ -45,8 +45,20 @@ def test_every_table_equals_the_verified_backup(dr, verified_state):
     assert verified_state["acme"]["public.orders"].startswith("3000 ")
     assert verified_state["globex"]["globex.invoices"].startswith("250 ")
     assert verified_state["initech"]["staff"].startswith("300 ")
-    # The schema tenant came back alone: the shared database's other schema was never its data.
+    # The schema tenant's artifact holds its schema only; the shared part of saas (citext, public.plans that
+    # globex.invoices references, the other schema) came back from _shared_saas, restored before globex.
     assert "other.not_this_tenant" not in now["globex"]
+    assert now["saas_shared"] == verified_state["saas_shared"]
+    assert verified_state["saas_shared"]["public.plans"].startswith("2 ")
+    assert "citext" in now["saas_extensions"] == verified_state["saas_extensions"] or \
+        now["saas_extensions"] == verified_state["saas_extensions"]
+
+
+def test_the_shared_part_was_backed_up_and_restored_with_the_schema_tenant(s3, report):
+    shared = [k for k in keys(s3, PREFIX + "_shared_saas/") if k.endswith(".manifest.json")]
+    assert shared, "no _shared_saas artifact in the bucket"
+    row = [r for r in report["rows"] if r["what"] == "tenant" and r["tenant"] == "globex"][0]
+    assert "shared part" in row["message"], row
 
 
 def test_roles_and_grants_are_back(dr, verified_state):
