@@ -160,6 +160,12 @@ tenants:
   returned: always
   type: list
   elements: dict
+warned_checks:
+  description: The names of the checks that gave WARN, when one artifact was verified (each is also shown as a
+    warning).
+  returned: when one artifact was verified and a check gave WARN
+  type: list
+  elements: str
 checks:
   description: The checks of the artifact, when one artifact was verified.
   returned: when one artifact was verified
@@ -242,6 +248,14 @@ def main():
         result = engine.run(params, check_mode=module.check_mode)
     except LifeboatError as e:
         module.fail_json(**argspec.failure(e))
+    # Ansible's own "warnings" key is deprecated in results: WARN checks are said with module.warn and
+    # returned as warned_checks (and per tenant in tenants[].warnings).
+    warned = result.pop("warnings", None) or []
+    if warned:
+        result["warned_checks"] = warned
+        details = dict((c["name"], c["detail"]) for c in result.get("checks") or [] if c.get("status") == "WARN")
+        for name in warned:
+            module.warn("%s: %s" % (name, details.get(name, "WARN")))
     if result["status"] == "FAIL" and module.params["fail_on_error"]:
         module.fail_json(**result)
     module.exit_json(**result)
