@@ -188,6 +188,7 @@ def write():
     backup, variants = load("backup"), load("backup_variants")
     restore, jobs, verify = load("restore"), load("restore_jobs"), load("verify")
     fleet, s3, anon = load("fleet"), load("s3"), load("anonymize")
+    schemas, dbtenants = load("schemas"), load("dbtenants")
     lines = []
     add = lines.append
     summary_rows = []  # (label, value, target, higher_is_better) for the plot
@@ -299,6 +300,11 @@ def write():
         row(7, "tenant_anonymize rows/s / one hand-written UPDATE's", ">= 0.50", ratio(rec, "rows_per_s_vs_update"),
             rec, "rows_per_s_vs_update", "%d rows" % rec["rows"], TARGETS["anonymize_vs_update"], higher=True,
             label="7 anonymize rows/s")
+    for rec in by_size(schemas):
+        key = "pass_vs_whole_%d" % rec["tenants"]
+        row(8, "pg_backup `schemas`, %s schema tenants / one whole-database `pg_dump -Fc -Z0 > /dev/null`" % (
+            "{:,}".format(rec["tenants"])), "<= 3.00", ratio(rec, key), rec, key,
+            "%s tables" % "{:,}".format(rec["per_size"][str(rec["tenants"])]["tables"]), TARGETS["schemas_vs_whole_dump"])
     add("")
     figures = plots(backup, restore, verify, variants, summary_rows)
     for title, path in figures:
@@ -400,6 +406,8 @@ def write():
                     r["rows"], r["rows_per_s_update"], r["rows_per_s_engine"], fmt(ratio(r, "rows_per_s_vs_update")),
                     "yes" if r["same_result_as_update"] else "NO"))
         add("")
+    if schemas or dbtenants:
+        many_tenants(add, schemas, dbtenants)
     if os.path.exists(ANALYSIS):
         with open(ANALYSIS) as f:
             add(f.read().rstrip())
@@ -408,6 +416,130 @@ def write():
     with open(DOC, "w") as f:
         f.write("\n".join(lines))
     return DOC
+
+
+def many_tenants(add, schemas, dbtenants):
+    """Section 8 (issue 15): schema tenants in one database (backup_pass), database tenants (the agent)."""
+    add("### 8. Many tenants: 1,200 schema tenants in one database, 500 database tenants")
+    add("")
+    for rec in by_size(schemas):
+        sizes = [rec["per_size"][str(n)] for n in rec["sizes"]]
+        big = rec["per_size"][str(rec["tenants"])]
+        t = rec["times"]
+        target = TARGETS["schemas_vs_whole_dump"]
+        main = ratio(rec, "pass_vs_whole_%d" % rec["tenants"])
+        n_fmt = "{:,}".format
+        add("**Schema tenants: method.** `benchmarks/multitenant.py` makes a database of %s schema tenants "
+            "(`t0001` ...), each of %d tables (an application's: accounts, users, orders, invoices, audit_log ...), "
+            "every table with a primary key and 5 to 20 rows, and each tenant's `accounts` referencing "
+            "`public.plans` (the database's shared part): %s tables, %.0f MB on disk, made server-side by one "
+            "`DO` block per 100 schemas in %.0f s. A second database of %s tenants, made the same way, gives the "
+            "per-tenant trend. Compared in the same rounds (%d rounds, order rotating; the server is restarted, "
+            "untimed, before every timed run, with the setting that run needs):" % (
+                n_fmt(rec["tenants"]), rec["tables_per_tenant"], n_fmt(big["tables"]), big["database_bytes"] / 1e6,
+                big["generate_seconds"], " and ".join(n_fmt(n) for n in rec["sizes"] if n != rec["tenants"]),
+                rec["runs"]))
+        add("")
+        add("- the baseline, ONE `pg_dump -Fc -Z0 -d DB > /dev/null` of the whole database. It locks every table "
+            "of the database in one transaction, which the default lock table does not hold (at "
+            "`max_locks_per_transaction` %d it fails with `out of shared memory`), so it runs with "
+            "`max_locks_per_transaction` raised to %d;" % (rec["max_locks_default"], rec["max_locks_raised"]))
+        add("- lifeboat: `pg_backup` with `schemas` listing every tenant (`backup_pass.run` in a process of its own, "
+            "`benchmarks/worker.py`), with the default `max_locks_per_transaction` (%d; lock table %s entries with "
+            "this cluster's `max_connections`). It exports ONE snapshot; dumps the shared part first "
+            "(`pg_dump` excluding the tenant schemas, artifact `_shared_<database>`); then dumps the tenants in "
+            "groups, one `pg_dump -n s1 -n s2 ...` per group, on the same snapshot, each group sized so that the "
+            "tables one `pg_dump` locks stay within half the lock table (lock budget %s here, so %d `pg_dump` runs "
+            "in all); each group's custom-format stream is split on the fly by `plugins/module_utils/pgarchive.py` "
+            "into one archive per tenant, which goes through zstd and age into the tenant's own artifact, with "
+            "its own manifest and row counts (counted in the same snapshot by a second connection). %s artifacts "
+            "written per pass, %s failed tenants;" % (
+                rec["max_locks_default"], n_fmt(rec["lock_capacity_default"]), n_fmt(big["lock_budget"]),
+                big["pg_dump_runs"], n_fmt(big["artifacts_written"]), big["failed_tenants"]))
+        if rec.get("sample"):
+            add("- the old way, one `pg_dump -Fc -Z0 -n tNNNN > /dev/null` per tenant, timed for a sample of %d "
+                "tenants spread over the database and **extrapolated** to %s (x %s / %d): not measured in full." % (
+                    rec["sample"], n_fmt(rec["tenants"]), n_fmt(rec["tenants"]), rec["sample"]))
+        add("")
+        add("| Tenants | Tables | whole pg_dump s | lifeboat pass s | pass / whole pg_dump | spread | pg_dump runs | "
+            "s per tenant, lifeboat | s per tenant, whole pg_dump | engine RSS MB | whole pg_dump RSS MB |")
+        add("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for ps in sizes:
+            n = ps["tenants"]
+            add("| %s | %s | %s | %s | %s | %s | %d | %s | %s | %.1f | %.1f |" % (
+                n_fmt(n), n_fmt(ps["tables"]), fmt(t["pg_dump_whole_%d" % n]["seconds_median"]),
+                fmt(t["lifeboat_pass_%d" % n]["seconds_median"]), fmt(ratio(rec, "pass_vs_whole_%d" % n)),
+                spread(rec, "pass_vs_whole_%d" % n), ps["pg_dump_runs"], fmt(ps["seconds_per_tenant"], 4),
+                fmt(ps["whole_seconds_per_tenant"], 4), ps["rss_mb_max"], ps["pg_dump_whole_rss_mb"]))
+        add("")
+        verdict_text = verdict(main, target)
+        add("**Target: lifeboat's pass over all %s tenants in at most %.0fx the time of the one whole-database "
+            "pg_dump: %s (%s, rounds %s).** Engine peak RSS (VmHWM of the process running the pass, pg_dump's "
+            "own processes apart) %.1f MB at %s tenants." % (
+                n_fmt(rec["tenants"]), target, fmt(main), verdict_text.strip("*").lower(),
+                spread(rec, "pass_vs_whole_%d" % rec["tenants"]), big["rss_mb_max"], n_fmt(rec["tenants"])))
+        add("")
+        growth = (rec["ratios"].get("per_tenant_growth") or {}).get("median")
+        whole_growth = (rec["ratios"].get("whole_per_tenant_growth") or {}).get("median")
+        if growth is not None and len(sizes) > 1:
+            small = sizes[0]
+            add("**Per-tenant cost against the number of tenants.** Seconds per tenant of the pass: %s at %s "
+                "tenants, %s at %s; per round, (s per tenant at %s) / (s per tenant at %s) = %s (%s). The same "
+                "for the whole-database pg_dump: %s. %s" % (
+                    fmt(small["seconds_per_tenant"], 4), n_fmt(small["tenants"]), fmt(big["seconds_per_tenant"], 4),
+                    n_fmt(big["tenants"]), n_fmt(big["tenants"]), n_fmt(small["tenants"]), fmt(growth),
+                    spread(rec, "per_tenant_growth"), fmt(whole_growth),
+                    "A ratio near 1 means the cost grows linearly with the number of tenants; above 1, each "
+                    "tenant costs more in a bigger database (every `pg_dump` reads the whole catalog, and a "
+                    "bigger database needs more of them)."))
+            add("")
+        if rec.get("sample"):
+            ext = ratio(rec, "per_schema_extrapolated_vs_whole")
+            vs_old = ratio(rec, "pass_vs_per_schema_extrapolated")
+            sample_s = t["pg_dump_per_schema_sample"]["seconds_median"]
+            add("**The old way (extrapolated).** %d sequential `pg_dump -n` took %s s (%s s each: every run reads "
+                "the whole catalog of %s tables); extrapolated to %s tenants, %s s, %s x the whole-database "
+                "pg_dump. lifeboat's pass takes %s of that extrapolated time." % (
+                    rec["sample"], fmt(sample_s), fmt(sample_s / rec["sample"]), n_fmt(big["tables"]),
+                    n_fmt(rec["tenants"]), fmt(sample_s * rec["tenants"] / rec["sample"], 0), fmt(ext, 1),
+                    fmt(vs_old, 3)))
+            add("")
+        phases = big.get("phases")
+        if phases:
+            add("Where the pass's time goes at %s tenants (one round; the engine's own functions timed by "
+                "`worker.py`'s `_phases`: totals, nested, so a group's time includes its artifacts):" % (
+                    n_fmt(rec["tenants"])))
+            add("")
+            add("| Step | calls | seconds |")
+            add("| --- | --- | --- |")
+            for name, v in sorted(phases.items(), key=lambda kv: -kv[1]["seconds"]):
+                add("| %s | %d | %s |" % (name, v["calls"], fmt(v["seconds"])))
+            add("")
+            add("Pass seconds as the engine reports them (`seconds` of the result), per round: %s." % (
+                ", ".join(fmt(x) for x in big.get("pass_seconds_reported") or [] if x is not None)))
+            add("")
+        if big.get("warnings"):
+            add("Warnings in the pass's result: %s" % "; ".join(str(w) for w in big["warnings"][:5]))
+            add("")
+        if big.get("failed_tenants"):
+            add("**Failed tenants: %d.** First: %s" % (big["failed_tenants"], "; ".join(
+                "%s: %s" % (f.get("tenant"), f.get("error")) for f in big.get("failed_examples") or [])))
+            add("")
+    for rec in by_size(dbtenants):
+        t = rec["times"]
+        add("**Database tenants.** %d databases, each a copy (`CREATE DATABASE ... TEMPLATE`) of one small "
+            "database of 5 tables (customers, orders, order_items, products, settings: %d rows, foreign keys, "
+            "`pg_dump -Fc -Z0` %.0f kB): %d sequential `pg_dump -Fc -Z0 -d tenant -f tenant.dump` %s s (%s s per "
+            "tenant), the agent (`lifeboat backup` with a config listing the %d tenants, parallel %d: one "
+            "snapshot, pg_dump, row counts, zstd + age, manifest per tenant) %s s (%s s per tenant): ratio "
+            "**%s** (%s). No target was set for this one; the fleet's (200 tenants, `pg_dump -Fc` with its "
+            "default compression) is 0.75. Agent peak RSS %.1f MB." % (
+                rec["tenants"], rec["tenant"]["rows"], rec["tenant"]["dump_bytes"] / 1e3, rec["tenants"],
+                fmt(t["sequential_pg_dump"]["seconds_median"]), fmt(rec["seconds_per_tenant_sequential"], 3),
+                rec["tenants"], rec["parallel"], fmt(t["agent"]["seconds_median"]),
+                fmt(rec["seconds_per_tenant_agent"], 3), fmt(ratio(rec, "agent_vs_sequential")),
+                spread(rec, "agent_vs_sequential"), rec["rss_mb"]))
+        add("")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ TARGETS = {
     "verify_vs_hand": 1.30,         # backup_verify <= 1.3 x (age -d | zstd -d | pg_restore)
     "s3_vs_awscli": 1.00,           # engine upload/download no slower than aws s3 cp
     "anonymize_vs_update": 0.50,    # rows/s >= 0.5 x one hand-written UPDATE (higher is better)
+    "schemas_vs_whole_dump": 3.00,  # pg_backup schemas, 1,200 schema tenants <= 3 x one whole-database pg_dump -Fc -Z0
 }
 
 
@@ -462,11 +463,14 @@ class Bench(object):
                                    "rss_mb": round(B.median([r["rss_self_kb"] for r in rounds["tenant_anonymize"]]) / 1024, 1)})
 
 
-ALL = ("backup", "variants", "restore", "verify", "fleet", "s3", "anonymize", "jobs")
+ALL = ("backup", "variants", "restore", "verify", "fleet", "s3", "anonymize", "jobs", "schemas", "dbtenants")
 # `make bench` runs the standard set (about 30 minutes on 2 busy cores); the fleet and the 2 GB tenant are
 # separate runs of about 20 and 35 minutes that merge into the same results:
 #   make bench BENCH_ARGS='--only fleet'
 #   make bench BENCH_ARGS='--sizes 2000 --only backup,jobs,verify'
+# and the many-tenant runs of issue 15 (benchmarks/multitenant.py; 15 to 30 minutes each):
+#   make bench BENCH_ARGS='--only schemas'     (1,200 schema tenants in one database, and 300)
+#   make bench BENCH_ARGS='--only dbtenants'   (500 small database tenants)
 STANDARD = ("backup", "variants", "restore", "verify", "s3", "anonymize")
 
 
@@ -487,6 +491,11 @@ def main(argv=None):
     ap.add_argument("--fleet-mb", type=float, default=0.5)
     ap.add_argument("--fleet-parallel", type=int, default=2)
     ap.add_argument("--anon-rows", type=int, default=1000000)
+    ap.add_argument("--schema-tenants", default="300,1200",
+                    help="schemas: databases of this many schema tenants (15 tables each), one pass each")
+    ap.add_argument("--schema-sample", type=int, default=20,
+                    help="schemas: tenants dumped one pg_dump -n each, extrapolated (0: skip)")
+    ap.add_argument("--db-tenants", type=int, default=500, help="dbtenants: number of small database tenants")
     ap.add_argument("--report-only", action="store_true", help="only rewrite docs/PERFORMANCE.md from results/")
     args = ap.parse_args(argv)
     only = set(x.strip() for x in args.only.split(",") if x.strip())
@@ -525,6 +534,17 @@ def main(argv=None):
                 bench.fleet()
             if "anonymize" in only:
                 bench.anonymize()
+            if "schemas" in only or "dbtenants" in only:
+                import multitenant
+
+                if "schemas" in only:
+                    rec = multitenant.bench_schemas(
+                        bench, sizes=[int(x) for x in args.schema_tenants.split(",") if x.strip()],
+                        sample=args.schema_sample)
+                    print_ratio("schemas: pass / one whole pg_dump", rec["ratios"]["pass_vs_whole_%d" % rec["tenants"]],
+                                TARGETS["schemas_vs_whole_dump"])
+                if "dbtenants" in only:
+                    multitenant.bench_dbtenants(bench, n=args.db_tenants, parallel=args.fleet_parallel)
         log("bench run took %.1f min" % ((time.monotonic() - started) / 60))
     import report
 

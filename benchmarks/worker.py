@@ -65,6 +65,63 @@ def op_agent(p):
     return {"rc": rc}
 
 
+def op_backup_pass(p):
+    """pg_backup with ``schemas``: every schema tenant of one database in one pass (backup_pass.run)."""
+    from lifeboat_engine import backup_pass
+
+    phases = _patch_phases() if p.pop("_phases", False) else None
+    r = backup_pass.run(p)
+    written = [a for a in r["artifacts"] if a.get("action") == "written"]
+    out = {"pass_seconds": r.get("seconds"), "pg_dump_runs": r.get("pg_dump_runs"), "lock_budget": r.get("lock_budget"),
+           "written": len(written), "failed_tenants": len(r.get("failed_tenants") or []),
+           "failed_examples": (r.get("failed_tenants") or [])[:5], "warnings": r.get("warnings"),
+           "stored_bytes": sum(a.get("size_stored") or 0 for a in written),
+           "raw_bytes": sum(a.get("size_raw") or 0 for a in written),
+           "shared_artifact": r.get("shared_artifact"), "msg": (r.get("msg") or "")[:2000]}
+    if phases is not None:
+        out["phases"] = dict((k, {"calls": v[0], "seconds": round(v[1], 3)}) for k, v in sorted(phases.items()))
+    return out
+
+
+def _patch_phases():
+    """Investigation (params ``_phases``): total time and calls of the steps of a pass, nested (a group's
+    time includes its artifacts' writes; an artifact's write includes pipeline.store)."""
+    from lifeboat_engine import backup, backup_pass, pgarchive, pipeline, repository, schema_pass
+
+    totals = {}
+
+    def timed(owner, attr, label):
+        fn = getattr(owner, attr)
+
+        def wrapper(*a, **k):
+            t0 = time.monotonic()
+            try:
+                return fn(*a, **k)
+            finally:
+                entry = totals.setdefault(label, [0, 0.0])
+                entry[0] += 1
+                entry[1] += time.monotonic() - t0
+        setattr(owner, attr, wrapper)
+
+    for owner, attr, label in (
+            (schema_pass, "schema_facts", "schema_facts (catalog query)"),
+            (schema_pass, "dependencies", "dependencies (catalog query)"),
+            (schema_pass, "lock_capacity", "lock_capacity"),
+            (schema_pass.PassCounter, "wait_for", "waiting for row counts"),
+            (backup_pass.Pass, "_shared", "shared part (pg_dump + write)"),
+            (backup_pass.Pass, "_group", "tenant groups (pg_dump -n ... + split + writes)"),
+            (backup_pass.Pass, "_split", "split runs (one per group)"),
+            (backup_pass.Pass, "_write", "artifact writes (lock, stream, commit, manifest)"),
+            (pgarchive, "read_head", "reading the archive head (pg_dump's catalog work)"),
+            (pipeline, "store", "pipeline.store (zstd + age)"),
+            (repository.LocalWriter, "commit", "artifact commit (fsync, publish)"),
+            (repository.LocalRepository, "write_json", "manifest write"),
+            (backup, "unique_stamp", "unique_stamp")):
+        if hasattr(owner, attr):
+            timed(owner, attr, label)
+    return totals
+
+
 class _Null(object):
     def write(self, data):
         return len(data)
