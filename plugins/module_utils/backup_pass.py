@@ -177,6 +177,7 @@ class Pass(object):
             if shared_locked > self.budget:
                 raise LifeboatError(_lock_message(req, "the shared part", shared_locked, self.budget), option="database")
             argv = self._dump_argv() + ["--exclude-schema=" + postgres.schema_pattern(s) for s in excluded]
+            self.runs += 1
             sizes, warnings = self._stream(argv, writer, "pg_dump of the shared part of database %r" % req.database)
             counts = {}
             for nsp in self.shared_schemas:
