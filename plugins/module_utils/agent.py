@@ -37,7 +37,7 @@ import sys
 import time
 from urllib.parse import urlsplit
 
-from . import agent_config, agent_metrics, naming
+from . import agent_config, agent_metrics, discovery, naming
 from .agent_output import Log, Progress, human_age, table
 from .agent_runner import Job, Runner
 from .errors import LifeboatError, LockBusy
@@ -82,6 +82,7 @@ EXIT_CONFIG = 2          # bad command line or configuration: nothing ran
 EXIT_UNAVAILABLE = 69    # EX_UNAVAILABLE: this version has no such engine
 EXIT_LOCKED = 75         # EX_TEMPFAIL: another run holds the host lock
 EXIT_LATE = 1            # status: a tenant is past its RPO, or its last verification failed
+EXIT_UNPROTECTED = 3     # backup/verify ran, but a tenant, database or schema is unprotected, or discovery failed
 
 CREDENTIAL_DEFAULT = "age-identity"
 
@@ -378,12 +379,14 @@ class Session(object):
         return EXIT_FAILED if failed or not recorded else EXIT_OK
 
 
-def select_tenants(config, requested, operation):
-    names = config.tenants
+def select_tenants(config, requested, operation, found=None):
+    names = found.names if found is not None else config.tenants
     if requested:
         for name in requested:
             naming.validate_tenant(name, "--tenant")
         return list(dict.fromkeys(requested))
+    if found is not None and found.configured and not found.listed:
+        return names  # discover rules: finding nothing (or failing to look) is reported, not a configuration error
     if not names:
         env = config.env
         where = env["path"] if env["exists"] else "%s (missing)" % env["path"]
@@ -405,7 +408,8 @@ def cmd_backup(args, config, log):
         raise agent_config.ConfigError(config.where, "recipients",
                                        "is required to back up (or recipients_file): the age public keys that "
                                        "artifacts are encrypted to. Database hosts hold recipients only.")
-    names = select_tenants(config, args.tenant, "back up")
+    found = find_tenants(config, log, "backup")
+    names = select_tenants(config, args.tenant, "back up", found)
     common = {"repository": config["repository"], "compression_level": config["compression_level"],
               "skip_if_newer_than": config["skip_if_newer_than"], "tmp_dir": config.get("tmp_dir")}
     if config.get("recipients"):
@@ -430,10 +434,37 @@ def cmd_backup(args, config, log):
                              check_mode=args.check))
     # Every tenant runs in a fork of this process: ask pg_dump and pg_dumpall for their versions once, here.
     engine.postgres.warm_tool_versions(bin_dir=(config.get("connection") or {}).get("pg_bin_dir"))
-    return _run_jobs(args, config, log, "backup", jobs, config["parallel"], labels, _figures_backup)
+    return _run_jobs(args, config, log, "backup", jobs, config["parallel"], labels, _figures_backup,
+                     after=_protection(args, config, log, "backup", found, config["repository"]))
 
 
-def _run_jobs(args, config, log, operation, jobs, parallel, labels, figures_of=None, start=()):
+def find_tenants(config, log, operation):
+    """Listed + discovered tenants (discovery.tenants_for_run), with the run's discovery line."""
+    found = discovery.tenants_for_run(config, lambda: connection_params(config["connection"]))
+    discovery.log_found(log, operation, found)
+    return found
+
+
+def _protection(args, config, log, operation, found, repository):
+    """After a full run (not --tenant, not --check): report what is unprotected; exit 3 when anything is."""
+    if args.tenant or getattr(args, "check", False):
+        return None
+
+    def after(outcomes, code):
+        try:
+            newest = discovery.repository_newest(open_repository(repository, create=False, **_repo_options(config)))
+        except LifeboatError as e:
+            newest = lambda name: (None, e.msg)  # noqa: E731 - every tenant is then unprotected, and says why
+        bad, written = discovery.report_run(config, log, operation, found, newest, outcomes)
+        if code != EXIT_OK:
+            return code
+        if not written:
+            return EXIT_FAILED
+        return EXIT_UNPROTECTED if bad or found.errors else EXIT_OK
+    return after
+
+
+def _run_jobs(args, config, log, operation, jobs, parallel, labels, figures_of=None, start=(), after=None):
     session = Session(args, config, operation, log)
     session.start_pairs = list(start)
     session.args_all_labels = labels if not args.tenant else ()
@@ -445,7 +476,8 @@ def _run_jobs(args, config, log, operation, jobs, parallel, labels, figures_of=N
     recorded = True
     if not getattr(args, "check", False):
         recorded = session.record(outcomes, figures_of)
-    return session.finish(outcomes, recorded)
+    code = session.finish(outcomes, recorded)
+    return after(outcomes, code) if after is not None else code
 
 
 def cmd_restore(args, config, log):
@@ -515,10 +547,13 @@ def cmd_verify(args, config, log):
     if verify.get("artifact"):
         common["artifact"] = verify["artifact"]
     common.update(verify.get("options") or {})
+    found = None
+    if not verify.get("tenants"):
+        found = find_tenants(config, log, "verify")
     if args.tenant:
         names = select_tenants(config, args.tenant, "verify")
     else:
-        names = verify.get("tenants") or config.tenants
+        names = verify.get("tenants") or found.names
         if not names:
             repo = open_repository(repository, create=False, **_repo_options(config))
             names = repo.tenants()
@@ -530,8 +565,9 @@ def cmd_verify(args, config, log):
         params = dict(common, tenant=name)
         jobs.append(make_job(name, engine.run, filter_params(engine, params, "verify"), summarize_verify,
                              check_mode=args.check))
+    after = _protection(args, config, log, "verify", found, repository) if found and found.configured else None
     return _run_jobs(args, config, log, "verify", jobs, verify.get("parallel") or config["parallel"], names,
-                     start=[("identity", source)])
+                     start=[("identity", source)], after=after)
 
 
 def _repo_options(config):
@@ -639,7 +675,8 @@ def cmd_status(args, config, log):
     if not repository:
         raise agent_config.ConfigError(config.where, "repository", "is required to show the status of backups.")
     repo = open_repository(repository, create=False, **_repo_options(config))
-    names = list(args.tenant or config.tenants or verify.get("tenants") or [])
+    found = discovery.tenants_for_run(config, lambda: connection_params(config["connection"]))
+    names = list(args.tenant or found.names or verify.get("tenants") or [])
     if not args.tenant:
         if names and wants_globals(config, names):
             names.append(globals_label(config))
@@ -652,11 +689,14 @@ def cmd_status(args, config, log):
     for name in names:
         rpo = config.tenant(name)["rpo"] if not naming.is_globals_tenant(name) else config["rpo"]
         rows.append(tenant_status(repo, name, rpo, now, runs.get(name)))
+    unprotected = discovery.status_of(found, rows, now, partial=bool(args.tenant))
     problems = [r for r in rows if r["rpo"] != "OK" or r["verified"] == "FAIL" or r.get("error")]
+    others = unprotected["server_problems"]  # databases, schemas, discovery errors: no row of their own
     if args.json:
         sys.stdout.write(json.dumps({"repository": str(repo), "checked_at": naming.iso(now), "tenants": rows,
-                                     "problems": len(problems)}, indent=2, sort_keys=True) + "\n")
-        return EXIT_LATE if problems else EXIT_OK
+                                     "problems": len(problems) + others, "unprotected": unprotected["unprotected"],
+                                     "discovery": unprotected["discovery"]}, indent=2, sort_keys=True) + "\n")
+        return EXIT_LATE if problems or others else EXIT_OK
 
     def when(ts):
         if not ts:
@@ -675,13 +715,15 @@ def cmd_status(args, config, log):
         last = "-"
         if r["last_backup_status"]:
             last = "%s %s" % (r["last_backup_status"], when(r["last_backup_run"]))
-        table_rows.append([r["tenant"], r["newest"] or r.get("error") or "none", age, rpo, verified, last])
+        table_rows.append([r["tenant"], r["newest"] or r.get("error") or "none", age, rpo, verified, last,
+                           r["found"]])
     sys.stdout.write("repository %s, %s\n" % (repo, naming.iso(now)))
-    sys.stdout.write(table(["TENANT", "NEWEST ARTIFACT", "AGE", "RPO", "LAST VERIFICATION", "LAST BACKUP RUN"],
-                           table_rows))
+    sys.stdout.write(table(["TENANT", "NEWEST ARTIFACT", "AGE", "RPO", "LAST VERIFICATION", "LAST BACKUP RUN",
+                            "FOUND"], table_rows))
+    sys.stdout.write("".join(line + "\n" for line in discovery.status_lines(unprotected)))
     if problems:
         sys.stdout.write("%d tenant(s) need attention: %s\n" % (len(problems), ", ".join(r["tenant"] for r in problems)))
-    return EXIT_LATE if problems else EXIT_OK
+    return EXIT_LATE if problems or others else EXIT_OK
 
 
 # -- check-config, alert -----------------------------------------------------------------------
@@ -699,6 +741,10 @@ def cmd_check_config(args, config, log):
         t = config.tenant(name)
         where = t.get("path") or ("%s%s" % (t.get("database"), ("." + t["schema"]) if t.get("schema") else ""))
         sys.stdout.write("  %s: %s %s\n" % (name, t["engine"], where))
+    for rule in config["discover"]:
+        what = rule["pattern"] if rule["kind"] == "databases" else "%s.%s" % (rule["database"], rule["pattern"])
+        sys.stdout.write("discover (%s): %s %s%s\n" % (rule["origin"], rule["kind"], what, (
+            " exclude " + ",".join(rule["exclude"])) if rule["exclude"] else ""))
     for name in config["tenants"]:
         if name not in tenants:
             sys.stdout.write("warning: tenants.%s is configured in lifeboat.yml but not listed in TENANTS\n" % name)

@@ -23,7 +23,7 @@ import os
 import re
 import shlex
 
-from . import naming
+from . import discovery, naming
 from .errors import LifeboatError, MissingDependency
 
 try:
@@ -224,6 +224,14 @@ def anonymize_rules(value, where, key):
     return value  # the anonymize engine checks each rule and names its place
 
 
+def discover_rules(value, where, key):
+    """``discover``: rules that find tenants on the server (see discovery.py)."""
+    try:
+        return discovery.check_rules(value, key, where)
+    except discovery.RuleError as e:
+        raise ConfigError(where, e.key, e.text)
+
+
 TENANT = {
     "engine": one_of(*naming.ENGINES),
     "database": pg_name,
@@ -335,6 +343,7 @@ TOP = {
     "retention": mapping(RETENTION),
     "tmp_dir": abs_path,
     "tenants": tenants,
+    "discover": discover_rules,
     "anonymize": mapping(ANONYMIZE),
     "verify": mapping(VERIFY),
     "prune": mapping(PRUNE),
@@ -357,6 +366,7 @@ DEFAULTS = {
     "connection": {},
     "s3": {},
     "tenants": {},
+    "discover": [],
     "anonymize": {},
     "verify": {},
     "prune": {},
@@ -475,6 +485,14 @@ class Config(object):
         self.settings = settings
         self.env = env
         self.files = files
+        self.discovered = {}
+
+    def set_discovered(self, definitions):
+        """Tenants that discovery found this run (discovery.tenants_for_run): ``tenant()`` knows them."""
+        self.discovered = dict((d["name"], d) for d in definitions)
+
+    def tenant_rpo(self, name):
+        return (self.settings["tenants"].get(name) or {}).get("rpo") or self.settings["rpo"]
 
     def __getitem__(self, key):
         return self.settings[key]
@@ -489,6 +507,16 @@ class Config(object):
     def tenant(self, name):
         """Settings of ``name`` with defaults: engine, database, schema, path, connection."""
         item = dict(self.settings["tenants"].get(name, {}))
+        found = self.discovered.get(name) if name not in self.env["tenants"] else None
+        if found:
+            # A discovered tenant lives where discovery found it, on the top-level connection.
+            for key in ("path", "connection", "database", "schema"):
+                item.pop(key, None)
+            item.update(engine="postgresql", database=found["database"])
+            if found.get("schema"):
+                item["schema"] = found["schema"]
+            if found.get("rpo") and "rpo" not in item:
+                item["rpo"] = found["rpo"]
         item.setdefault("engine", "postgresql")
         if item["engine"] == "postgresql":
             item.setdefault("database", name)
@@ -523,13 +551,17 @@ def load(config_file=CONFIG_FILE, tenants_env=TENANTS_ENV, dropin_dir=None, requ
             "The configuration file %s does not exist. The lifeboat roles write it; give another one with "
             "--config." % config_file, option="config")
     files.extend(dropins(dropin_dir))
+    rules = []
     for path in files:
         where = path if path != config_file else os.path.basename(path)
         if os.path.dirname(path) == dropin_dir:
             where = os.path.join(os.path.basename(dropin_dir), os.path.basename(path))
         doc = check_document(parse_yaml(_read(path, "config"), where), where)
+        # discover rules add up across the files: a drop-in adds rules, it does not replace the others.
+        rules.extend(doc.pop("discover", None) or [])
         merged = merge(merged, doc)
     settings = merge(DEFAULTS, merged)
+    settings["discover"] = rules
     if len(files) > 1:
         # Each file was valid alone; a tenant's settings may come from several of them.
         names = " + ".join(os.path.basename(f) for f in files)

@@ -165,5 +165,69 @@ def write(metrics_dir, operation, entries, run_info):
     return path
 
 
+PROTECTION = "protection"
+
+
+def render_protection(entries, run_info):
+    """``lifeboat_protection.prom``: which tenants, databases and schemas are unprotected, and why.
+
+    ``entries`` are discovery.protection's: every tenant (listed or discovered) and every object of
+    the server that no listing or rule covers, each with ``unprotected`` and ``reason``.
+    ``run_info``: ``finished``, ``operation``, and ``discovery`` (None when no discover rules are
+    configured, else {"ok", "discovered"}).
+    """
+    lines = []
+    name = "lifeboat_tenant_unprotected"
+    lines.append("# HELP %s 1 when the tenant (or a database or schema of the server) has no complete artifact "
+                 "within its RPO or is not backed up at all (reason: no-artifact, late, not-covered, invalid-name, "
+                 "conflict), 0 when it is protected." % name)
+    lines.append("# TYPE %s gauge" % name)
+    seen = set()
+    for e in sorted(entries, key=lambda x: (x.get("tenant") or "", x.get("database") or "", x.get("schema") or "")):
+        labels = (("tenant", e.get("tenant") or ""), ("found", e.get("found") or ""),
+                  ("database", e.get("database") or ""), ("schema", e.get("schema") or ""),
+                  ("reason", e.get("reason") or ""))
+        key = labels[0][1], labels[2][1], labels[3][1]
+        if key in seen:
+            continue
+        seen.add(key)
+        text = ",".join('%s="%s"' % (k, _label(v)) for k, v in labels)
+        lines.append("%s{%s} %d" % (name, text, 1 if e.get("unprotected") else 0))
+    count = len([e for e in entries if e.get("unprotected")])
+    name = "lifeboat_unprotected_tenants"
+    lines.append("# HELP %s Tenants, databases and schemas that are unprotected (see lifeboat_tenant_unprotected)."
+                 % name)
+    lines.append("# TYPE %s gauge" % name)
+    lines.append("%s %d" % (name, count))
+    disc = run_info.get("discovery")
+    if disc is not None:
+        name = "lifeboat_discovery_status"
+        lines.append("# HELP %s 1 when the last discovery of tenants (discover rules) succeeded, 0 when it failed "
+                     "(see the agent's journal: event=discovery)." % name)
+        lines.append("# TYPE %s gauge" % name)
+        lines.append("%s %d" % (name, 1 if disc.get("ok") else 0))
+        name = "lifeboat_discovered_tenants"
+        lines.append("# HELP %s Tenants found by the discover rules in the last discovery." % name)
+        lines.append("# TYPE %s gauge" % name)
+        lines.append("%s %d" % (name, disc.get("discovered") or 0))
+    name = "lifeboat_protection_timestamp_seconds"
+    lines.append("# HELP %s When the agent last checked which tenants are protected (Unix time)." % name)
+    lines.append("# TYPE %s gauge" % name)
+    lines.append('%s{op="%s"} %s' % (name, _label(run_info.get("operation") or ""), _number(run_info["finished"])))
+    return "\n".join(lines) + "\n"
+
+
+def write_protection(metrics_dir, entries, run_info):
+    """Write ``lifeboat_protection.prom`` atomically; returns its path."""
+    path = os.path.join(metrics_dir, "lifeboat_%s.prom" % PROTECTION)
+    try:
+        atomic_write(path, render_protection(entries, run_info).encode("utf-8"), 0o644)
+    except OSError as e:
+        raise LifeboatError("Cannot write the metrics file %s: %s. Make metrics_dir in lifeboat.yml writable by "
+                            "the agent's user (or set it to null to write no metrics)." % (path, e.strerror),
+                            option="metrics_dir")
+    return path
+
+
 def now():
     return time.time()
