@@ -741,7 +741,7 @@ def cmd_check_config(args, config, log):
         t = config.tenant(name)
         where = t.get("path") or ("%s%s" % (t.get("database"), ("." + t["schema"]) if t.get("schema") else ""))
         sys.stdout.write("  %s: %s %s\n" % (name, t["engine"], where))
-    for rule in config["discover"]:
+    for rule in config["discover"] or []:
         what = rule["pattern"] if rule["kind"] == "databases" else "%s.%s" % (rule["database"], rule["pattern"])
         sys.stdout.write("discover (%s): %s %s%s\n" % (rule["origin"], rule["kind"], what, (
             " exclude " + ",".join(rule["exclude"])) if rule["exclude"] else ""))

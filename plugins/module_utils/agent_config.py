@@ -16,7 +16,8 @@ are left to the environment of the units and ignored here.
 ``lifeboat.yml`` is read first, then ``lifeboat.d/*.yml`` in name order, each
 merged into the result (mappings key by key, anything else replaced), so that
 one role can own the backup settings and another its anonymize or verify
-section without rewriting each other's file.
+section without rewriting each other's file. ``discover`` rules (see
+discovery.py) are the exception: the rules of all files add up.
 """
 
 import os
@@ -366,7 +367,7 @@ DEFAULTS = {
     "connection": {},
     "s3": {},
     "tenants": {},
-    "discover": [],
+    "discover": None,          # None: no discovery; [] : no rules, but what TENANTS does not cover is reported
     "anonymize": {},
     "verify": {},
     "prune": {},
@@ -551,14 +552,15 @@ def load(config_file=CONFIG_FILE, tenants_env=TENANTS_ENV, dropin_dir=None, requ
             "The configuration file %s does not exist. The lifeboat roles write it; give another one with "
             "--config." % config_file, option="config")
     files.extend(dropins(dropin_dir))
-    rules = []
+    rules = None
     for path in files:
         where = path if path != config_file else os.path.basename(path)
         if os.path.dirname(path) == dropin_dir:
             where = os.path.join(os.path.basename(dropin_dir), os.path.basename(path))
         doc = check_document(parse_yaml(_read(path, "config"), where), where)
         # discover rules add up across the files: a drop-in adds rules, it does not replace the others.
-        rules.extend(doc.pop("discover", None) or [])
+        if "discover" in doc:
+            rules = (rules or []) + (doc.pop("discover") or [])
         merged = merge(merged, doc)
     settings = merge(DEFAULTS, merged)
     settings["discover"] = rules

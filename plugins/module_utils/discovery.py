@@ -484,8 +484,8 @@ def tenants_for_run(config, login=None):
     raises for a server problem: the listed tenants must be backed up all the same.
     """
     listed = [listed_definition(config, n) for n in config.tenants]
-    rules = config.get("discover") or []
-    if not rules:
+    rules = config.get("discover")
+    if rules is None:
         return Found(listed)
     try:
         server = scan(login() if login else {}, [r["database"] for r in rules if r["kind"] == "schemas"] +

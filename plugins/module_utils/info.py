@@ -11,16 +11,25 @@ Works on local and ``s3://`` repositories through their public interface.
 Nothing is written, and nothing secret is returned: manifests and verify
 records hold public keys and host names only, and the S3 credentials are
 never part of a result.
+
+With ``discover`` (rules as in the agent's ``lifeboat.yml``, see
+discovery.py) it also reads the server at ``login_*``: the tenants the rules
+find (``discovered``), and what is ``unprotected`` (a listed or discovered
+tenant without a complete artifact within its RPO, ``max_age``; a database
+or schema no listing or rule covers; an invalid or conflicting name).
+Without ``discover`` the server is not contacted.
 """
 
 import os
 
-from . import naming, selection
+from . import discovery, naming, selection
 from .errors import LifeboatError
 from .repository import S3_CONNECTION_OPTIONS, open_repository
 
+LOGIN_OPTIONS = ("login_host", "login_port", "login_user", "login_password", "login_unix_socket")
 
-OPTIONS = dict(repository=None, tenants=None, include_globals=False, **dict((k, None) for k in S3_CONNECTION_OPTIONS))
+OPTIONS = dict(repository=None, tenants=None, include_globals=False, discover=None, listed_tenants=None,
+               max_age=None, **dict((k, None) for k in S3_CONNECTION_OPTIONS + LOGIN_OPTIONS))
 
 
 def _artifact_view(repo, tenant, entry, doc):
@@ -106,8 +115,10 @@ def run(params, check_mode=False):
         wanted = [t.strip() for t in wanted.split(",") if t.strip()]
     for t in wanted or []:
         naming.validate_repo_tenant(t, option="tenants")
+    rules = discovery.check_rules(p["discover"], "discover") if p["discover"] is not None else None
     repo = open_repository(p["repository"], create=False, **dict((k, p[k]) for k in S3_CONNECTION_OPTIONS if p[k] is not None))
-    if getattr(repo, "kind", "local") == "local" and not os.path.isdir(repo.root):
+    if getattr(repo, "kind", "local") == "local" and not os.path.isdir(repo.root) and p["discover"] is None:
+        # With discover, a repository no backup has created yet is empty: every tenant is unprotected.
         raise LifeboatError("The repository %s does not exist (or is not a folder): check repository."
                             % repo.root, option="repository")
     present = repo.tenants()
@@ -135,7 +146,70 @@ def run(params, check_mode=False):
         "pg_major_needed": max([0] + [r["pg_major_needed"] for r in rows]),
         "msg": _summary(repo, rows, missing, unverified),
     }
+    if rules is not None:
+        _discover(p, rules, repo, result)
     return result
+
+
+def listed_definitions(items, max_age):
+    """``listed_tenants`` (the inventory's lifeboat_tenants: name, engine, database, schema, path, rpo)."""
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise LifeboatError("listed_tenants must be a list of tenants ({name, engine, database, schema, path}).",
+                            option="listed_tenants")
+    out = []
+    for i, item in enumerate(items):
+        where = "listed_tenants[%d]" % i
+        if not isinstance(item, dict):
+            raise LifeboatError("%s must be a mapping with name (and engine, database, schema or path)." % where,
+                                option="listed_tenants")
+        name = item.get("name") or item.get("tenant")
+        naming.validate_tenant(name, where + ".name")
+        engine = item.get("engine") or "postgresql"
+        if engine not in naming.ENGINES:
+            raise LifeboatError("Invalid %s.engine %r: one of %s." % (where, engine, ", ".join(naming.ENGINES)),
+                                option="listed_tenants")
+        rpo = naming.parse_duration(item.get("rpo"), where + ".rpo") if item.get("rpo") else max_age
+        out.append({"name": name, "engine": engine, "database": (item.get("database") or name)
+                    if engine == "postgresql" else None, "schema": item.get("schema") or None,
+                    "path": item.get("path"), "found": discovery.LISTED, "rule": None, "rpo": rpo,
+                    "covers": engine == "postgresql"})
+    return out
+
+
+def _discover(p, rules, repo, result):
+    """``discovered``, ``unprotected`` and ``discovery`` of the result, from the server at login_*."""
+    max_age = naming.parse_duration(p["max_age"], "max_age")
+    listed = listed_definitions(p["listed_tenants"], max_age)
+    login = dict((k, p[k]) for k in LOGIN_OPTIONS if p[k] is not None)
+    try:
+        server = discovery.scan(login, [r["database"] for r in rules if r["kind"] == "schemas"] +
+                                [t["database"] for t in listed if t["covers"] and t["schema"]])
+    except LifeboatError as e:
+        raise LifeboatError("Discovery failed: %s Nothing was discovered; the listed tenants can still be backed up. "
+                            "Check login_host, login_port, login_user, login_password or login_unix_socket."
+                            % e.msg, option=e.option or "login_host")
+    found_ = discovery.evaluate(rules, listed, server)
+    for t in found_["discovered"]:
+        t["rpo"] = t["rpo"] or max_age
+    found = discovery.Found(listed, found_["discovered"], found_["problems"], found_["errors"], found_["excluded"],
+                            True, server["server"])
+    entries = discovery.unprotected(discovery.protection(found, discovery.repository_newest(repo), naming.utcnow()))
+    result["discovered"] = [dict((k, v) for k, v in t.items() if v is not None and k != "rpo") for t in
+                            found.discovered]
+    result["discovered_names"] = [t["name"] for t in found.discovered]
+    result["unprotected"] = entries
+    result["unprotected_names"] = [e["tenant"] for e in entries]
+    result["discovery"] = {"server": found.server, "rules": len(rules), "errors": found.errors,
+                           "excluded": found.excluded, "max_age_seconds": max_age}
+    parts = [result["msg"].rstrip("."), "discovery on %s: %d tenant(s) discovered" % (found.server,
+                                                                                          len(found.discovered))]
+    if entries:
+        parts.append("%d UNPROTECTED: %s" % (len(entries), "; ".join(e["message"] for e in entries)))
+    if found.errors:
+        parts.append("discovery problems: %s" % " ".join(found.errors))
+    result["msg"] = "; ".join(parts) + "."
 
 
 def _summary(repo, rows, missing, unverified):

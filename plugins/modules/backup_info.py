@@ -22,6 +22,10 @@ description:
     M(lifeboat.backup.backup_verify)) says C(PASS), names it, and records the SHA-256 its manifest holds now. An
     artifact rekeyed or replaced after its verification is not verified anymore until it is verified again.
   - Nothing is written and no secret is returned (manifests and records hold public keys and host names only).
+  - With O(discover), it also reads the PostgreSQL server at O(login_host) (or O(login_unix_socket)) and returns the
+    tenants the rules find there (RV(discovered)) and what is unprotected (RV(unprotected)), a listed or discovered
+    tenant without a complete artifact within its RPO (O(max_age)), or a database or schema that no listed tenant and
+    no rule covers, or whose name is invalid or taken. Without O(discover) the server is not contacted.
 author:
   - Lifeboat maintainers (@lifeboat)
 extends_documentation_fragment:
@@ -52,6 +56,65 @@ options:
         C(pseudo_tenant=true) and C(kind=globals).
     type: bool
     default: false
+  discover:
+    description:
+      - Rules that find tenants on the server, the same as C(discover) in the agent's C(lifeboat.yml). Each rule is
+        C({databases: PATTERN}) (every database whose name matches is a database tenant named like it) or
+        C({database: NAME, schemas: PATTERN}) (every schema of database NAME that matches is a schema tenant named like
+        the schema), optionally with C(exclude) (a pattern or a list of patterns of databases, or of schemas of the
+        rule's database, that are deliberately not backed up and not reported) and C(rpo) (a duration).
+      - Patterns are shell-style globs (C(*), C(?), C([...])), case-sensitive.
+      - Never matched, templates, C(postgres), databases that refuse connections, the names lifeboat derives
+        (C(lb_<letter>_<20 hex>)), a database that holds schema tenants; schemas C(pg_*), C(information_schema),
+        C(public) and those of extensions.
+      - A name that is not a valid tenant name, a discovered name already taken by a listed tenant for another target,
+        and one name found twice are returned in RV(unprotected) (C(invalid-name), C(conflict)), never backed up
+        silently under a guessed name.
+      - Unset means the server is not contacted. An empty list reports every database (and every schema of the
+        databases of O(listed_tenants)' schema tenants) that O(listed_tenants) does not cover.
+    type: list
+    elements: dict
+  listed_tenants:
+    description:
+      - The tenants configured for this server (the fleet inventory's C(lifeboat_tenants)), each C(name), C(engine)
+        (C(postgresql) or C(sqlite)), C(database) (default the name), C(schema), C(path) and C(rpo); other keys are
+        ignored.
+      - A listed tenant wins over a discovered one of the same name, covers its database or schema, and is reported
+        in RV(unprotected) when it has no complete artifact within its C(rpo) (else O(max_age)).
+      - Used only with O(discover).
+    type: list
+    elements: dict
+  max_age:
+    description:
+      - The RPO, as in M(lifeboat.backup.backup_verify), for RV(unprotected). A tenant whose newest complete artifact is
+        older is unprotected (C(late)). Seconds, or a number with C(s), C(m), C(h), C(d) or C(w), for example C(26h).
+      - Unset means any complete artifact protects a tenant (only C(no-artifact) is reported).
+      - Used only with O(discover).
+    type: str
+  login_host:
+    description:
+      - Host name or IP address of the PostgreSQL server that O(discover) reads.
+      - Unset means the local server through the default unix socket, unless O(login_unix_socket) is set.
+      - Used only with O(discover).
+    type: str
+  login_port:
+    description:
+      - Port of the PostgreSQL server.
+    type: int
+    default: 5432
+  login_user:
+    description:
+      - The role to connect as. Unset means libpq's default (the user running the module).
+    type: str
+  login_password:
+    description:
+      - Password of O(login_user). It reaches libpq as a connection parameter, never a command line, and never appears
+        in results or logs.
+    type: str
+  login_unix_socket:
+    description:
+      - Folder of the server's unix socket, for example C(/var/run/postgresql). Takes precedence over O(login_host).
+    type: str
 notes:
   - Reads one verify record (and manifest) per complete artifact from the newest down to the first verified one; on
     S3 that is a few small GET requests per tenant.
@@ -76,6 +139,25 @@ EXAMPLES = r"""
     artifact: "{{ info.tenants.acme.latest_verified.artifact }}"
     identity_file: /root/lifeboat-identity.txt
   when: info.tenants.acme.latest_verified is not none
+
+- name: Which tenants of this server exist, and which of them are not protected
+  lifeboat.backup.backup_info:
+    repository: /var/backups/lifeboat
+    login_unix_socket: /var/run/postgresql
+    login_user: postgres
+    discover:
+      - databases: "acme_*"
+      - database: saas
+        schemas: "t_*"
+        exclude: t_demo
+    listed_tenants: "{{ lifeboat_tenants }}"
+    max_age: 26h
+  register: found
+
+- name: Fail when anything is unprotected
+  ansible.builtin.fail:
+    msg: "{{ found.unprotected | map(attribute='message') | join(' ') }}"
+  when: found.unprotected | length > 0
 """
 
 RETURN = r"""
@@ -124,6 +206,42 @@ globals_tenants:
   returned: always
   type: list
   elements: str
+discovered:
+  description:
+    - The tenants the O(discover) rules found, each C(name), C(engine) (C(postgresql)), C(database), C(schema) (schema
+      tenants), C(found) (C(discovered)) and C(rule) (which rule found it, for example C(discover[1])). A name that is
+      listed in O(listed_tenants) is not repeated here.
+  returned: when O(discover) is set
+  type: list
+  elements: dict
+  sample: [{name: t_acme, engine: postgresql, database: saas, schema: t_acme, found: discovered, rule: "discover[1]"}]
+discovered_names:
+  description: The names of RV(discovered).
+  returned: when O(discover) is set
+  type: list
+  elements: str
+unprotected:
+  description:
+    - What is unprotected, each C(tenant) (the name, or the name it would have), C(database), C(schema), C(path),
+      C(found) (C(listed), C(discovered) or C(none)), C(reason) and C(message) (what, why, and what to do).
+    - C(reason) is C(no-artifact) or C(late) (a listed or discovered tenant without a complete artifact within its
+      RPO), C(not-covered) (a database or schema that no listed tenant and no rule covers), C(invalid-name) (it
+      matches a rule, but its name is not a valid tenant name) or C(conflict) (its name is taken by a listed tenant, or
+      found twice).
+  returned: when O(discover) is set
+  type: list
+  elements: dict
+unprotected_names:
+  description: The C(tenant) of each RV(unprotected) entry.
+  returned: when O(discover) is set
+  type: list
+  elements: str
+discovery:
+  description:
+    - C(server) (where discovery looked), C(rules) (how many), C(errors) (a rule's database that does not exist or
+      cannot be read, with the fix), C(excluded) (what the rules' C(exclude) left out) and C(max_age_seconds).
+  returned: when O(discover) is set
+  type: dict
 pg_major_needed:
   description: The newest PostgreSQL major version among the sources and C(pg_dump) versions of the reported
     C(latest) and C(latest_verified) artifacts; a restore needs C(pg_restore) (and a server) at least this new.
@@ -147,6 +265,10 @@ def main():
             repository=dict(type="str", required=True),
             tenants=dict(type="list", elements="str"),
             include_globals=dict(type="bool", default=False),
+            discover=dict(type="list", elements="dict"),
+            listed_tenants=dict(type="list", elements="dict"),
+            max_age=dict(type="str"),
+            **dict((k, v) for k, v in argspec.CONNECTION.items() if k != "pg_bin_dir")
         ),
         supports_check_mode=True,
     )
