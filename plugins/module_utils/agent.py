@@ -162,7 +162,8 @@ def globals_label(config):
     host = (config["connection"] or {}).get("login_host")
     if not host or host in ("localhost", "127.0.0.1", "::1"):
         host = os.uname()[1]
-    return naming.globals_tenant(host)
+    # As pg_backup names it: a server on another port than 5432 is _globals_<host>-p<port>.
+    return naming.globals_tenant(host, (config["connection"] or {}).get("login_port"))
 
 
 def wants_globals(config, names):
