@@ -225,14 +225,6 @@ def check_rules(value, key="discover", where=None):
     return [check_rule(r, "%s[%d]" % (key, i), where) for i, r in enumerate(value)]
 
 
-def normalized(rules, key="discover"):
-    """Rules as given, or already normalized (by check_rules): normalized."""
-    rules = rules or []
-    if all(isinstance(r, dict) and "kind" in r and "origin" in r for r in rules):
-        return list(rules)
-    return check_rules(rules, key)
-
-
 # -- the server ------------------------------------------------------------------------------
 
 def _connect(conn):
