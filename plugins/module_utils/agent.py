@@ -20,7 +20,9 @@ It reads ``/etc/lifeboat/tenants.env`` and ``/etc/lifeboat/lifeboat.yml``
 (see ``agent_config``), validated before anything runs; runs the tenants in
 parallel worker processes (``parallel``, default 2); prints one structured
 line per tenant (the journal under systemd); writes Prometheus textfile
-metrics; and exits non-zero when any tenant failed. Two runs on one host never
+metrics; and exits non-zero when any tenant failed (1), or when a tenant,
+database or schema is unprotected (3; tenants found by ``discover`` rules and
+what is unprotected: discovery.py). Two runs on one host never
 overlap: a host-wide lock, which a second run waits for (``--wait``,
 ``lock_wait``) or reports and exits 75.
 """
@@ -455,7 +457,7 @@ def _protection(args, config, log, operation, found, repository):
         try:
             newest = discovery.repository_newest(open_repository(repository, create=False, **_repo_options(config)))
         except LifeboatError as e:
-            newest = lambda name: (None, e.msg)  # noqa: E731 - every tenant is then unprotected, and says why
+            newest = discovery.unreadable(e.msg)  # every tenant is then unprotected, and says why
         bad, written = discovery.report_run(config, log, operation, found, newest, outcomes)
         if code != EXIT_OK:
             return code
@@ -585,7 +587,8 @@ def cmd_prune(args, config, log):
             common["keep_" + key] = retention[key]
     common.update(s3_params(config))
     common.update((config["prune"] or {}).get("options") or {})
-    names = select_tenants(config, args.tenant, "prune")
+    # Discovered tenants are rotated too (a tenant that is not discovered anymore keeps its artifacts).
+    names = select_tenants(config, args.tenant, "prune", find_tenants(config, log, "prune"))
     labels = list(names)
     if wants_globals(config, names) and not args.tenant:
         labels.append(globals_label(config))

@@ -516,9 +516,9 @@ def protection(found, newest, now, fresh=()):
             t.get("rule"), _target(t.get("database"), t.get("schema"))))
         if stamp is None:
             entry["reason"] = NO_ARTIFACT
-            entry["message"] = ("tenant %s (%s) has no complete artifact%s. Run `lifeboat backup --tenant %s` and "
-                                "fix what its line reports." % (t["name"], how, " (%s)" % error if error else "",
-                                                               t["name"]))
+            entry["message"] = ("tenant %s (%s) has no complete artifact%s. Back it up (`lifeboat backup --tenant "
+                                "%s` on its host, or the backup playbook with -e tenants=%s) and fix what that "
+                                "reports." % (t["name"], how, " (%s)" % error if error else "", t["name"], t["name"]))
         else:
             age = (now - naming.parse_stamp(stamp)).total_seconds()
             entry["age_seconds"] = int(age)
@@ -544,6 +544,13 @@ def repository_newest(repo):
         except LifeboatError as e:
             return None, e.msg
         return (complete[-1]["stamp"], None) if complete else (None, None)
+    return newest
+
+
+def unreadable(error):
+    """A ``newest`` function for a repository that cannot be opened: ``error`` for every tenant."""
+    def newest(name):
+        return None, error
     return newest
 
 

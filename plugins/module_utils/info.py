@@ -203,8 +203,8 @@ def _discover(p, rules, repo, result):
     result["unprotected_names"] = [e["tenant"] for e in entries]
     result["discovery"] = {"server": found.server, "rules": len(rules), "errors": found.errors,
                            "excluded": found.excluded, "max_age_seconds": max_age}
-    parts = [result["msg"].rstrip("."), "discovery on %s: %d tenant(s) discovered" % (found.server,
-                                                                                          len(found.discovered))]
+    parts = [result["msg"].rstrip("."),
+             "discovery on %s: %d tenant(s) discovered" % (found.server, len(found.discovered))]
     if entries:
         parts.append("%d UNPROTECTED: %s" % (len(entries), "; ".join(e["message"] for e in entries)))
     if found.errors:

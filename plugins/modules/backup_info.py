@@ -58,11 +58,11 @@ options:
     default: false
   discover:
     description:
-      - Rules that find tenants on the server, the same as C(discover) in the agent's C(lifeboat.yml). Each rule is
+      - "Rules that find tenants on the server, the same as C(discover) in the agent's C(lifeboat.yml). Each rule is
         C({databases: PATTERN}) (every database whose name matches is a database tenant named like it) or
         C({database: NAME, schemas: PATTERN}) (every schema of database NAME that matches is a schema tenant named like
         the schema), optionally with C(exclude) (a pattern or a list of patterns of databases, or of schemas of the
-        rule's database, that are deliberately not backed up and not reported) and C(rpo) (a duration).
+        rule's database, that are deliberately not backed up and not reported) and C(rpo) (a duration)."
       - Patterns are shell-style globs (C(*), C(?), C([...])), case-sensitive.
       - Never matched, templates, C(postgres), databases that refuse connections, the names lifeboat derives
         (C(lb_<letter>_<20 hex>)), a database that holds schema tenants; schemas C(pg_*), C(information_schema),
