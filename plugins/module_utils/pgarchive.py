@@ -300,6 +300,49 @@ class Splitter(object):
 
     def block_pieces(self, kind):
         """The bytes of a block's body after its header, in pieces, up to and including its end marker."""
+        if kind == BLK_DATA:
+            return self._data_pieces()
+        return self._generic_pieces(kind)
+
+    def _data_pieces(self):
+        """A data block's chunks, walked in the read buffer: every complete chunk buffered goes out in
+        one piece (pg_dump -Z0 writes one chunk per row, so a per-chunk loop would cost per row)."""
+        st = self.stream
+        hs = 1 + self.head.int_size
+        while True:
+            if not st._fill(hs):
+                raise ArchiveError("The pg_dump archive ended inside a data block (truncated stream).")
+            buf, p = st.buf, st.pos
+            start, end = p, len(buf)
+            while p + hs <= end:
+                if buf[p]:
+                    raise ArchiveError("A negative chunk length in the pg_dump archive.")
+                n = int.from_bytes(buf[p + 1:p + hs], "little")
+                if n == 0:
+                    st.pos = p + hs
+                    yield bytes(buf[start:p + hs])
+                    return
+                if p + hs + n > end:
+                    break
+                p += hs + n
+            if p > start:
+                st.pos = p
+                yield bytes(buf[start:p])
+                continue
+            # one chunk larger than the buffer holds: its header, then its bytes as they come
+            header = st.take(hs)
+            yield header
+            n = int.from_bytes(header[1:], "little")
+            if header[0]:
+                raise ArchiveError("A negative chunk length in the pg_dump archive.")
+            if n == 0:  # the end marker, split across two reads
+                return
+            while n:
+                piece = st.pass_through(n)
+                n -= len(piece)
+                yield piece
+
+    def _generic_pieces(self, kind):
         int_size = self.head.int_size
         while True:
             if kind == BLK_BLOBS:
