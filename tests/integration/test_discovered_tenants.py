@@ -143,6 +143,18 @@ def test_a_new_schema_in_a_schema_rules_database_is_backed_up_by_the_next_run(da
     manifest = json.load(open(artifacts(dagent, "t_globex")[-1]))
     assert manifest["tenant"] == "t_globex"
     assert json.dumps(manifest).count("t_acme") == 0, "t_globex's artifact holds only its own schema"
+    # --tenant may name a discovered schema tenant: it is backed up from its schema, not a database named like it
+    proc = dagent.run("backup", "--tenant", "t_globex")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(proc.tenants) == ["t_globex"] and proc.tenants["t_globex"]["rows"] == "6"
+
+
+def test_rules_that_match_nothing_and_no_tenants_is_a_quiet_night_not_an_error(dagent):
+    dagent.setup([{"databases": "acme_*"}])
+    proc = dagent.run("backup")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert events(proc, "discovery")[0]["discovered"] == "0" and not proc.tenants
+    assert metric(dagent.metrics_text("protection"), "lifeboat_unprotected_tenants") == 0
 
 
 def test_invalid_names_are_reported_not_backed_up_and_the_run_goes_on(dagent):
