@@ -632,6 +632,18 @@ def status_of(found, rows, now, partial=False):
     return {"unprotected": entries, "discovery": disc, "server_problems": len(server) + len(found.errors)}
 
 
+def status_rows(status):
+    """Rows of the ``lifeboat status`` table for what the server holds unprotected and has no tenant row:
+    uncovered databases and schemas, invalid and conflicting names."""
+    rows = []
+    for e in status["unprotected"]:
+        if e["found"] == NOT_FOUND or e["reason"] in (INVALID_NAME, CONFLICT):
+            where = _target(e["database"], e["schema"])
+            rows.append([e["tenant"], "not backed up: %s (%s)" % (e["reason"], where), "-", "UNPROTECTED", "-", "-",
+                         e["found"]])
+    return rows
+
+
 def status_lines(status):
     """The text ``lifeboat status`` prints under its table: what is unprotected and what to do."""
     lines = []

@@ -185,6 +185,9 @@ def test_invalid_names_are_reported_not_backed_up_and_the_run_goes_on(dagent):
         assert 'database="%s' % never not in prot
     code, data = status_json(dagent)
     assert code == 1 and [e["tenant"] for e in data["unprotected"]] == ["Bad-Name"], data
+    status = dagent.run("status")
+    row = [line for line in status.stdout.splitlines() if line.startswith("Bad-Name ")][0]
+    assert "invalid-name" in row and "UNPROTECTED" in row and "discovered" in row, status.stdout
 
 
 def test_an_uncovered_database_is_unprotected_in_status_metrics_and_exit_code(dagent):
@@ -207,6 +210,8 @@ def test_an_uncovered_database_is_unprotected_in_status_metrics_and_exit_code(da
     status = dagent.run("status")
     assert status.returncode == 1
     assert "UNPROTECTED: 1 " in status.stdout
+    row = [line for line in status.stdout.splitlines() if line.startswith("grafana ")][0]
+    assert "not backed up: not-covered (database grafana)" in row and "UNPROTECTED" in row, status.stdout
     assert "database grafana" in status.stdout and "not-covered" in status.stdout
     assert "Add it to TENANTS" in status.stdout
     # a rule's exclude says it needs no backup: no longer reported
