@@ -39,7 +39,7 @@ import sys
 import time
 from urllib.parse import urlsplit
 
-from . import agent_config, agent_metrics, discovery, naming
+from . import agent_config, agent_metrics, agent_pass, discovery, naming
 from .agent_output import Log, Progress, human_age, table
 from .agent_runner import Job, Runner
 from .errors import LifeboatError, LockBusy
@@ -49,6 +49,7 @@ from .version import TOOL_VERSION
 
 try:
     from . import backup as backup_engine
+    from . import backup_pass
     BACKUP_IMPORT_ERROR = None
 except ImportError as _e:  # pragma: no cover - the engine always ships backup
     backup_engine = None
@@ -313,19 +314,22 @@ class Session(object):
             pairs.append(("option", outcome.option))
         return pairs, "err"
 
+    passes = ()
+
     def _done(self, outcome):
-        pairs, level = self.line_for(outcome)
-        if self.progress:
-            self.lines.append((pairs, level))
-        else:
-            self.log.line(pairs, level)
+        for one in agent_pass.expand([outcome], self.passes):  # a pass: one line per tenant
+            pairs, level = self.line_for(one)
+            if self.progress:
+                self.lines.append((pairs, level))
+            else:
+                self.log.line(pairs, level)
 
     def run(self, jobs, parallel):
         self.log.line([("op", self.operation), ("event", "start"), ("tenants", len(jobs)),
                        ("parallel", min(parallel, len(jobs)) or 1), ("version", TOOL_VERSION)] + self.start_pairs)
         t0 = time.monotonic()
         runner = Runner(parallel, on_update=self.progress.update if self.progress else None, on_done=self._done)
-        outcomes = runner.run(jobs)
+        outcomes = agent_pass.expand(runner.run(jobs), self.passes)
         if self.progress:
             self.progress.update(outcomes, final=True)
             for pairs, level in self.lines:
@@ -424,11 +428,22 @@ def cmd_backup(args, config, log):
     common.update(s3_params(config))
     common = dict((k, v) for k, v in common.items() if v is not None)
     jobs = []
-    for name in names:
+    # The schema tenants of one database go in one pass (one snapshot, the shared part first).
+    alone, passes = agent_pass.split_schema_tenants(names, lambda n: tenant_params(config, n))
+    for name in alone:
         params = dict(common, **tenant_params(config, name))
         jobs.append(make_job(name, engine.run, filter_params(engine, params, "backup"), summarize_backup,
                              check_mode=args.check))
-    labels = list(names)
+    for entry in passes:
+        others = [t["schema"] for t in found.tenants if t.get("schema") and t.get("database") == entry["database"]
+                  and t["name"] not in names]
+        params = dict(common, database=entry["database"], schemas=entry["members"],
+                      shared_exclude=[agent_pass.glob_literal(s) for s in others] or None, **entry["connection"])
+        params = dict((k, v) for k, v in params.items() if v is not None)
+        jobs.append(make_job(entry["label"], backup_pass.run, filter_params(engine, params, "backup"),
+                             agent_pass.summarize_pass, check_mode=args.check))
+    labels = list(alone) + [n for p in passes for n in [naming.shared_tenant(p["database"])] +
+                            [m["tenant"] for m in p["members"]]]
     if wants_globals(config, names) and not args.no_globals and not args.tenant:
         params = dict(common, globals=True, **connection_params(config["connection"]))
         label = globals_label(config)
@@ -438,7 +453,7 @@ def cmd_backup(args, config, log):
     # Every tenant runs in a fork of this process: ask pg_dump and pg_dumpall for their versions once, here.
     engine.postgres.warm_tool_versions(bin_dir=(config.get("connection") or {}).get("pg_bin_dir"))
     return _run_jobs(args, config, log, "backup", jobs, config["parallel"], labels, _figures_backup,
-                     after=_protection(args, config, log, "backup", found, config["repository"]))
+                     after=_protection(args, config, log, "backup", found, config["repository"]), passes=passes)
 
 
 def find_tenants(config, log, operation):
@@ -467,8 +482,10 @@ def _protection(args, config, log, operation, found, repository):
     return after
 
 
-def _run_jobs(args, config, log, operation, jobs, parallel, labels, figures_of=None, start=(), after=None):
+def _run_jobs(args, config, log, operation, jobs, parallel, labels, figures_of=None, start=(), after=None,
+              passes=()):
     session = Session(args, config, operation, log)
+    session.passes = list(passes)
     session.start_pairs = list(start)
     session.args_all_labels = labels if not args.tenant else ()
     if args.tenant:
@@ -691,7 +708,7 @@ def cmd_status(args, config, log):
     now = naming.utcnow()
     rows = []
     for name in names:
-        rpo = config.tenant(name)["rpo"] if not naming.is_globals_tenant(name) else config["rpo"]
+        rpo = config.tenant(name)["rpo"] if not naming.is_pseudo_tenant(name) else config["rpo"]
         rows.append(tenant_status(repo, name, rpo, now, runs.get(name)))
     unprotected = discovery.status_of(found, rows, now, partial=bool(args.tenant))
     problems = [r for r in rows if r["rpo"] != "OK" or r["verified"] == "FAIL" or r.get("error")]

@@ -252,6 +252,11 @@ def test_postgresql_tenants_and_the_servers_globals(agent, pg, keys, tmp_path):
     globals_label = [t for t in proc.tenants if t.startswith("_globals_")]
     assert len(globals_label) == 1 and proc.tenants[globals_label[0]]["status"] == "ok"
     assert proc.tenants["dbt"]["rows"] == "500" and proc.tenants["schemat"]["rows"] == "2"
+    # the schema tenant went in its database's pass, with the shared part first, one line each
+    assert proc.tenants["_shared_agent_saas"]["status"] == "ok", proc.stdout
+    manifests = [n for n in os.listdir(str(tmp_path / "repo" / "schemat")) if n.endswith(".manifest.json")]
+    with open(str(tmp_path / "repo" / "schemat" / manifests[0])) as f:
+        assert json.load(f)["shared"]["tenant"] == "_shared_agent_saas"
     assert pg.password not in proc.stdout + proc.stderr
     for name in ("dbt", "schemat", globals_label[0]):
         assert metric(agent.metrics_text("backup"), "lifeboat_backup_status", name) == 1
