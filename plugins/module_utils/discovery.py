@@ -614,7 +614,8 @@ def status_of(found, rows, now, partial=False):
     for r in rows:
         how = found.how(r["tenant"])
         if how == NOT_FOUND:
-            how = "globals" if naming.is_globals_tenant(r["tenant"]) else "repository"
+            how = "globals" if naming.is_globals_tenant(r["tenant"]) else (
+                "shared" if naming.is_shared_tenant(r["tenant"]) else "repository")
         r["found"] = how
     if partial:
         found = Found([t for t in found.listed if t["name"] in by], [t for t in found.discovered if t["name"] in by],
