@@ -12,6 +12,7 @@ import time
 import pytest
 
 import lbtest
+import saas
 
 PLAYBOOKS = lbtest.ROOT / "playbooks"
 
@@ -87,11 +88,16 @@ def fleet(pg, keys, tmp_path_factory):
     good = [{"name": "pbacme", "engine": "postgresql", "database": "pbacme"},
             {"name": "pbinitech", "engine": "sqlite", "path": str(base / "pbinitech.db"), "rpo": "1s"}]
     broken = {"name": "pbbroken", "engine": "sqlite", "path": str(base / "missing" / "pbbroken.db")}
-    backup = playbook("backup", write_inventory(base, pg, keys, good + [broken], name="with-broken"))
+    pg.psql("DROP DATABASE IF EXISTS pbsaas")
+    saas.build(pg, db="pbsaas", tenants=("pbglobex", "pbumbrella"), rows=20)
+    schema_tenants = [{"name": "pbglobex", "database": "pbsaas", "schema": "pbglobex"},
+                      {"name": "pbumbrella", "database": "pbsaas", "schema": "pbumbrella"}]
+    backup = playbook("backup", write_inventory(base, pg, keys, good + [broken] + schema_tenants, name="with-broken"))
     inv = write_inventory(base, pg, keys, good)
     yield {"base": base, "inv": inv, "backup": backup, "pg": pg, "keys": keys, "backup_reports": reports(base, "backup"),
            "checksums": checksums}
     pg.psql("DROP DATABASE IF EXISTS pbacme")
+    pg.psql("DROP DATABASE IF EXISTS pbsaas")
     pg.psql("DROP ROLE IF EXISTS pbreader")
 
 
@@ -99,14 +105,16 @@ def test_backup_goes_on_after_a_failed_tenant_and_reports_all(fleet):
     run = fleet["backup"]
     assert run.rc != 0, run
     fails = run.failures()
-    assert len(fails) == 1 and "1 of 4 backup(s) FAILED" in fails[0] and "pbbroken" in fails[0], run
+    assert len(fails) == 1 and "1 of 7 backup(s) FAILED" in fails[0] and "pbbroken" in fails[0], run
     assert "-e tenants=pbbroken" in fails[0] and "does not exist" in fails[0], fails
     assert len(fleet["backup_reports"]) == 1, run
     report = json.load(open(fleet["backup_reports"][0]))
     assert report["status"] == "FAILED"
     by_tenant = {r["tenant"]: r for r in report["rows"]}
-    assert set(by_tenant) == {"pbacme", "pbinitech", "pbbroken", "(roles and grants)"}, report
-    for name in ("pbacme", "pbinitech"):
+    # the schema tenants of pbsaas went in one pass, with the database's shared part
+    assert set(by_tenant) == {"pbacme", "pbinitech", "pbbroken", "(roles and grants)", "pbglobex", "pbumbrella",
+                              "_shared_pbsaas"}, report
+    for name in ("pbacme", "pbinitech", "pbglobex", "pbumbrella", "_shared_pbsaas"):
         row = by_tenant[name]
         assert row["status"] == "OK" and row["host"] == "localhost" and row["size_bytes"] > 0, row
         assert os.path.exists(os.path.join(str(fleet["base"] / "repository"), name, row["artifact"]))
