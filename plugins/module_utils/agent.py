@@ -513,6 +513,11 @@ def cmd_restore(args, config, log):
             params[key] = getattr(args, key)
     if args.force:
         params["force"] = True
+    for key in ("replace_target", "source_tenant"):
+        if getattr(args, key):
+            params[key] = getattr(args, key)
+    if args.drop_replaced:
+        params["keep_safety_copy"] = False
     if args.jobs:
         params["jobs"] = args.jobs
     params.update(s3_params(config))
@@ -890,7 +895,12 @@ def build_parser():
     p.add_argument("--artifact", default="latest", help="latest (default), an artifact name or a path")
     p.add_argument("--target-database", help="restore into this database instead of the tenant's")
     p.add_argument("--target-path", help="SQLite tenants: restore into this file instead")
-    p.add_argument("--force", action="store_true", help="replace an existing target")
+    p.add_argument("--force", action="store_true", help="replace the tenant's own target when it holds data")
+    p.add_argument("--replace-target", metavar="NAME",
+                   help="the target database (or file) again, to replace one that is not the tenant's own")
+    p.add_argument("--source-tenant", metavar="TENANT", help="restore an artifact of this other tenant (a tenant move)")
+    p.add_argument("--drop-replaced", action="store_true",
+                   help="drop what the restore replaced once it succeeded (default: keep it as a safety copy)")
     p.add_argument("--jobs", type=int, help="parallel pg_restore jobs (plaintext in a private temp folder)")
     p.add_argument("--identity-file", help="the age identity (default: the unit's credential or verify.identity_file)")
     p.add_argument("--check", action="store_true", help="say what would happen, change nothing")

@@ -398,6 +398,22 @@ def test_restore_of_a_sqlite_tenant(agent, sqlite_setup, keys, tmp_path):
     proc = agent.run("restore", "beta", "--target-path", str(target), "--identity-file", keys["identity"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert lbtest.sqlite_checksums(str(target)) == lbtest.sqlite_checksums(str(tmp_path / "beta.db"))
+    # operator mistakes: another tenant's file is refused whatever the flags, and left as it was ...
+    alpha = str(tmp_path / "alpha.db")
+    before = lbtest.sqlite_checksums(alpha)
+    proc = agent.run("restore", "beta", "--target-path", alpha, "--force", "--replace-target", alpha,
+                     "--identity-file", keys["identity"])
+    assert proc.returncode != 0 and "other tenants: alpha" in proc.stdout, proc.stdout + proc.stderr
+    assert lbtest.sqlite_checksums(alpha) == before
+    # ... and so is another tenant's artifact; named twice on purpose, the old file is kept beside it
+    gamma_art = sorted(n for n in os.listdir(str(tmp_path / "repo" / "gamma")) if n.endswith(".age"))[-1]
+    proc = agent.run("restore", "beta", "--artifact", gamma_art, "--target-path", str(target), "--force",
+                     "--replace-target", str(target), "--identity-file", keys["identity"])
+    assert proc.returncode != 0 and "source_tenant" in proc.stdout + proc.stderr
+    proc = agent.run("restore", "beta", "--target-path", str(target), "--force", "--replace-target", str(target),
+                     "--identity-file", keys["identity"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len([n for n in os.listdir(str(tmp_path)) if n.startswith("lb_s_")]) == 1
 
 
 # -- terminal, journal ------------------------------------------------------------------------------
