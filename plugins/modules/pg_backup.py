@@ -67,8 +67,8 @@ options:
   schemas:
     description:
       - Back up these schema tenants of O(database) in one pass, on one snapshot, instead of one O(tenant).
-        Each entry is V({tenant: NAME, schema: SCHEMA}) (O(schemas[].schema) defaults to the tenant's name) or
-        just the tenant's name.
+        Each entry is a dictionary with the keys C(tenant) and C(schema) (the schema defaults to the tenant's
+        name), or just the tenant's name.
       - Each tenant still gets its own artifact, manifest, row counts and lock, exactly as with O(tenant); the
         artifacts are cut from a few C(pg_dump -n ...) streams (sized to the server's lock table) instead of one
         C(pg_dump) per tenant, so a database of thousands of schema tenants reads its catalog a few times, not
