@@ -60,11 +60,11 @@ def _artifact_view(repo, tenant, entry, doc):
 def tenant_info(repo, tenant):
     arts = repo.artifacts(tenant)
     complete = [a for a in arts if a["complete"]]
-    globals_ = naming.is_globals_tenant(tenant)
+    pseudo = naming.is_pseudo_tenant(tenant)
     out = {
         "tenant": tenant,
-        "kind": "globals" if globals_ else "tenant",
-        "pseudo_tenant": globals_,
+        "kind": "globals" if naming.is_globals_tenant(tenant) else "shared" if pseudo else "tenant",
+        "pseudo_tenant": pseudo,
         "present": bool(arts),
         "artifacts_complete": len(complete),
         "artifacts_incomplete": len(arts) - len(complete),
@@ -125,9 +125,9 @@ def run(params, check_mode=False):
     if wanted:
         names = list(dict.fromkeys(wanted))
         if p["include_globals"]:
-            names += [t for t in present if naming.is_globals_tenant(t) and t not in names]
+            names += [t for t in present if naming.is_pseudo_tenant(t) and t not in names]
     else:
-        names = [t for t in present if p["include_globals"] or not naming.is_globals_tenant(t)]
+        names = [t for t in present if p["include_globals"] or not naming.is_pseudo_tenant(t)]
     tenants = {}
     for t in names:
         tenants[t] = tenant_info(repo, t)
@@ -143,6 +143,7 @@ def run(params, check_mode=False):
         "missing": missing,
         "unverified": unverified,
         "globals_tenants": [t for t in present if naming.is_globals_tenant(t)],
+        "shared_tenants": [t for t in present if naming.is_shared_tenant(t)],
         "pg_major_needed": max([0] + [r["pg_major_needed"] for r in rows]),
         "msg": _summary(repo, rows, missing, unverified),
     }

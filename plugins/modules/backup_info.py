@@ -53,7 +53,8 @@ options:
   include_globals:
     description:
       - Also report the C(_globals_<host>) pseudo-tenants (the servers' roles and grants), marked with
-        C(pseudo_tenant=true) and C(kind=globals).
+        C(pseudo_tenant=true) and C(kind=globals), and the C(_shared_<database>) pseudo-tenants (the shared parts
+        of databases that hold schema tenants), marked with C(kind=shared).
     type: bool
     default: false
   discover:
@@ -203,6 +204,12 @@ unverified:
   elements: str
 globals_tenants:
   description: The C(_globals_<host>) pseudo-tenants the repository holds (reported only with O(include_globals)).
+  returned: always
+  type: list
+  elements: str
+shared_tenants:
+  description: The C(_shared_<database>) pseudo-tenants (the shared parts of databases that hold schema tenants)
+    the repository holds; reported in RV(tenants) only with O(include_globals) or when named in O(tenants).
   returned: always
   type: list
   elements: str
