@@ -208,6 +208,8 @@ _DERIVED_RE = re.compile(r"^lb_[a-z]_[0-9a-f]{20}$")
 def is_derived_name(name):
     """A scratch database, safety copy or kept schema lifeboat derived (``lb_<letter>_<20 hex>``)."""
     return isinstance(name, str) and bool(_DERIVED_RE.match(name))
+
+
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 

@@ -163,8 +163,8 @@ def row_counts(conn, schema=None, lift_forced_rls=False):
     """
     forced = conn.execute(_FORCED_RLS, {"schema": schema}).fetchall() if lift_forced_rls else []
     for nsp, rel in forced:
-        conn.execute(sql.SQL("ALTER TABLE {}.{} NO FORCE ROW LEVEL SECURITY").format(sql.Identifier(nsp),
-                                                                                    sql.Identifier(rel)))
+        conn.execute(sql.SQL("ALTER TABLE {}.{} NO FORCE ROW LEVEL SECURITY").format(
+            sql.Identifier(nsp), sql.Identifier(rel)))
     try:
         tables = conn.execute(_TABLES, {"schema": schema}).fetchall()
         counts = {}
@@ -177,8 +177,8 @@ def row_counts(conn, schema=None, lift_forced_rls=False):
         return counts
     finally:
         for nsp, rel in forced:
-            conn.execute(sql.SQL("ALTER TABLE {}.{} FORCE ROW LEVEL SECURITY").format(sql.Identifier(nsp),
-                                                                                     sql.Identifier(rel)))
+            conn.execute(sql.SQL("ALTER TABLE {}.{} FORCE ROW LEVEL SECURITY").format(
+                sql.Identifier(nsp), sql.Identifier(rel)))
 
 
 def unreadable_table(error, database, user, schema, table):

@@ -102,12 +102,11 @@ def own_databases(req, art):
 def check_database(req, art, target, existing, nonempty, owners, schema=None):
     """Raise unless ``target`` (a database, or ``schema`` in it) may be replaced or restored into."""
     if target in MAINTENANCE:
+        own = sorted(own_databases(req, art)) or [req.tenant]
         raise LifeboatError(
             "The target database %r is PostgreSQL's own (the maintenance database or a template); lifeboat never "
             "restores a tenant into it, whatever the options. Nothing was changed. Give the tenant's database as "
-            "target_database (or leave it unset: %r)." % (target, sorted(own_databases(req, art))[0]
-                                                           if own_databases(req, art) else req.tenant),
-            option="target_database")
+            "target_database (or leave it unset: %r)." % (target, own[0]), option="target_database")
     if not existing:
         return
     others = owners.of_schema(target, schema, req.tenant) if schema else owners.of_database(target, req.tenant)

@@ -51,7 +51,8 @@ ENTRIES = [  # (id, desc, tag, namespace, deps, data)
 ]
 
 
-def archive(version=(1, 14, 0), entries=ENTRIES, blocks=None, compression=0):
+def archive(version=(1, 14, 0), entries=None, blocks=None, compression=0):
+    entries = ENTRIES if entries is None else entries
     head = pgarchive.MAGIC + bytes(version) + bytes([4, 8, 1])
     head += bytes([compression]) if version[:2] >= (1, 15) else i(compression)
     head += b"".join(i(n) for n in (0, 0, 3, 1, 0, 126, 0)) + s("shop") + s("15.18") + s("15.18")
