@@ -141,7 +141,7 @@ class LockSetting(object):
                 self.env.sql("ALTER SYSTEM SET max_locks_per_transaction = %d" % locks)
         subprocess.run(["pg_ctlcluster", str(c.version), c.name, "restart"], check=True, capture_output=True)
         self.current = locks
-        for _ in range(100):
+        for _attempt in range(100):
             try:
                 got = int(self.env.connect().execute("SHOW max_locks_per_transaction").fetchone()[0])
                 break

@@ -10,7 +10,10 @@ import subprocess
 import pytest
 
 import lbtest
-from test_agent import Agent, agent_pkg, metric  # noqa: F401 - agent_pkg is a fixture
+import test_agent
+from test_agent import Agent, metric
+
+agent_pkg = test_agent.agent_pkg  # the session fixture that builds the agent's wheel, shared with test_agent
 
 PLAYBOOKS = lbtest.ROOT / "playbooks"
 
