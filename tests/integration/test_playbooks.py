@@ -147,6 +147,24 @@ def test_restore_refuses_without_confirmation_and_changes_nothing(fleet):
     with pg.connect("pbacme") as conn:
         assert lbtest.table_checksums(conn) == before
 
+    # confirmed, into a mistyped database that holds another application's data: refused until it is named
+    # a second time (replace_target), and the shared database of other tenants' schemas never
+    pg.psql("DROP DATABASE IF EXISTS pbother")
+    pg.psql("CREATE DATABASE pbother")
+    pg.psql("CREATE TABLE precious AS SELECT generate_series(1, 9) AS i", db="pbother")
+    for target, fragment in (("pbother", "replace_target: pbother"), ("pbsaas", "other tenants")):
+        with pg.connect(target) as conn:
+            other = lbtest.table_checksums(conn)
+        run = playbook("restore", fleet["inv"], "-e", "tenant=pbacme", "-e", "confirm_restore=pbacme",
+                       "-e", "target_database=%s" % target, "-e", "replace_target=%s" % target
+                       if target == "pbsaas" else "restore_jobs=1")
+        assert run.rc != 0, run
+        msg = " ".join(run.failures())
+        assert fragment in msg and "cannot start" in msg and "Nothing was changed" in msg, run
+        with pg.connect(target) as conn:
+            assert lbtest.table_checksums(conn) == other
+    pg.psql("DROP DATABASE pbother")
+
 
 def runner_events(result):
     return list(result.events)
