@@ -260,8 +260,8 @@ def test_a_listed_tenant_wins_over_a_discovered_one_and_a_taken_name_is_reported
     make_db(pg, "saas")
     make_schema(pg, "saas", "acme")
     make_db(pg, "acme")
-    dagent.setup([{"databases": "*"}], listed=["acme"], settings={"tenants": {"acme": {"database": "saas",
-                                                                                        "schema": "acme"}}})
+    listed = {"tenants": {"acme": {"database": "saas", "schema": "acme"}}}
+    dagent.setup([{"databases": "*"}], listed=["acme"], settings=listed)
     proc = dagent.run("backup")
     assert proc.returncode == 3, proc.stdout
     assert proc.tenants["acme"]["status"] == "ok"
