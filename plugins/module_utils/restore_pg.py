@@ -1087,31 +1087,27 @@ class SchemaPlan(object):
                 rargv.append("--no-owner")
             if not req.privileges:
                 rargv.append("--no-privileges")
+            def feed(tool, source, write_fd, text, report):
+                """One archive through its pg_restore into psql's next input, checked against its manifest."""
+                _close(fds, write_fd)
+                sizes = _stream(tool, source, identities, report)
+                tool.wait()
+                failure = tool.failure()
+                if sizes is None or failure:
+                    if not psql.running():
+                        failure = psql.failure() or failure
+                    raise restore_failed(text, failure or "pg_restore stopped reading the archive", req, outcome)
+                source.verify(sizes)
+
+            env = server.env(APP + "-pg_restore")
             if self.shared is not None:
                 # The shared part first, into the same transaction: psql reads its SQL to the end
                 # before it reads the tenant's.
-                shared = Tool(rargv, server.env(APP + "-pg_restore"), stdin=subprocess.PIPE, stdout=s_write)
-                _close(fds, s_write)
-                swhat = "Restoring the shared part %s into database %r on %s" % (self.shared.name, self.database,
-                                                                                 server.where)
-                ssizes = _stream(shared, self.shared, identities, None)
-                shared.wait()
-                failure = shared.failure()
-                if ssizes is None or failure:
-                    if not psql.running():
-                        failure = psql.failure() or failure
-                    raise restore_failed(swhat, failure or "pg_restore stopped reading the archive", req, outcome)
-                self.shared.verify(ssizes)
-            restore = Tool(rargv, server.env(APP + "-pg_restore"), stdin=subprocess.PIPE, stdout=r_write)
-            _close(fds, r_write)
-            sizes = _stream(restore, art, identities, progress)
-            restore.wait()
-            failure = restore.failure()
-            if sizes is None or failure:
-                if not psql.running():
-                    failure = psql.failure() or failure
-                raise restore_failed(what, failure or "pg_restore stopped reading the archive", req, outcome)
-            art.verify(sizes)
+                shared = Tool(rargv, env, stdin=subprocess.PIPE, stdout=s_write)
+                feed(shared, self.shared, s_write, "Restoring the shared part %s into database %r on %s" % (
+                    self.shared.name, self.database, server.where), None)
+            restore = Tool(rargv, env, stdin=subprocess.PIPE, stdout=r_write)
+            feed(restore, art, r_write, what, progress)
             try:
                 view = memoryview(epilogue)
                 while view:
