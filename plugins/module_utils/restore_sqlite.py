@@ -170,7 +170,9 @@ class SqlitePlan(object):
         counts = self.art.manifest["row_counts"]
         return "Check mode, nothing changed: would restore %s (%d tables, %d rows) into %s%s." % (
             self.art.name, len(counts), sum(counts.values()), self.target,
-            ", replacing it (%s)" % self._contents() if self.existed else " (a new file)")
+            ", replacing it (%s); the old file would be %s" % (
+                self._contents(), "kept beside it" if self.keep else "removed (keep_safety_copy: false)")
+            if self.existed else " (a new file)")
 
     def summary_done(self, outcome, seconds):
         return "Restored %s into %s in %.1f s: %d tables, %d rows, equal to the manifest%s." % (

@@ -240,6 +240,45 @@ def test_the_module_refuses_a_mistyped_target_and_check_mode_says_why(pg, keys, 
     assert state(pg) == before
 
 
+def test_the_module_refuses_for_schema_and_sqlite_tenants_too(pg, keys, world, tmp_path):
+    # a schema tenant into the shared database of other tenants, named as a database tenant's target
+    pg.psql("DROP DATABASE IF EXISTS saas_twin WITH (FORCE)")
+    pg.psql("CREATE DATABASE saas_twin TEMPLATE saas_safe")
+    before = state(pg)
+    res = lbtest.run_module("backup_restore", params(pg, keys, world, tenant="acme", target_database="saas_twin",
+                                                     force=True))
+    assert res.get("failed") and res["option"] == "replace_target" and "replace_target: saas_twin" in res["msg"], res
+    assert state(pg) == before
+    pg.psql("DROP DATABASE saas_twin WITH (FORCE)")
+    # a SQLite tenant over another application's file, even named twice
+    app = tmp_path / "settings.ini"
+    app.write_text("[db]\nurl=postgresql://app@db/acme\n")
+    res = lbtest.run_module("backup_restore", dict(tenant="initech", engine="sqlite", repository=world["repo"],
+                                                   identity_file=keys["identity"], target_path=str(app), force=True,
+                                                   replace_target=str(app)))
+    assert res.get("failed") and res["option"] == "target_path" and "not a SQLite database" in res["msg"], res
+    assert app.read_text() == "[db]\nurl=postgresql://app@db/acme\n"
+
+
+def test_the_wrong_repository_replaces_only_what_force_allows_and_keeps_it(pg, keys, world, tmp_path):
+    """A staging repository whose acme came from another database: the tenant's own target is replaced (force),
+    the result names where the artifact came from, and what was replaced is kept."""
+    pg.psql("DROP DATABASE IF EXISTS hard_db_staging WITH (FORCE)")
+    pg.psql("CREATE DATABASE hard_db_staging")
+    pg.psql("CREATE TABLE orders AS SELECT 1 AS i", db="hard_db_staging")
+    staging = str(tmp_path / "staging")
+    backup.run(dict(pg.login, tenant="hard_db", database="hard_db_staging", repository=staging,
+                    recipients=[keys["public"]]))
+    with pg.connect("hard_db") as conn:
+        before = lbtest.table_checksums(conn)
+    res = restore.run(dict(pg.login, tenant="hard_db", repository=staging, identity_file=keys["identity"], force=True))
+    assert res["artifact_info"]["source_database"] == "hard_db_staging" and res["replaced"]["database"] == "hard_db"
+    with pg.connect(res["safety_copy"]["database"]) as conn:
+        assert lbtest.table_checksums(conn) == before
+    pg.psql("DROP DATABASE %s" % res["safety_copy"]["database"])
+    pg.psql("DROP DATABASE hard_db_staging WITH (FORCE)")
+
+
 # -- the repository ----------------------------------------------------------------------------------
 
 
