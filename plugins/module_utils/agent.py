@@ -605,7 +605,7 @@ def cmd_prune(args, config, log):
     retention = config["retention"]
     common = {"repository": repository}
     for key in ("daily", "weekly", "monthly", "yearly"):
-        if retention.get(key):
+        if retention.get(key) is not None:  # 0 keeps none by that rule, as keep_<rule>: 0 does in backup_prune
             common["keep_" + key] = retention[key]
     common.update(s3_params(config))
     common.update((config["prune"] or {}).get("options") or {})

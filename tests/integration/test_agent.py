@@ -378,6 +378,19 @@ def test_prune_applies_the_retention(agent, sqlite_setup):
     assert metric(agent.metrics_text("prune"), "lifeboat_prune_status", "alpha") == 1
 
 
+def test_a_retention_of_zero_means_keep_none_as_in_backup_prune(agent, sqlite_setup):
+    """retention 0 everywhere: backup_prune's meaning (keep none by that rule; the newest stays, protected),
+    not "not set" (which made prune refuse to run: no policy)."""
+    agent.configure(dict(sqlite_setup, retention={"daily": 0, "weekly": 0, "monthly": 0, "yearly": 0}),
+                    list(sqlite_setup["tenants"]))
+    for dummy in range(2):
+        assert agent.run("backup").returncode == 0
+        time.sleep(1.1)
+    proc = agent.run("prune")
+    assert proc.returncode == 0, proc.stdout
+    assert all(x["deleted"] == "1" and x["kept"] == "1" for x in proc.tenants.values()), proc.stdout
+
+
 def test_anonymize_uses_pii_days_from_tenants_env(agent, sqlite_setup, tmp_path):
     settings = dict(sqlite_setup, anonymize={"tenant_rules": {"alpha": [
         {"table": "guests", "timestamp": "left_at", "columns": {"email": "null"}}]}})
