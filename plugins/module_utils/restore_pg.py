@@ -1087,6 +1087,7 @@ class SchemaPlan(object):
                 rargv.append("--no-owner")
             if not req.privileges:
                 rargv.append("--no-privileges")
+
             def feed(tool, source, write_fd, text, report):
                 """One archive through its pg_restore into psql's next input, checked against its manifest."""
                 _close(fds, write_fd)
