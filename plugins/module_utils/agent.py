@@ -599,6 +599,13 @@ def _repo_options(config):
     return dict((k, v) for k, v in s3_params(config).items() if k in S3_CONNECTION_OPTIONS)
 
 
+def _repository_tenants(config):
+    try:
+        return set(open_repository(config["repository"], create=False, **_repo_options(config)).tenants())
+    except LifeboatError:
+        return set()
+
+
 def cmd_prune(args, config, log):
     engine = _engine(prune_engine, "prune", PRUNE_IMPORT_ERROR)
     repository = config.require("repository", "to prune: where the artifacts are")
@@ -614,6 +621,12 @@ def cmd_prune(args, config, log):
     labels = list(names)
     if wants_globals(config, names) and not args.tenant:
         labels.append(globals_label(config))
+    if not args.tenant:
+        # The shared parts of the databases that hold schema tenants rotate too (prune keeps the ones that
+        # kept tenant artifacts name); a database never backed up in a pass has none.
+        repo_tenants = _repository_tenants(config)
+        labels += sorted(set(naming.shared_tenant(config.tenant(n)["database"]) for n in names
+                             if config.tenant(n).get("schema")) & repo_tenants)
     jobs = [make_job(n, engine.run, filter_params(engine, dict(common, tenant=n), "prune"), summarize_prune,
                      check_mode=args.check) for n in labels]
     # Prune is metadata work: one at a time is plenty and keeps S3 requests low.

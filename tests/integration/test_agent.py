@@ -257,6 +257,8 @@ def test_postgresql_tenants_and_the_servers_globals(agent, pg, keys, tmp_path):
     manifests = [n for n in os.listdir(str(tmp_path / "repo" / "schemat")) if n.endswith(".manifest.json")]
     with open(str(tmp_path / "repo" / "schemat" / manifests[0])) as f:
         assert json.load(f)["shared"]["tenant"] == "_shared_agent_saas"
+    proc = agent.run("prune", "--check")
+    assert proc.tenants["_shared_agent_saas"]["status"] == "ok", proc.stdout  # the shared part rotates too
     assert pg.password not in proc.stdout + proc.stderr
     for name in ("dbt", "schemat", globals_label[0]):
         assert metric(agent.metrics_text("backup"), "lifeboat_backup_status", name) == 1

@@ -16,6 +16,7 @@ from lbmolecule import AGENT, agent_lines, cursor, journal, journal_json, metric
 
 TENANTS = ["acme", "globex", "initech"]
 GLOBALS = "_globals_lb-db"
+SHARED = "_shared_saas"  # the shared part of saas, backed up with its schema tenant globex
 REPO = "/var/backups/lifeboat"
 METRICS = "/var/lib/prometheus/node-exporter"
 TIMERS = ["lifeboat-backup.timer", "lifeboat-prune.timer", "lifeboat-anonymize.timer"]
@@ -83,8 +84,9 @@ def test_backup_service_succeeds_and_leaves_complete_artifacts(db, tmp_path):
     assert unit_property(db, "lifeboat-backup.service", "ExecMainStatus") == "0"
     lines = agent_lines(journal(db, "lifeboat-backup.service", start), "backup")
     per_tenant = dict((x["tenant"], x) for x in lines if "tenant" in x)
-    assert sorted(per_tenant) == sorted(TENANTS + [GLOBALS])
+    assert sorted(per_tenant) == sorted(TENANTS + [GLOBALS, SHARED])
     assert all(x["status"] == "ok" for x in per_tenant.values()), lines
+    assert per_tenant[SHARED]["artifact"].startswith("%s/%s/%s-" % (REPO, SHARED, SHARED))
     assert [x for x in lines if x.get("event") == "done"][0]["failed"] == "0"
     identity = os.environ["LIFEBOAT_MOLECULE_IDENTITY"]
     for tenant in TENANTS + [GLOBALS]:
@@ -115,6 +117,8 @@ def test_backup_service_succeeds_and_leaves_complete_artifacts(db, tmp_path):
             assert doc["row_counts"] == {"public.guests": 100, "public.orders": 1000}
         if tenant == "globex":
             assert doc["row_counts"] == {"globex.invoices": 250}
+            assert doc["shared"]["tenant"] == SHARED and per_tenant[SHARED]["artifact"].endswith(
+                doc["shared"]["artifact"])
 
 
 def test_metrics_are_written_for_node_exporter(db):
@@ -160,7 +164,7 @@ def test_prune_service_rotates(db):
     sh(db, "systemctl start lifeboat-prune.service")
     assert unit_property(db, "lifeboat-prune.service", "Result") == "success"
     lines = [x for x in agent_lines(journal(db, "lifeboat-prune.service", start), "prune") if "tenant" in x]
-    assert sorted(x["tenant"] for x in lines) == sorted(TENANTS + [GLOBALS])
+    assert sorted(x["tenant"] for x in lines) == sorted(TENANTS + [GLOBALS, SHARED])
     assert all(x["status"] == "ok" and int(x["kept"]) >= 1 for x in lines), lines
     m = metrics(db, "%s/lifeboat_prune.prom" % METRICS)
     assert m[("lifeboat_prune_status", '{tenant="acme"}')] == 1
