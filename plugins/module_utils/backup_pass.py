@@ -226,7 +226,7 @@ class Pass(object):
             for schema, reader in splitter.outputs():
                 tenant = tenant_of[schema]
                 job = jobs[tenant][0]
-                job.store = self._reader_store(schema, reader)
+                job.store = self._reader_store(schema, reader, len(schemas))
                 job.extra = self._extra(schema, depends)
                 done.add(schema)
                 if self._write(job) is None:
@@ -249,11 +249,11 @@ class Pass(object):
             tool.kill()
         return [s for s in schemas if s not in done]
 
-    def _reader_store(self, schema, reader):
+    def _reader_store(self, schema, reader, group_size):
         def store(writer):
             sizes = pipeline.store(reader, writer, self.req.recipients, self.req.level, self.req.threads, None)
             source = self._source(schema, None)
-            source["pass"] = "split from one pg_dump of %s schemas" % "several"
+            source["pass"] = "split from one pg_dump of %d schemas (pgarchive), in the pass's snapshot" % group_size
             return sizes, self.counter.wait_for(schema), source
         return store
 
