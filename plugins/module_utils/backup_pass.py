@@ -319,6 +319,10 @@ class Pass(object):
         except LifeboatError as e:
             self._failed(job.tenant, str(e))
             return None
+        finally:
+            # The store holds the group's reader, splitter and table of contents: let them go now,
+            # or a pass keeps every group's in memory until it ends.
+            job.store = None
         entry["removed_partials"] = removed
         entry["artifact_name"] = naming.artifact_name(job.tenant, entry["stamp"], "pgdump", self.req.level is not None,
                                                       bool(self.req.recipients))
