@@ -1,30 +1,37 @@
 # -*- coding: utf-8 -*-
 # Copyright: lifeboat.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Split one ``pg_dump --format=custom --compress=0`` stream into one archive per schema, as it streams.
+"""Split one ``pg_dump --format=custom --compress=0 -n s1 -n s2 ...`` stream into one archive per schema.
 
-The custom format (src/bin/pg_dump/pg_backup_archiver.c and pg_backup_custom.c) is a header,
-a table of contents (TOC) and, written to a pipe, the data blocks in TOC order. An archive
-for one schema is the same header, a TOC that holds the entries of that schema (and the
-entries every archive has: ENCODING, STDSTRINGS, SEARCHPATH), copied byte for byte, and the
-data blocks of those entries, copied byte for byte: ``pg_restore`` reads it exactly like a
-``pg_dump -n <schema>`` archive, from a file or a pipe. Nothing is decoded beyond what
-finding the boundaries needs, and memory stays bounded (one read buffer) whatever the size.
+The custom format (PostgreSQL's src/bin/pg_dump/pg_backup_archiver.c and pg_backup_custom.c)
+is a header, a table of contents (TOC) and, written to a pipe, the data blocks in TOC order.
+The archive of one schema is the same header, a TOC holding the entries of that schema and
+the database-level entries every ``pg_dump -n`` writes (ENCODING, STDSTRINGS, SEARCHPATH,
+DATABASE and its properties, comment and ACL), copied byte for byte in dump order, then the
+data blocks of that schema, copied byte for byte: ``pg_restore`` reads it like the archive
+of a ``pg_dump -Fc -Z0 -n <schema>``, from a file or a pipe. The input is read once, from a
+pipe, through one buffer of ``READ_SIZE``: memory stays bounded whatever the data size
+(the TOC itself is kept, as pg_restore keeps it).
 
-Layout (integers are a sign byte and ``int_size`` little-endian bytes; strings an integer
-length, -1 for NULL, and the bytes):
+Layout (versions 1.12 to 1.16, PostgreSQL 10 to 18). An integer is a sign byte and
+``int_size`` little-endian bytes; a string an integer length (-1 for NULL) and the bytes.
 
 - header: ``PGDMP``, version (3 bytes), int size, offset size, format (1 = custom), the
-  compression (an integer before 1.15, an algorithm byte from 1.15), the time stamp (7
-  integers), the database name, the server's and pg_dump's versions;
-- TOC: a count, then per entry: dump id, has-data flag, table oid, oid, tag, description,
+  compression (an integer level before 1.15, an algorithm byte from 1.15), the time stamp
+  (7 integers), the database name, the server's and pg_dump's versions;
+- TOC: a count, then per entry: dump id, has-dumper flag, table oid, oid, tag, desc,
   section, definition, drop statement, copy statement, namespace, tablespace, table access
-  method (1.14+), relkind (1.16+), owner, "false" (old WITH OIDS), the dependencies (strings,
-  NULL-terminated), and the data offset (a flag byte and ``off_size`` bytes);
-- data: per entry with data, a block type byte (1 data, 3 large objects), the dump id, then
-  chunks (length, bytes) ending with a zero length (large objects: per object an oid and
-  its chunks, ending with oid 0).
+  method (1.14+), relkind (an integer, 1.16+), owner, "false" (the old WITH OIDS), the
+  dependencies (strings, ended by NULL), and the data offset (a state byte: 1 not set,
+  2 set, 3 no data; then ``off_size`` bytes);
+- data: per entry with data, in TOC order, a block type byte (1 table data, 3 large
+  objects), the dump id, then chunks (length, bytes) ended by a zero length (large
+  objects: per object its oid and its chunks, ended by oid 0). ``-Z0`` writes one chunk
+  per COPY row, so chunk headers are walked in the read buffer, never read one by one.
 """
+
+import codecs
+import struct
 
 from .errors import LifeboatError
 
@@ -34,188 +41,270 @@ MAX_VERSION = (1, 16)
 FORMAT_CUSTOM = 1
 BLK_DATA = 1
 BLK_BLOBS = 3
+OFFSET_POS_NOT_SET = 1
+OFFSET_POS_SET = 2
 OFFSET_NO_DATA = 3
 READ_SIZE = 1 << 20
-COMMON = ("ENCODING", "STDSTRINGS", "SEARCHPATH")
+MAX_STRING = 64 << 20
+# Entries pg_dump writes into every archive, whatever -n says; their comment, ACL and
+# security label (no namespace, a dependency on DATABASE) follow them.
+COMMON = ("ENCODING", "STDSTRINGS", "SEARCHPATH", "DATABASE", "DATABASE PROPERTIES")
+_CODECS = {"UTF8": "utf-8", "SQL_ASCII": "latin-1", "MULE_INTERNAL": "latin-1"}
 
 
 class ArchiveError(LifeboatError):
-    pass
+    """The stream is not an archive this module can split, or it broke off."""
+
+
+def encode_int(value, int_size):
+    """An archive integer: a sign byte, then ``int_size`` little-endian bytes of the magnitude."""
+    return bytes([1 if value < 0 else 0]) + abs(value).to_bytes(int_size, "little")
+
+
+def decode_int(raw):
+    value = int.from_bytes(raw[1:], "little")
+    return -value if raw[0] else value
+
+
+def _truncated(what):
+    return ArchiveError("The pg_dump archive ended %s (a truncated stream: did pg_dump fail or get killed?)." % what)
 
 
 class _Stream(object):
-    """Buffered reads from a raw pipe, with a count of what was consumed."""
+    """Buffered reads from a pipe: ``buf[pos:]`` is read but not consumed yet."""
 
     def __init__(self, raw):
         self.raw = raw
-        self.buf = bytearray()
+        self.buf = b""
         self.pos = 0
 
-    def _fill(self, n):
-        while len(self.buf) - self.pos < n:
-            data = self.raw.read(READ_SIZE)
-            if not data:
-                return False
-            if self.pos:
-                del self.buf[:self.pos]
-                self.pos = 0
-            self.buf += data
+    def fill(self):
+        """Read more after what is buffered; False at the end of the stream."""
+        data = self.raw.read(READ_SIZE)
+        if not data:
+            return False
+        rest = self.buf[self.pos:]
+        self.buf = rest + data if rest else data
+        self.pos = 0
         return True
 
-    def take(self, n):
-        if not self._fill(n):
-            raise ArchiveError("The pg_dump archive ended in the middle of a record (truncated stream: did pg_dump "
-                               "fail?).")
-        out = bytes(self.buf[self.pos:self.pos + n])
-        self.pos += n
-        return out
+    def take(self, n, what="in the middle of a record"):
+        pos = self.pos
+        if pos + n <= len(self.buf):
+            self.pos = pos + n
+            return self.buf[pos:pos + n]
+        parts = [self.buf[pos:]]
+        have = len(parts[0])
+        while have < n:
+            data = self.raw.read(max(READ_SIZE, n - have))
+            if not data:
+                raise _truncated(what)
+            parts.append(data)
+            have += len(data)
+        self.buf = b"".join(parts)
+        self.pos = n
+        return self.buf[:n]
 
     def at_eof(self):
-        return not self._fill(1)
-
-    def pass_through(self, n):
-        """Up to ``n`` bytes as they are (at least 1), for copying chunk data in big pieces."""
-        if not self._fill(1):
-            raise ArchiveError("The pg_dump archive ended inside a data block (truncated stream).")
-        n = min(n, len(self.buf) - self.pos)
-        out = bytes(self.buf[self.pos:self.pos + n])
-        self.pos += n
-        return out
+        return self.pos >= len(self.buf) and not self.fill()
 
 
 class Entry(object):
+    """One TOC entry: what splitting needs, and ``raw``, its exact bytes in the archive."""
+
     __slots__ = ("dump_id", "had_dumper", "tag", "desc", "section", "namespace", "owner", "deps", "data_state",
                  "raw")
 
     def has_data(self):
         return self.data_state != OFFSET_NO_DATA
 
+    def split_raw(self, off_size):
+        """``raw`` for a split archive: a data offset pg_dump recorded (seekable output) no longer
+        holds there, so it becomes "not set" and pg_restore finds the block by reading on."""
+        if self.data_state != OFFSET_POS_SET:
+            return self.raw
+        return self.raw[:-(1 + off_size)] + bytes([OFFSET_POS_NOT_SET]) + bytes(off_size)
+
+    def __repr__(self):
+        return "<Entry %d %s %r %r>" % (self.dump_id, self.desc, self.namespace, self.tag)
+
 
 class Head(object):
+    """The header and TOC of an archive; ``stream`` goes on with its data blocks."""
+
     def __init__(self):
         self.version = None
         self.int_size = None
         self.off_size = None
+        self.compression = None
+        self.dbname = None
+        self.server_version = None
+        self.dump_version = None
         self.raw = b""
         self.entries = []
-        self.dbname = None
+        self.stream = None
+
+    def data_entries(self):
+        """The entries whose data blocks follow the TOC, in stream order (TOC order)."""
+        return [e for e in self.entries if e.has_data()]
 
 
-class _Reader(object):
-    """Integers and strings of the archive, recording the raw bytes read."""
+class _Fields(object):
+    """The archive's integers and strings, each recorded as read into ``parts``."""
 
     def __init__(self, stream, int_size=4):
         self.s = stream
         self.int_size = int_size
-        self.record = None
+        self.parts = []
+        self.codec = "utf-8"
 
     def byte(self):
         b = self.s.take(1)
-        if self.record is not None:
-            self.record.append(b)
+        self.parts.append(b)
         return b[0]
 
     def int(self):
         raw = self.s.take(1 + self.int_size)
-        if self.record is not None:
-            self.record.append(raw)
-        value = int.from_bytes(raw[1:], "little")
-        return -value if raw[0] else value
+        self.parts.append(raw)
+        return decode_int(raw)
 
-    def str(self):
+    def bytes(self):
         n = self.int()
         if n < 0:
             return None
-        if n > (64 << 20):
-            raise ArchiveError("A string of %d bytes in the pg_dump archive's table of contents: not a valid archive."
-                               % n)
+        if n > MAX_STRING:
+            raise ArchiveError("A string of %d bytes in the pg_dump archive's table of contents: not a valid archive, "
+                               "or not one this module can split." % n)
         raw = self.s.take(n)
-        if self.record is not None:
-            self.record.append(raw)
-        return raw.decode("utf-8", "replace")
+        self.parts.append(raw)
+        return raw
+
+    def str(self):
+        raw = self.bytes()
+        return None if raw is None else raw.decode(self.codec, "replace")
+
+    def record(self):
+        out = b"".join(self.parts)
+        self.parts = []
+        return out
 
 
-def encode_int(value, int_size):
-    return bytes([1 if value < 0 else 0]) + abs(value).to_bytes(int_size, "little")
+def _codec(defn):
+    """The Python codec of an ENCODING entry (``SET client_encoding = 'LATIN1';``); names are in it."""
+    name = defn.split("'")[1] if defn and defn.count("'") >= 2 else "UTF8"
+    name = _CODECS.get(name.upper(), name.replace("WIN", "cp") if name.upper().startswith("WIN") else name)
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return "utf-8"
 
 
-def read_head(raw):
-    """Read the header and the table of contents of a custom-format archive from ``raw`` (a pipe)."""
-    stream = raw if isinstance(raw, _Stream) else _Stream(raw)
-    r = _Reader(stream)
+def read_head(reader):
+    """Read the header and the TOC of a custom-format archive from ``reader`` (a pipe: only ``read(n)``).
+
+    Reads ahead: what follows the TOC stays buffered in ``head.stream``, which a ``Splitter``
+    goes on with.
+    """
+    stream = _Stream(reader)
     head = Head()
     head.stream = stream
-    r.record = parts = []
-    magic = stream.take(5)
-    parts.append(magic)
+    f = _Fields(stream)
+    magic = stream.take(len(MAGIC), "before its header (an empty stream: did pg_dump fail?)")
+    f.parts.append(magic)
     if magic != MAGIC:
-        raise ArchiveError("The stream is not a pg_dump custom-format archive (it starts with %r, not PGDMP)." % magic)
-    version = (r.byte(), r.byte(), r.byte())
+        raise ArchiveError("The stream is not a pg_dump custom-format archive (it starts with %r, not PGDMP): "
+                           "use pg_dump --format=custom." % magic)
+    version = (f.byte(), f.byte(), f.byte())
     head.version = version
-    if version[:2] < MIN_VERSION or version[:2] > MAX_VERSION:
+    if not MIN_VERSION <= version[:2] <= MAX_VERSION:
         raise ArchiveError("pg_dump archive version %d.%d is not supported here (%d.%d to %d.%d): use a pg_dump of "
-                           "PostgreSQL 10 to 18." % ((version[0], version[1]) + MIN_VERSION + MAX_VERSION))
-    head.int_size = r.int_size = r.byte()
-    head.off_size = r.byte()
-    if not 1 <= head.int_size <= 8 or not 1 <= head.off_size <= 8:
-        raise ArchiveError("The pg_dump archive's integer sizes (%d, %d) are not valid." % (head.int_size, head.off_size))
-    fmt = r.byte()
+                           "PostgreSQL 10 to 18." % (version[:2] + MIN_VERSION + MAX_VERSION))
+    head.int_size = f.int_size = f.byte()
+    head.off_size = f.byte()
+    if not 1 <= head.int_size <= 32 or not 1 <= head.off_size <= 32:
+        raise ArchiveError("The pg_dump archive's integer and offset sizes (%d, %d) are not valid."
+                           % (head.int_size, head.off_size))
+    fmt = f.byte()
     if fmt != FORMAT_CUSTOM:
         raise ArchiveError("The pg_dump archive is not in the custom format (format %d): use --format=custom." % fmt)
-    compression = r.byte() if version[:2] >= (1, 15) else r.int()
-    if compression != 0:
-        raise ArchiveError("The pg_dump archive is compressed (%r): only an archive dumped with --compress=0 can be "
-                           "split (lifeboat compresses with zstd afterwards)." % compression)
+    head.compression = f.byte() if version[:2] >= (1, 15) else f.int()
+    if head.compression != 0:
+        raise ArchiveError("The pg_dump archive is compressed (%s %d): only an archive dumped with --compress=0 can be "
+                           "split (lifeboat compresses each split archive with zstd afterwards)."
+                           % ("algorithm" if version[:2] >= (1, 15) else "level", head.compression))
     for _field in range(7):  # the time stamp
-        r.int()
-    head.dbname = r.str()
-    r.str()
-    r.str()
-    head.raw = b"".join(parts)
-    count = r.int()
-    if count < 0 or count > 10000000:
+        f.int()
+    head.dbname = f.str()
+    head.server_version = f.str()
+    head.dump_version = f.str()
+    head.raw = f.record()
+    count = f.int()
+    f.record()
+    if not 0 <= count <= 50000000:
         raise ArchiveError("The pg_dump archive's table of contents claims %d entries: not a valid archive." % count)
-    for _i in range(count):
-        r.record = parts = []
-        e = Entry()
-        e.dump_id = r.int()
-        e.had_dumper = bool(r.int())
-        r.str()  # table oid
-        r.str()  # oid
-        e.tag = r.str()
-        e.desc = r.str()
-        e.section = r.int()
-        r.str()  # definition
-        r.str()  # drop statement
-        r.str()  # copy statement
-        e.namespace = r.str()
-        r.str()  # tablespace
-        if version[:2] >= (1, 14):
-            r.str()  # table access method
-        if version[:2] >= (1, 16):
-            r.int()  # relkind
-        e.owner = r.str()
-        r.str()  # "false": the old WITH OIDS flag
-        e.deps = []
-        while True:
-            dep = r.str()
-            if dep is None:
-                break
-            try:
-                e.deps.append(int(dep))
-            except ValueError:
-                raise ArchiveError("A dependency %r in the pg_dump archive is not a number." % dep)
-        e.data_state = r.byte()
-        parts.append(stream.take(head.off_size))  # the offset itself: not set when written to a pipe
-        e.raw = b"".join(parts)
+    seen = set()
+    for _index in range(count):
+        e = _read_entry(f, version, head.off_size, stream)
+        if e.dump_id in seen or e.dump_id <= 0:
+            raise ArchiveError("Dump id %d appears twice (or is not positive) in the pg_dump archive's table of "
+                               "contents: a corrupt archive." % e.dump_id)
+        seen.add(e.dump_id)
         head.entries.append(e)
-    r.record = None
     return head
 
 
+def _read_entry(f, version, off_size, stream):
+    e = Entry()
+    e.dump_id = f.int()
+    e.had_dumper = bool(f.int())
+    f.bytes()  # table oid
+    f.bytes()  # oid
+    e.tag = f.str()
+    e.desc = f.str()
+    e.section = f.int()
+    defn = f.str()
+    f.bytes()  # drop statement
+    f.bytes()  # copy statement
+    e.namespace = f.str()
+    f.bytes()  # tablespace
+    if version[:2] >= (1, 14):
+        f.bytes()  # table access method
+    if version[:2] >= (1, 16):
+        f.int()  # relkind
+    e.owner = f.str()
+    f.bytes()  # "false": WITH OIDS, long gone
+    e.deps = []
+    while True:
+        dep = f.bytes()
+        if dep is None:
+            break
+        try:
+            e.deps.append(int(dep))
+        except ValueError:
+            raise ArchiveError("A dependency %r of dump id %d in the pg_dump archive is not a number: a corrupt "
+                               "archive." % (dep, e.dump_id))
+    e.data_state = f.byte()
+    if e.data_state not in (OFFSET_POS_NOT_SET, OFFSET_POS_SET, OFFSET_NO_DATA):
+        raise ArchiveError("Dump id %d has data state %d in the pg_dump archive: a corrupt archive."
+                           % (e.dump_id, e.data_state))
+    f.parts.append(stream.take(off_size))
+    e.raw = f.record()
+    if e.desc == "ENCODING":
+        f.codec = _codec(defn)
+    return e
+
+
 def owners(entries, schemas):
-    """{dump_id: schema, or "" for the entries every archive has, or None}: where each entry goes."""
+    """{dump_id: the schema of ``schemas`` the entry belongs to, "" for an entry every split archive
+    holds, or None}.
+
+    An entry with a namespace belongs to it; a SCHEMA entry to its tag; ENCODING, STDSTRINGS,
+    SEARCHPATH, DATABASE and DATABASE PROPERTIES are common (""); an entry with no namespace
+    (the COMMENT, ACL, SECURITY LABEL of a schema or of the database) goes where the entries it
+    depends on go.
+    """
     schemas = set(schemas)
+    by_id = dict((e.dump_id, e) for e in entries)
     out = {}
     for e in entries:
         if e.desc in COMMON:
@@ -224,204 +313,268 @@ def owners(entries, schemas):
             out[e.dump_id] = e.namespace if e.namespace in schemas else None
         elif e.desc == "SCHEMA":
             out[e.dump_id] = e.tag if e.tag in schemas else None
-        else:
-            # COMMENT, ACL, SECURITY LABEL on a schema and the like: they follow what they depend on
-            found = [out.get(d) for d in e.deps if out.get(d)]
-            out[e.dump_id] = found[0] if found and len(set(found)) == 1 else None
+
+    def follow(dump_id, path):
+        if dump_id in out:
+            return out[dump_id]
+        e = by_id.get(dump_id)
+        if e is None or dump_id in path:
+            return None
+        path.add(dump_id)
+        found = set(follow(d, path) for d in e.deps) - set([None])
+        named = found - set([""])
+        out[dump_id] = named.pop() if len(named) == 1 else ("" if found == set([""]) else None)
+        return out[dump_id]
+
+    for e in entries:
+        follow(e.dump_id, set())
     return out
 
 
-def interleaved(entries, owner_of):
-    """Schemas whose data blocks are not contiguous in the stream (data comes in TOC order)."""
+def interleaved(entries, owner_of, wanted=None):
+    """The schemas (of ``wanted``, or all) whose data blocks are not contiguous in the stream
+    relative to each other's: data blocks come in TOC order, so this is known before any data is
+    read. Blocks of no wanted schema between them do not count: they are skipped."""
     spans = {}
-    order = [e for e in entries if e.has_data()]
-    for i, e in enumerate(order):
+    for index, e in enumerate(e for e in entries if e.has_data()):
         schema = owner_of.get(e.dump_id)
-        if schema:
-            first, _last = spans.get(schema, (i, i))
-            spans[schema] = (first, i)
+        if schema and (wanted is None or schema in wanted):
+            spans[schema] = (spans[schema][0], index) if schema in spans else (index, index)
     out = set()
-    for i, e in enumerate(order):
-        schema = owner_of.get(e.dump_id)
-        for other, (first, last) in spans.items():
-            if other != schema and first < i < last:
-                out.add(other)
-                if schema:
-                    out.add(schema)
+    holder, reach = None, -1  # the span seen so far that reaches furthest
+    for schema, (first, last) in sorted(spans.items(), key=lambda item: item[1]):
+        if first < reach:
+            out.update((schema, holder))
+        if last > reach:
+            holder, reach = schema, last
     return out
+
+
+def split_prefix(head, owner_of, schema):
+    """The header and TOC of the archive of ``schema``: its entries and the common ones, in dump order."""
+    picked = [e for e in head.entries if owner_of.get(e.dump_id) in ("", schema)]
+    return b"".join([head.raw, encode_int(len(picked), head.int_size)]
+                    + [e.split_raw(head.off_size) for e in picked])
+
+
+def _int_reader(int_size):
+    """A function (buffer, position) -> (sign byte, magnitude) for integers of ``int_size``."""
+    fmt = {1: "<BB", 2: "<BH", 4: "<BI", 8: "<BQ"}.get(int_size)
+    if fmt:
+        return struct.Struct(fmt).unpack_from
+
+    def unpack(buf, pos):
+        return buf[pos], int.from_bytes(buf[pos + 1:pos + 1 + int_size], "little")
+    return unpack
 
 
 class Splitter(object):
-    """One pull reader per wanted schema, in stream order; each must be read to its end before the next."""
+    """One pull reader per wanted schema, in stream order, from the stream ``read_head`` read.
 
-    def __init__(self, raw, head, owner_of, wanted):
-        self.stream = head.stream
+    ``outputs()`` yields ``(schema, reader)``; each reader's ``read(n)`` gives the schema's
+    archive (header and TOC, then its data blocks as they stream past) and ``b""`` at its end,
+    and must be read to that end (or ``skip()``-ed) before the next is asked for. ``drain()``
+    then reads the rest of the stream (blocks of no wanted schema) and checks it ended well.
+    """
+
+    def __init__(self, reader, head, owner_of, wanted=None):
+        if reader is not None and reader is not head.stream.raw:
+            raise ArchiveError("The splitter must go on with the stream read_head read (it read ahead).")
         self.head = head
+        self.stream = head.stream
         self.owner_of = owner_of
+        if wanted is None:
+            wanted = sorted(set(v for v in owner_of.values() if v))
         self.wanted = list(wanted)
-        self.r = _Reader(self.stream, head.int_size)
+        self.hs = 1 + head.int_size
+        self._unpack = _int_reader(head.int_size)
+        self._data = head.data_entries()
+        self._next = 0  # index in self._data of the next block in the stream
+        self._kind = None  # the type of the block being read
         self.current = None
-
-    def archive_prefix(self, schema):
-        picked = [e for e in self.head.entries if self.owner_of.get(e.dump_id) in ("", schema)]
-        return b"".join([self.head.raw, encode_int(len(picked), self.head.int_size)] + [e.raw for e in picked])
+        present = set(owner_of.get(e.dump_id) for e in head.entries)
+        missing = [s for s in self.wanted if s not in present]
+        if missing:
+            raise ArchiveError("Schema(s) %s are not in the pg_dump archive (was the dump made with -n for them?)."
+                               % ", ".join(repr(s) for s in missing))
+        mixed = interleaved(head.entries, owner_of, set(self.wanted))
+        if mixed:
+            raise ArchiveError("The data blocks of schemas %s interleave in the pg_dump stream: back them up "
+                               "separately (pgarchive.interleaved tells which before any data is read)."
+                               % ", ".join(repr(s) for s in sorted(mixed)))
 
     def outputs(self):
-        data_order = [e for e in self.head.entries if e.has_data()]
-        first_block = {}
-        for i, e in enumerate(data_order):
-            schema = self.owner_of.get(e.dump_id)
-            if schema in self.wanted and schema not in first_block:
-                first_block[schema] = i
-        order = sorted(self.wanted, key=lambda s: first_block.get(s, -1))
-        for schema in order:
-            if self.current is not None and not self.current.done:
-                raise ArchiveError("The archive of schema %r was not read to its end before the next one was asked "
-                                   "for." % self.current.schema)
-            ids = [e.dump_id for e in data_order if self.owner_of.get(e.dump_id) == schema]
-            self.current = _Output(self, schema, self.archive_prefix(schema), ids)
-            yield schema, self.current
+        """An iterator of (schema, reader) in stream order (schemas with no data first)."""
+        first = {}
+        for index, e in enumerate(self._data):
+            first.setdefault(self.owner_of.get(e.dump_id), index)
+        return _Outputs(self, sorted(self.wanted, key=lambda s: first.get(s, -1)))
 
-    def block_header(self):
-        """(type, dump id, raw bytes) of the next data block, or None at the end of the archive."""
-        if self.stream.at_eof():
-            return None
-        self.r.record = parts = []
-        kind = self.r.byte()
-        dump_id = self.r.int()
-        self.r.record = None
-        if kind not in (BLK_DATA, BLK_BLOBS):
-            raise ArchiveError("Unknown data block type %d in the pg_dump archive (dump id %d)." % (kind, dump_id))
-        return kind, dump_id, b"".join(parts)
-
-    def skip_block(self, kind):
-        for _piece in self.block_pieces(kind):
-            pass
-
-    def block_pieces(self, kind):
-        """The bytes of a block's body after its header, in pieces, up to and including its end marker."""
-        if kind == BLK_DATA:
-            return self._data_pieces()
-        return self._generic_pieces(kind)
-
-    def _data_pieces(self):
-        """A data block's chunks, walked in the read buffer: every complete chunk buffered goes out in
-        one piece (pg_dump -Z0 writes one chunk per row, so a per-chunk loop would cost per row)."""
-        st = self.stream
-        hs = 1 + self.head.int_size
-        while True:
-            if not st._fill(hs):
-                raise ArchiveError("The pg_dump archive ended inside a data block (truncated stream).")
-            buf, p = st.buf, st.pos
-            start, end = p, len(buf)
-            while p + hs <= end:
-                if buf[p]:
-                    raise ArchiveError("A negative chunk length in the pg_dump archive.")
-                n = int.from_bytes(buf[p + 1:p + hs], "little")
-                if n == 0:
-                    st.pos = p + hs
-                    yield bytes(buf[start:p + hs])
-                    return
-                if p + hs + n > end:
-                    break
-                p += hs + n
-            if p > start:
-                st.pos = p
-                yield bytes(buf[start:p])
-                continue
-            # one chunk larger than the buffer holds: its header, then its bytes as they come
-            header = st.take(hs)
-            yield header
-            n = int.from_bytes(header[1:], "little")
-            if header[0]:
-                raise ArchiveError("A negative chunk length in the pg_dump archive.")
-            if n == 0:  # the end marker, split across two reads
-                return
-            while n:
-                piece = st.pass_through(n)
-                n -= len(piece)
-                yield piece
-
-    def _generic_pieces(self, kind):
-        int_size = self.head.int_size
-        while True:
-            if kind == BLK_BLOBS:
-                oid_raw = self.stream.take(1 + int_size)
-                yield oid_raw
-                if int.from_bytes(oid_raw[1:], "little") == 0:
-                    return
-            while True:
-                len_raw = self.stream.take(1 + int_size)
-                yield len_raw
-                n = int.from_bytes(len_raw[1:], "little")
-                if len_raw[0]:
-                    raise ArchiveError("A negative chunk length in the pg_dump archive.")
-                if n == 0:
-                    break
-                while n:
-                    piece = self.stream.pass_through(n)
-                    n -= len(piece)
-                    yield piece
-            if kind == BLK_DATA:
-                return
+    def _open(self, schema):
+        self._check_done()
+        count = sum(1 for e in self._data if self.owner_of.get(e.dump_id) == schema)
+        self.current = _Output(schema, self._pieces(schema, count), self)
+        return schema, self.current
 
     def drain(self):
-        """Read what is left of the archive (blocks of no wanted schema) to its end."""
-        while True:
-            header = self.block_header()
-            if header is None:
+        """Read the rest of the stream (blocks of no wanted schema) and check that it ended where it should."""
+        self._check_done()
+        while self._block_header(at_end_ok=True) is not None:
+            for _piece in self._block_body():
+                pass
+
+    def _check_done(self):
+        if self.current is not None and not self.current.at_end():
+            raise ArchiveError("The archive of schema %r was not read to its end before the next one was asked for "
+                               "(read each split archive until read() returns b'', or skip() it)."
+                               % self.current.schema)
+
+    def _pieces(self, schema, count):
+        yield split_prefix(self.head, self.owner_of, schema)
+        while count:
+            e, header = self._block_header()
+            if self.owner_of.get(e.dump_id) == schema:
+                count -= 1
+                yield header
+                yield from self._block_body()
+            else:
+                for _piece in self._block_body():
+                    pass
+
+    def _block_header(self, at_end_ok=False):
+        """(entry, raw bytes) of the next data block, which must be the next entry with data in TOC order."""
+        st = self.stream
+        expected = self._data[self._next] if self._next < len(self._data) else None
+        if st.at_eof():
+            if expected is None and at_end_ok:
+                return None
+            raise _truncated("before the data of dump id %d" % expected.dump_id if expected else "early")
+        raw = st.take(self.hs + 1, "inside a data block header")
+        kind, dump_id = raw[0], decode_int(raw[1:])
+        if kind not in (BLK_DATA, BLK_BLOBS):
+            raise ArchiveError("Unknown data block type %d (dump id %d) in the pg_dump archive: a corrupt archive, or "
+                               "a format this module does not know." % (kind, dump_id))
+        if expected is None or dump_id != expected.dump_id:
+            raise ArchiveError("The pg_dump archive holds a data block for dump id %d where %s: its blocks are not in "
+                               "the order of its table of contents (a parallel or edited dump?)."
+                               % (dump_id, "the data ended" if expected is None else
+                                  "dump id %d was expected" % expected.dump_id))
+        self._next += 1
+        self._kind = kind
+        return expected, raw
+
+    def _block_body(self):
+        """The rest of the block whose header was just read, in pieces, up to and including its end marker."""
+        if self._kind == BLK_DATA:
+            yield from self._chunks()
+            return
+        while True:  # large objects: (oid, chunks) until oid 0
+            oid = self.stream.take(self.hs, "inside a large object block")
+            yield oid
+            if decode_int(oid) == 0:
                 return
-            self.skip_block(header[0])
+            yield from self._chunks()
+
+    def _chunks(self):
+        """Chunks up to and including their zero-length end marker, as pieces of the read buffer.
+
+        The chunk headers are walked in the buffer and every complete piece goes out at once;
+        a chunk longer than what is buffered goes out as it arrives (``left`` bytes to come).
+        """
+        st, hs, unpack = self.stream, self.hs, self._unpack
+        left = 0
+        while True:
+            buf, start = st.buf, st.pos
+            end = len(buf)
+            p = min(end, start + left)
+            left -= p - start
+            if not left:
+                limit = end - hs
+                while p <= limit:
+                    sign, n = unpack(buf, p)
+                    if not n:
+                        st.pos = p + hs
+                        yield memoryview(buf)[start:p + hs]
+                        return
+                    if sign:
+                        raise ArchiveError("A negative chunk length in a data block of the pg_dump archive: a corrupt "
+                                           "archive.")
+                    p += hs + n
+                    if p > end:
+                        left, p = p - end, end
+                        break
+            if p > start:
+                st.pos = p
+                yield memoryview(buf)[start:p]
+            if not st.fill():
+                raise _truncated("inside a data block")
+
+
+class _Outputs(object):
+    """The iterator of ``Splitter.outputs()``: it refuses to go on (and stays usable) while the
+    current archive is not read to its end."""
+
+    def __init__(self, splitter, order):
+        self._splitter = splitter
+        self._order = list(order)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if not self._order:
+            self._splitter._check_done()
+            raise StopIteration
+        out = self._splitter._open(self._order[0])
+        self._order.pop(0)
+        return out
 
 
 class _Output(object):
-    """The archive of one schema, read like a file."""
+    """The archive of one schema, read like a file (``read(n)``); ``b""`` at its end."""
 
-    def __init__(self, splitter, schema, prefix, ids):
-        self.splitter = splitter
+    def __init__(self, schema, pieces, splitter):
         self.schema = schema
-        self.pending = bytearray(prefix)
-        self.ids = list(ids)
-        self.pieces = None
-        self.done = not ids and not prefix
-
-    def _next_block(self):
-        sp = self.splitter
-        while self.ids:
-            header = sp.block_header()
-            if header is None:
-                raise ArchiveError("The pg_dump archive ended before the data of schema %r (dump id %d)."
-                                   % (self.schema, self.ids[0]))
-            kind, dump_id, raw = header
-            if dump_id == self.ids[0]:
-                self.ids.pop(0)
-                self.pending += raw
-                self.pieces = sp.block_pieces(kind)
-                return True
-            if sp.owner_of.get(dump_id) == self.schema:
-                raise ArchiveError("The data of schema %r came out of order in the pg_dump archive (dump id %d)."
-                                   % (self.schema, dump_id))
-            sp.skip_block(kind)
-        return False
-
-    def read(self, size=-1):
-        size = READ_SIZE if size is None or size < 0 else size
-        while len(self.pending) < size:
-            if self.pieces is not None:
-                for piece in self.pieces:
-                    self.pending += piece
-                    if len(self.pending) >= size:
-                        break
-                else:
-                    self.pieces = None
-                continue
-            if not self._next_block():
-                break
-        out = bytes(self.pending[:size])
-        del self.pending[:size]
-        if not out:
-            self.done = True
-        return out
+        self._pieces = pieces
+        self._piece = b""
+        self._off = 0
+        self._splitter = splitter
 
     def readable(self):
         return True
+
+    def _advance(self):
+        """False at the end: no byte left in this archive."""
+        while self._off >= len(self._piece):
+            if self._pieces is None:
+                return False
+            try:
+                self._piece, self._off = next(self._pieces), 0
+            except StopIteration:
+                self._pieces, self._piece, self._off = None, b"", 0
+                return False
+        return True
+
+    def at_end(self):
+        return not self._advance()
+
+    def read(self, size=-1):
+        if self._splitter.current is not self:
+            raise ArchiveError("The archive of schema %r was read after the next one was asked for: read each split "
+                               "archive in turn." % self.schema)
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(READ_SIZE), b""))
+        if not size or not self._advance():
+            return b""
+        piece, off = self._piece, self._off
+        if not off and size >= len(piece) and isinstance(piece, bytes):
+            out = piece
+        else:
+            out = bytes(piece[off:off + size])
+        self._off = off + len(out)
+        return out
+
+    def skip(self):
+        """Read this archive to its end without handing it out (blocks are still checked)."""
+        while self._advance():
+            self._off = len(self._piece)
