@@ -27,11 +27,10 @@ Layout (versions 1.12 to 1.16, PostgreSQL 10 to 18). An integer is a sign byte a
 - data: per entry with data, in TOC order, a block type byte (1 table data, 3 large
   objects), the dump id, then chunks (length, bytes) ended by a zero length (large
   objects: per object its oid and its chunks, ended by oid 0). ``-Z0`` writes one chunk
-  per COPY row, so chunk headers are walked in the read buffer, never read one by one.
+  per COPY row: no chunk is read on its own, blocks go out in pieces of the read buffer.
 """
 
 import codecs
-import struct
 
 from .errors import LifeboatError
 
@@ -125,21 +124,13 @@ class Entry(object):
             return self.raw
         return self.raw[:-(1 + off_size)] + bytes([OFFSET_POS_NOT_SET]) + bytes(off_size)
 
-    def __repr__(self):
-        return "<Entry %d %s %r %r>" % (self.dump_id, self.desc, self.namespace, self.tag)
-
 
 class Head(object):
     """The header and TOC of an archive; ``stream`` goes on with its data blocks."""
 
     def __init__(self):
-        self.version = None
-        self.int_size = None
-        self.off_size = None
-        self.compression = None
-        self.dbname = None
-        self.server_version = None
-        self.dump_version = None
+        self.version = self.int_size = self.off_size = self.compression = None
+        self.dbname = self.server_version = self.dump_version = None
         self.raw = b""
         self.entries = []
         self.stream = None
@@ -159,9 +150,8 @@ class _Fields(object):
         self.codec = "utf-8"
 
     def byte(self):
-        b = self.s.take(1)
-        self.parts.append(b)
-        return b[0]
+        self.parts.append(self.s.take(1))
+        return self.parts[-1][0]
 
     def int(self):
         raw = self.s.take(1 + self.int_size)
@@ -175,9 +165,8 @@ class _Fields(object):
         if n > MAX_STRING:
             raise ArchiveError("A string of %d bytes in the pg_dump archive's table of contents: not a valid archive, "
                                "or not one this module can split." % n)
-        raw = self.s.take(n)
-        self.parts.append(raw)
-        return raw
+        self.parts.append(self.s.take(n))
+        return self.parts[-1]
 
     def str(self):
         raw = self.bytes()
@@ -357,17 +346,6 @@ def split_prefix(head, owner_of, schema):
                     + [e.split_raw(head.off_size) for e in picked])
 
 
-def _int_reader(int_size):
-    """A function (buffer, position) -> (sign byte, magnitude) for integers of ``int_size``."""
-    fmt = {1: "<BB", 2: "<BH", 4: "<BI", 8: "<BQ"}.get(int_size)
-    if fmt:
-        return struct.Struct(fmt).unpack_from
-
-    def unpack(buf, pos):
-        return buf[pos], int.from_bytes(buf[pos + 1:pos + 1 + int_size], "little")
-    return unpack
-
-
 class Splitter(object):
     """One pull reader per wanted schema, in stream order, from the stream ``read_head`` read.
 
@@ -387,11 +365,12 @@ class Splitter(object):
             wanted = sorted(set(v for v in owner_of.values() if v))
         self.wanted = list(wanted)
         self.hs = 1 + head.int_size
-        self._unpack = _int_reader(head.int_size)
         self._data = head.data_entries()
         self._next = 0  # index in self._data of the next block in the stream
-        self._kind = None  # the type of the block being read
+        self._kind = None  # the type and entry of the block being read
+        self._entry = None
         self.current = None
+        self._order = []
         present = set(owner_of.get(e.dump_id) for e in head.entries)
         missing = [s for s in self.wanted if s not in present]
         if missing:
@@ -404,16 +383,25 @@ class Splitter(object):
                                % ", ".join(repr(s) for s in sorted(mixed)))
 
     def outputs(self):
-        """An iterator of (schema, reader) in stream order (schemas with no data first)."""
+        """An iterator of (schema, reader) in stream order (schemas with no data first); it refuses to
+        go on, and stays usable, while the current archive is not read to its end."""
         first = {}
         for index, e in enumerate(self._data):
             first.setdefault(self.owner_of.get(e.dump_id), index)
-        return _Outputs(self, sorted(self.wanted, key=lambda s: first.get(s, -1)))
+        self._order = sorted(self.wanted, key=lambda s: first.get(s, -1))
+        return self
 
-    def _open(self, schema):
+    def __iter__(self):
+        return self
+
+    def __next__(self):
         self._check_done()
+        if not self._order:
+            raise StopIteration
+        schema = self._order[0]
         count = sum(1 for e in self._data if self.owner_of.get(e.dump_id) == schema)
         self.current = _Output(schema, self._pieces(schema, count), self)
+        self._order.pop(0)
         return schema, self.current
 
     def drain(self):
@@ -460,13 +448,13 @@ class Splitter(object):
                                % (dump_id, "the data ended" if expected is None else
                                   "dump id %d was expected" % expected.dump_id))
         self._next += 1
-        self._kind = kind
+        self._kind, self._entry = kind, expected
         return expected, raw
 
     def _block_body(self):
         """The rest of the block whose header was just read, in pieces, up to and including its end marker."""
         if self._kind == BLK_DATA:
-            yield from self._chunks()
+            yield from self._text_chunks() if self._entry.desc == "TABLE DATA" else self._chunks()
             return
         while True:  # large objects: (oid, chunks) until oid 0
             oid = self.stream.take(self.hs, "inside a large object block")
@@ -475,59 +463,82 @@ class Splitter(object):
                 return
             yield from self._chunks()
 
-    def _chunks(self):
-        """Chunks up to and including their zero-length end marker, as pieces of the read buffer.
+    def _text_chunks(self):
+        """The chunks of a TABLE DATA block, found by searching for its end instead of walking them.
 
-        The chunk headers are walked in the buffer and every complete piece goes out at once;
-        a chunk longer than what is buffered goes out as it arrives (``left`` bytes to come).
+        Their bytes are COPY text (or INSERT statements): never a zero byte. A chunk header has a
+        non-zero length, so ``hs`` zero bytes in a row are in no chunk header and, with no zero
+        byte in the chunks around them, nowhere but in the zero-length end marker: the first
+        such run from the block's first chunk header is its end. It is checked: the next block's
+        header (type and dump id) must follow, or for the last block the end of the stream; a
+        run that is not followed by the next block's header is data after all.
         """
-        st, hs, unpack = self.stream, self.hs, self._unpack
-        left = 0
+        st, hs = self.stream, self.hs
+        following = self._data[self._next] if self._next < len(self._data) else None
+        marker = bytes(hs)
+        next_id = None if following is None else encode_int(following.dump_id, self.head.int_size)
+        search = st.pos
+        while True:
+            buf, start = st.buf, st.pos
+            q = buf.find(marker, search)
+            after = q + hs
+            if q < 0:
+                cut = max(start, len(buf) - (hs - 1))  # keep what may be the start of a marker
+            elif following is None:
+                if len(buf) > after:
+                    e = self._entry
+                    raise ArchiveError("The pg_dump archive goes on after the end of its last data block (dump id "
+                                       "%d, %s %s.%s): bytes after the archive's end, or zero bytes in that block "
+                                       "(not COPY text); not an archive this module can split."
+                                       % (e.dump_id, e.desc, e.namespace, e.tag))
+                cut = q
+            elif len(buf) - after < 1 + hs:
+                cut = q  # the marker is buffered, not yet what follows it
+            elif buf[after] in (BLK_DATA, BLK_BLOBS) and buf[after + 1:after + 1 + hs] == next_id:
+                st.pos = after
+                yield memoryview(buf)[start:after]
+                return
+            else:
+                search = q + 1  # zero bytes in the data after all: look further
+                continue
+            if cut > start:
+                st.pos = cut
+                yield memoryview(buf)[start:cut]
+            if not st.fill():
+                if q < 0 or following is not None:
+                    raise _truncated("inside the data block of dump id %d" % self._entry.dump_id)
+                st.pos = len(buf)
+                yield memoryview(buf)[q:]
+                return
+            search = 0
+
+    def _chunks(self):
+        """Chunks (length, bytes) up to and including their zero-length end marker, walked in the read
+        buffer: every complete piece goes out at once, a chunk longer than the buffer as it arrives."""
+        st, hs = self.stream, self.hs
+        left = 0  # bytes of a chunk still to come
         while True:
             buf, start = st.buf, st.pos
             end = len(buf)
             p = min(end, start + left)
             left -= p - start
-            if not left:
-                limit = end - hs
-                while p <= limit:
-                    sign, n = unpack(buf, p)
-                    if not n:
-                        st.pos = p + hs
-                        yield memoryview(buf)[start:p + hs]
-                        return
-                    if sign:
+            while not left and p + hs <= end:
+                n = decode_int(buf[p:p + hs])
+                if n <= 0:
+                    if n < 0:
                         raise ArchiveError("A negative chunk length in a data block of the pg_dump archive: a corrupt "
                                            "archive.")
-                    p += hs + n
-                    if p > end:
-                        left, p = p - end, end
-                        break
+                    st.pos = p + hs
+                    yield memoryview(buf)[start:p + hs]
+                    return
+                p += hs + n
+                if p > end:
+                    left, p = p - end, end
             if p > start:
                 st.pos = p
                 yield memoryview(buf)[start:p]
             if not st.fill():
                 raise _truncated("inside a data block")
-
-
-class _Outputs(object):
-    """The iterator of ``Splitter.outputs()``: it refuses to go on (and stays usable) while the
-    current archive is not read to its end."""
-
-    def __init__(self, splitter, order):
-        self._splitter = splitter
-        self._order = list(order)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if not self._order:
-            self._splitter._check_done()
-            raise StopIteration
-        out = self._splitter._open(self._order[0])
-        self._order.pop(0)
-        return out
 
 
 class _Output(object):

@@ -91,8 +91,8 @@ ROWS = {30: [b"1\tx\n", b"2\ty\n"], 31: [b"%d\tvee\n" % n for n in range(300)], 
 WANTED = ["a", "B b", "empty"]
 
 
-def build(layout=None, entries=ENTRIES, rows=ROWS, **head):
-    layout = layout or Layout()
+def build(layout=None, entries=None, rows=None, **head):
+    layout, entries, rows = layout or Layout(), entries or ENTRIES, rows or ROWS
     blocks = b"".join(layout.block(e[0], rows[e[0]]) for e in entries if e[5])
     return layout, layout.head(**head), layout.toc(entries), blocks
 
@@ -113,7 +113,8 @@ class Pipe(io.RawIOBase):
         return out
 
 
-def split(data, wanted=WANTED, step=7, size=5):
+def split(data, wanted=None, step=7, size=5):
+    wanted = wanted or WANTED
     head = pgarchive.read_head(Pipe(data, step))
     owner_of = pgarchive.owners(head.entries, wanted)
     sp = pgarchive.Splitter(None, head, owner_of, wanted)
@@ -124,8 +125,9 @@ def split(data, wanted=WANTED, step=7, size=5):
     return head, out
 
 
-def expected(layout, head_raw, ids, rows=ROWS, entries=ENTRIES):
-    by_id = dict((e[0], e) for e in entries)
+def expected(layout, head_raw, ids, rows=None):
+    rows = rows or ROWS
+    by_id = dict((e[0], e) for e in ENTRIES)
     toc = layout.i(len(ids)) + b"".join(layout.entry(*by_id[n]) for n in ids)
     return head_raw + toc + b"".join(layout.block(n, rows[n]) for n in ids if by_id[n][5])
 
@@ -203,16 +205,51 @@ def test_a_stream_cut_anywhere_is_an_error_never_a_short_archive():
         assert "ended" in str(e.value) or "PGDMP" in str(e.value) or cut < 6, cut
 
 
+LAST_BLOBS = ENTRIES + [(60, "BLOBS", "BLOBS", None, (), True)]  # walked chunk by chunk, as is any block but
+# TABLE DATA, whose COPY text has no zero byte: its end marker is searched for
+
+
+def with_blobs(tail=b"", step=7, objects=((16400, [b"\0" * 40, b"abc"]), (16401, []))):
+    layout = Layout()
+    data = layout.head() + layout.toc(LAST_BLOBS) + b"".join(layout.block(e[0], ROWS[e[0]]) for e in ENTRIES if e[5])
+    return split(data + layout.blobs(60, objects) + tail, step=step)
+
+
 @pytest.mark.parametrize("tail, fragment", [
     (b"\x01", "ended"),  # half a block header after the last block
     (b"\x02\0\1\0\0\0\0", "Unknown data block type 2"),
     (b"\x01\0\x1e\0\0\0\0\0\0\0\0", "not in the order of its table of contents"),  # dump id 30 again
 ])
 def test_what_follows_the_last_block_is_checked(tail, fragment):
-    _layout, head_raw, toc, blocks = build()
+    with pytest.raises(LifeboatError) as e:
+        with_blobs(tail)
+    assert fragment in str(e.value)
+    _layout, head_raw, toc, blocks = build()  # the last block is TABLE DATA
     with pytest.raises(LifeboatError) as e:
         split(head_raw + toc + blocks + tail)
-    assert fragment in str(e.value)
+    assert "bytes after the archive's end" in str(e.value)
+
+
+@pytest.mark.parametrize("rows", [
+    [b"a\0b\n"],  # zero bytes where COPY text has none: still found
+    [b"\0" * 5 + b"\n", b"\0" * 12],  # what looks like an end marker, not followed by the next block
+])
+def test_table_data_with_zero_bytes_is_still_split_right(rows):
+    table = dict(ROWS)
+    table[30] = [b"1\tx\n"] + rows + [b"2\ty\n"]
+    layout, head_raw, toc, blocks = build(rows=table)
+    for step in (1, 5, 4096):
+        assert split(head_raw + toc + blocks, step=step)[1]["a"] == \
+            expected(layout, head_raw, [1, 2, 3, 4, 5, 10, 11, 12, 21, 23, 30, 31, 50], rows=table)
+
+
+def test_zero_bytes_in_the_last_block_are_an_error_never_a_guess():
+    table = dict(ROWS)
+    table[43] = [b"1\tx\n", b"\0" * 5 + b"\n"]
+    _layout, head_raw, toc, blocks = build(rows=table)
+    with pytest.raises(LifeboatError) as e:
+        split(head_raw + toc + blocks)
+    assert "not COPY text" in str(e.value)
 
 
 def test_blocks_out_of_toc_order_are_an_error():
@@ -224,10 +261,11 @@ def test_blocks_out_of_toc_order_are_an_error():
 
 
 def test_a_negative_chunk_length_is_an_error():
-    layout, head_raw, toc, blocks = build()
-    bad = blocks.replace(layout.i(4) + b"1\tx\n", layout.i(-4) + b"1\tx\n", 1)
+    layout = Layout()
+    bad = layout.blobs(60, [(16400, [b"abcd"])]).replace(layout.i(4) + b"abcd", layout.i(-4) + b"abcd")
+    data = layout.head() + layout.toc(LAST_BLOBS) + b"".join(layout.block(e[0], ROWS[e[0]]) for e in ENTRIES if e[5])
     with pytest.raises(LifeboatError) as e:
-        split(head_raw + toc + bad)
+        split(data + bad)
     assert "negative chunk length" in str(e.value)
 
 
@@ -374,15 +412,13 @@ def test_the_offsets_of_a_dump_written_to_a_file_are_reset():
 
 
 def test_large_object_blocks_are_read_past():
-    layout = Layout()
-    entries = ENTRIES + [(60, "BLOBS", "BLOBS", None, (), True)]
-    blobs = layout.blobs(60, [(16400, [b"\0" * 40, b"abc"]), (16401, [])])
-    data = layout.head() + layout.toc(entries) + b"".join(layout.block(e[0], ROWS[e[0]]) for e in ENTRIES if e[5])
     for step in (1, 3, 1000):
-        _head, out = split(data + blobs, step=step)
-        assert out["B b"].endswith(layout.block(32, ROWS[32]))
+        _head, out = with_blobs(step=step)
+        assert out["B b"].endswith(Layout().block(32, ROWS[32]))
+    layout = Layout()
+    data = layout.head() + layout.toc(LAST_BLOBS) + b"".join(layout.block(e[0], ROWS[e[0]]) for e in ENTRIES if e[5])
     with pytest.raises(LifeboatError):
-        split(data + blobs[:-3])
+        split(data + layout.blobs(60, [(16400, [b"\0" * 40])])[:-3])
 
 
 def test_each_archive_is_read_in_turn_and_to_its_end():
