@@ -48,7 +48,7 @@ MAX_STRING = 64 << 20
 # Entries pg_dump writes into every archive, whatever -n says; their comment, ACL and
 # security label (no namespace, a dependency on DATABASE) follow them.
 COMMON = ("ENCODING", "STDSTRINGS", "SEARCHPATH", "DATABASE", "DATABASE PROPERTIES")
-_CODECS = {"UTF8": "utf-8", "SQL_ASCII": "latin-1", "MULE_INTERNAL": "latin-1"}
+_CODECS = {"UTF8": "utf-8", "SQL_ASCII": "latin-1", "MULE_INTERNAL": "latin-1", "KOI8R": "koi8_r", "KOI8U": "koi8_u"}
 
 
 class ArchiveError(LifeboatError):
@@ -180,8 +180,8 @@ class _Fields(object):
 
 def _codec(defn):
     """The Python codec of an ENCODING entry (``SET client_encoding = 'LATIN1';``); names are in it."""
-    name = defn.split("'")[1] if defn and defn.count("'") >= 2 else "UTF8"
-    name = _CODECS.get(name.upper(), name.replace("WIN", "cp") if name.upper().startswith("WIN") else name)
+    name = (defn.split("'")[1] if defn and defn.count("'") >= 2 else "UTF8").upper()
+    name = _CODECS.get(name, "cp" + name[3:] if name.startswith("WIN") else name)
     try:
         return codecs.lookup(name).name
     except LookupError:
@@ -483,7 +483,9 @@ class Splitter(object):
             q = buf.find(marker, search)
             after = q + hs
             if q < 0:
-                cut = max(start, len(buf) - (hs - 1))  # keep what may be the start of a marker
+                cut = len(buf)
+                while cut > start and cut > len(buf) - hs + 1 and not buf[cut - 1]:
+                    cut -= 1  # keep the zero bytes a marker may start with
             elif following is None:
                 if len(buf) > after:
                     e = self._entry

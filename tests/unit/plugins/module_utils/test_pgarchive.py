@@ -169,6 +169,18 @@ def test_strings_null_empty_and_in_the_archive_encoding():
     assert pgarchive.owners(head.entries, ["caf\xe9"]) == {1: "", 2: "caf\xe9", 3: "caf\xe9"}
 
 
+@pytest.mark.parametrize("encoding, codec, name", [
+    ("UTF8", "utf-8", "caf\xe9 \u4e2d"), ("LATIN1", "latin-1", "caf\xe9"), ("WIN1251", "cp1251", "\u0448\u043a\u043e\u043b\u0430"),
+    ("KOI8R", "koi8_r", "\u0448\u043a\u043e\u043b\u0430"), ("EUC_JP", "euc_jp", "\u5b66\u6821"), ("SQL_ASCII", "latin-1", "caf\xe9"),
+])
+def test_names_are_decoded_in_the_encoding_of_the_archive(encoding, codec, name):
+    layout = Layout()
+    entries = [dict(dump_id=1, desc="ENCODING", tag="ENCODING", defn="SET client_encoding = '%s';\n" % encoding),
+               dict(dump_id=2, desc="SCHEMA", tag=name.encode(codec))]
+    head = pgarchive.read_head(io.BytesIO(layout.head() + layout.toc(entries)))
+    assert head.entries[1].tag == name
+
+
 # -- bad input --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("data, fragment", [
