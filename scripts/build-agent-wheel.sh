@@ -15,15 +15,17 @@ out=${1:-build/agent/dist}
 py=${PYTHON:-$top/.venv/bin/python}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-key=$( (cat pyproject.toml; for f in plugins/module_utils/*.py; do echo "$f"; cat "$f"; done) | sha256sum | cut -c1-16)
+# Every engine file, in its subpackages too (sorted, so that the key is stable).
+key=$( (cat pyproject.toml; find plugins/module_utils -name '*.py' -not -path '*/__pycache__/*' | LC_ALL=C sort | while read -r f; do echo "$f"; cat "$f"; done) | sha256sum | cut -c1-16)
 stamp=$out/.source-$key
 wheel=$(find "$out" -maxdepth 1 -name 'lifeboat_agent-*.whl' -print -quit)
 if [ ! -f "$stamp" ] || [ -z "$wheel" ]; then
   src=$(mktemp -d "$top/build/agent-src.XXXXXX")
   trap 'rm -rf "$src"' EXIT
-  mkdir -p "$src/plugins/module_utils"
+  mkdir -p "$src/plugins"
   cp pyproject.toml "$src/"
-  cp plugins/module_utils/*.py "$src/plugins/module_utils/"
+  # The engine's tree (its private subpackages too), without caches.
+  (cd plugins && find module_utils -name '*.py' -not -path '*/__pycache__/*' -print0 | xargs -0 cp --parents -t "$src/plugins")
   rm -f "$out"/lifeboat_agent-*.whl "$out"/.source-*
   if ! "$py" -m pip wheel -q --no-deps -w "$out" "$src" >"$out/build.log" 2>&1; then
     cat "$out/build.log" >&2

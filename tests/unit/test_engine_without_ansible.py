@@ -27,7 +27,8 @@ def test_engine_imports_and_backs_up_with_ansible_blocked(tmp_path):
         sys.path.insert(0, %(tests)r)
         import lbtest
         engine = lbtest.load_engine()
-        names = [m.name for m in pkgutil.iter_modules(engine.__path__)]
+        # Every module, in the private subpackages too.
+        names = [m.name[len("lifeboat_engine."):] for m in pkgutil.walk_packages(engine.__path__, "lifeboat_engine.")]
         for name in names:
             importlib.import_module("lifeboat_engine." + name)
         from lifeboat_engine import backup, crypto
@@ -46,9 +47,24 @@ def test_engine_imports_and_backs_up_with_ansible_blocked(tmp_path):
 
 
 def test_engine_files_never_import_ansible_textually():
-    for path in sorted(lbtest.ENGINE_DIR.glob("*.py")):
+    for path in sorted(lbtest.ENGINE_DIR.rglob("*.py")):
         text = path.read_text()
         for line in text.splitlines():
             stripped = line.strip()
             if stripped.startswith(("import ", "from ")):
                 assert "ansible" not in stripped, "%s imports Ansible: %s" % (path.name, stripped)
+
+
+def test_the_agent_wheel_lists_every_engine_package():
+    """pyproject.toml names each package of the engine's tree: a subpackage
+    it forgets would be missing from the host agent's wheel."""
+    import tomllib
+
+    conf = tomllib.loads((lbtest.ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert conf["package-dir"] == {"lifeboat_engine": "plugins/module_utils"}
+    found = {"lifeboat_engine"}
+    for init in lbtest.ENGINE_DIR.rglob("__init__.py"):
+        rel = init.parent.relative_to(lbtest.ENGINE_DIR)
+        if rel.parts:
+            found.add(".".join(("lifeboat_engine",) + rel.parts))
+    assert sorted(conf["packages"]) == sorted(found), "pyproject.toml's packages must be %s" % sorted(found)
