@@ -11,7 +11,6 @@ manifest is written last. Any failure leaves neither under its final name.
 
 import os
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -20,8 +19,8 @@ from . import crypto, large_objects, manifest, naming, pipeline, postgres, schem
 from . import sqlite as sqlite_engine
 from .errors import LifeboatError
 from .repository import S3_OPTIONS, describe_os_error, open_repository, unique_stamp
+from .tools import Tool
 
-STDERR_LIMIT = 64 * 1024
 BACKUP_APP = "lifeboat-backup"  # application_name of the snapshot's connection; pg_dump's adds "-pg_dump"
 
 OPTIONS = {
@@ -430,43 +429,12 @@ def _store_sqlite(req, writer, progress):
     return sizes, counts, {"path": req.path, "sqlite_version": sqlite_engine.version()}
 
 
-class _Tool(object):
-    """A PostgreSQL client process whose stdout we stream and stderr we keep."""
-
-    def __init__(self, argv, env):
-        self.argv = argv
-        self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=self.stderr, env=env, bufsize=0, close_fds=True)
-        pipeline.grow_pipe(self.proc.stdout)
-
-    def finish(self, what):
-        self.proc.stdout.close()
-        rc = self.proc.wait()
-        err = self.errors()
-        if rc != 0:
-            tool = os.path.basename(self.argv[0])
-            raise LifeboatError(
-                "%s failed: %s exited with code %d: %s" % (what, tool, rc, err or "(no message)"),
-                details={"rc": rc, "stderr": err},
-            )
-        return err
-
-    def errors(self):
-        self.stderr.seek(0, os.SEEK_END)
-        size = self.stderr.tell()
-        self.stderr.seek(max(0, size - STDERR_LIMIT))
-        return self.stderr.read().decode("utf-8", "replace").strip()
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.stderr.close()
+# backup_pass.py's name of before for Tool.reading: a tool whose stdout is read.
+_Tool = Tool.reading
 
 
 def _stream_tool(req, argv, env, writer, progress, what, started=None):
-    tool = _Tool(argv, env)
+    tool = Tool.reading(argv, env)
     try:
         if started is not None:
             started()
@@ -481,7 +449,7 @@ def _stream_tool(req, argv, env, writer, progress, what, started=None):
             raise
         warnings = tool.finish(what)
     finally:
-        tool.kill()
+        tool.close()
     return sizes, warnings
 
 

@@ -37,8 +37,9 @@ import time
 from . import naming, pipeline, postgres, restore_guard, shared_part
 from .errors import LifeboatError
 from .repository import describe_os_error
-from .restore_common import PipeSink, PrivateDir, Tool, compare_counts, redact
+from .restore_common import PipeSink, PrivateDir, compare_counts
 from .scratch import Janitor
+from .tools import Tool, redact
 
 APP = "lifeboat-restore"
 SESSION_WAIT = 30.0

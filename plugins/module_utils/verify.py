@@ -30,8 +30,9 @@ from . import sqlite as sqlite_engine
 from .errors import LifeboatError
 from .files import atomic_write_json
 from .repository import S3_OPTIONS, LocalRepository, open_repository
-from .restore_common import PipeSink, PrivateDir, Tool, compare_counts, redact
+from .restore_common import PipeSink, PrivateDir, compare_counts
 from .scratch import Janitor
+from .tools import Tool, redact
 from .version import TOOL_VERSION
 
 PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
