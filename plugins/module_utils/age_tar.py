@@ -19,7 +19,6 @@ member is accepted are they moved into ``dest`` (each by an atomic rename),
 so a tampered or hostile bundle leaves nothing under ``dest``.
 """
 
-import errno
 import hashlib
 import os
 import shutil
@@ -28,6 +27,7 @@ import tarfile
 import tempfile
 
 from .errors import LifeboatError
+from .files import fsync_dir
 
 CHUNK = 1 << 20
 MAX_LINK_DEPTH = 40
@@ -283,30 +283,31 @@ class Unpacker(object):
         self.entries[name] = entry
 
     def _stage_file(self, name, src):
+        """Hash (and, unless checking, stage) one member's data; return (SHA-256, size)."""
         h = hashlib.sha256()
         size = 0
-        if self.staging is None:
+        out = None
+        if self.staging is not None:
+            fd = os.open(os.path.join(self.staging, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
+                         os.O_CLOEXEC, 0o600)
+            out = os.fdopen(fd, "wb", buffering=0)
+        try:
             while True:
                 data = src.read(CHUNK)
                 if not data:
                     break
                 h.update(data)
                 size += len(data)
-            return h.hexdigest(), size
-        path = os.path.join(self.staging, name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb", buffering=0) as f:
-            while True:
-                data = src.read(CHUNK)
-                if not data:
-                    break
-                h.update(data)
-                size += len(data)
-                view = memoryview(data)
-                while view:
-                    view = view[f.write(view):]
-            os.fsync(f.fileno())
-        self.bytes += size
+                if out is not None:
+                    view = memoryview(data)
+                    while view:
+                        view = view[out.write(view):]
+            if out is not None:
+                os.fsync(out.fileno())
+                self.bytes += size
+        finally:
+            if out is not None:
+                out.close()
         return h.hexdigest(), size
 
     def check_links(self):
@@ -420,7 +421,7 @@ class Unpacker(object):
             os.rename(self.staging, dest)
             self.staging = None
             self._fix_dir_modes(dest, [n for n, _a in actions])
-            _fsync_dir(os.path.dirname(dest))
+            fsync_dir(os.path.dirname(dest))
             return
         touched = set()
         dir_modes = []
@@ -444,7 +445,7 @@ class Unpacker(object):
                 os.chmod(path, e["mode"])
         self._fix_dir_modes(dest, dir_modes)
         for d in touched:
-            _fsync_dir(d)
+            fsync_dir(d)
 
     def _fix_dir_modes(self, root, names):
         for name in sorted(names, reverse=True):
@@ -475,20 +476,6 @@ def _what(st):
     if stat.S_ISREG(st.st_mode):
         return "file"
     return "special file"
-
-
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        if e.errno not in (errno.EINVAL, errno.EROFS):
-            raise
-    finally:
-        os.close(fd)
 
 
 def make_staging(dest):

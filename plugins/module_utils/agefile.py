@@ -37,7 +37,7 @@ import socket
 import stat
 import time
 
-from . import age_stream, age_tar, crypto, manifest, naming, selection
+from . import age_stream, age_tar, crypto, files, manifest, naming, selection
 from .age_stream import AgeProcess, BoundedBuffer, Hasher, HashingSource, WorkerError
 from .errors import LifeboatError, MissingDependency
 from .repository import S3_OPTIONS, describe_os_error, open_repository, unique_stamp
@@ -134,10 +134,6 @@ def source_matches(record, digest_hex):
         return False
 
 
-def _fsync_dir(path):
-    age_tar._fsync_dir(path)
-
-
 def _ensure_parent(path, check_mode):
     parent = os.path.dirname(path)
     if parent and not os.path.isdir(parent) and not check_mode:
@@ -147,62 +143,22 @@ def _ensure_parent(path, check_mode):
             raise LifeboatError(describe_os_error(e, "Creating the folder %s" % parent), option="dest")
 
 
-class AtomicFile(object):
-    """A file written under a temporary name beside its final path.
-
-    The temporary name is ``.<name>.<hex>.partial`` (the repository's
-    convention, so a repository's remove_partials() cleans up after a kill).
-    """
+class AtomicFile(files.AtomicFile):
+    """files.AtomicFile, its failures told as age_encrypt's (with the option that fixes them)."""
 
     def __init__(self, final_path, mode=0o600):
-        self.final_path = final_path
-        self.mode = mode
-        directory = os.path.dirname(final_path) or "."
-        self.directory = directory
-        self.tmp_path = os.path.join(
-            directory, ".%s.%s.partial" % (os.path.basename(final_path), secrets.token_hex(4)))
         try:
-            self.fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                              0o600)
+            super(AtomicFile, self).__init__(final_path, mode)
         except OSError as e:
-            raise LifeboatError(describe_os_error(e, "Creating a file in %s" % directory), option="dest")
-
-    def write(self, data):
-        view = memoryview(data)
-        total = len(view)
-        while view:
-            view = view[os.write(self.fd, view):]
-        return total
-
-    def flush(self):
-        pass
+            raise LifeboatError(describe_os_error(e, "Creating a file in %s" % (os.path.dirname(final_path) or ".")),
+                                option="dest")
 
     def commit(self, replace=True):
-        os.fsync(self.fd)
-        os.fchmod(self.fd, self.mode)
-        os.close(self.fd)
-        self.fd = None
-        if replace:
-            os.replace(self.tmp_path, self.final_path)
-        else:
-            try:
-                os.link(self.tmp_path, self.final_path)
-            except FileExistsError:
-                self.abort()
-                raise LifeboatError("Refusing to replace %s, which appeared meanwhile; nothing was changed."
-                                    % self.final_path)
-            os.unlink(self.tmp_path)
-        _fsync_dir(self.directory)
-        return self.final_path
-
-    def abort(self):
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
         try:
-            os.unlink(self.tmp_path)
-        except OSError:
-            pass
+            return super(AtomicFile, self).commit(replace)
+        except FileExistsError:
+            raise LifeboatError("Refusing to replace %s, which appeared meanwhile; nothing was changed."
+                                % self.final_path)
 
 
 def _s3_options(req):
@@ -212,7 +168,7 @@ def _s3_options(req):
 def write_json_atomic(path, data, replace=True):
     f = AtomicFile(path, 0o600)
     try:
-        f.write(json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n")
+        f.write(files.json_bytes(data))
         return f.commit(replace=replace)
     except BaseException:
         f.abort()
@@ -1335,7 +1291,7 @@ def _remove_marker(t):
     if t.repo is not None and getattr(t.repo, "kind", None) == "local":
         try:
             os.unlink(_marker_path(t))
-            _fsync_dir(os.path.dirname(_marker_path(t)))
+            files.fsync_dir(os.path.dirname(_marker_path(t)))
         except FileNotFoundError:
             pass
         except OSError as e:

@@ -21,6 +21,7 @@ import time
 
 from . import naming
 from .errors import LifeboatError
+from .files import fsync_dir as _fsync_dir
 from .locking import FileLock, lock_holder
 
 # Options every engine passes to open_repository() for s3:// repositories: how to reach the store, and (for
@@ -63,14 +64,6 @@ def unique_stamp(repo, tenant):
             return moment, stamp
         time.sleep(1.05 - (time.time() % 1.0))
     raise LifeboatError("Could not find a free time stamp for tenant %s; is the clock stuck?" % tenant)
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def describe_os_error(e, what):
