@@ -22,14 +22,23 @@ Without ``discover`` the server is not contacted.
 
 import os
 
-from . import discovery, naming, selection
+from . import argspec, discovery, naming, selection
 from .errors import LifeboatError
 from .repository import S3_CONNECTION_OPTIONS, open_repository
 
-LOGIN_OPTIONS = ("login_host", "login_port", "login_user", "login_password", "login_unix_socket")
-
-OPTIONS = dict(repository=None, tenants=None, include_globals=False, discover=None, listed_tenants=None,
-               max_age=None, **dict((k, None) for k in S3_CONNECTION_OPTIONS + LOGIN_OPTIONS))
+# The options of backup_info (see argspec.py)
+SPEC = argspec.ArgumentSpec(argspec.merged(
+    argspec.S3_CONNECTION,
+    argspec.LOGIN,
+    repository=dict(type="str", required=True),
+    tenants=dict(type="list", elements="str"),
+    include_globals=dict(type="bool", default=False),
+    discover=dict(type="list", elements="dict"),
+    listed_tenants=dict(type="list", elements="dict"),
+    max_age=dict(type="str"),
+))
+OPTIONS = SPEC.defaults()
+LOGIN_OPTIONS = tuple(argspec.LOGIN)
 
 
 def _artifact_view(repo, tenant, entry, doc):
@@ -99,11 +108,7 @@ def tenant_info(repo, tenant):
 
 
 def run(params, check_mode=False):
-    unknown = sorted(set(params) - set(OPTIONS))
-    if unknown:
-        raise LifeboatError("Unknown option(s): %s." % ", ".join(unknown), option=unknown[0])
-    p = dict(OPTIONS)
-    p.update(dict((k, v) for k, v in params.items() if v is not None))
+    p = SPEC.resolve(params)
     if not p["repository"]:
         raise LifeboatError("repository is required: a folder such as /var/backups/lifeboat, or s3://bucket/prefix.",
                             option="repository")

@@ -15,28 +15,30 @@ tenant's lock is free, so a running backup never loses its files.
 import datetime
 import re
 
-from . import naming, selection
+from . import argspec, naming, selection
 from .errors import LifeboatError, LockBusy
 from .files import atomic_write_json
 from .repository import S3_OPTIONS, open_repository
 
 KEEP_RULES = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
 
-OPTIONS = dict(
-    repository=None,
-    tenant=None,
-    keep_last=None,
-    keep_daily=None,
-    keep_weekly=None,
-    keep_monthly=None,
-    keep_yearly=None,
-    max_age_days=None,
-    max_total_size=None,
-    incomplete_grace="1d",
-    report=None,
-    lock_timeout=0,
-    **dict((k, None) for k in S3_OPTIONS)
-)
+# The options of backup_prune and of the agent's prune (see argspec.py); the agent passes every S3 option.
+SPEC = argspec.ArgumentSpec(argspec.merged(
+    argspec.S3_CONNECTION,
+    repository=dict(type="str", required=True),
+    tenant=dict(type="str"),
+    keep_last=dict(type="int"),
+    keep_daily=dict(type="int"),
+    keep_weekly=dict(type="int"),
+    keep_monthly=dict(type="int"),
+    keep_yearly=dict(type="int"),
+    max_age_days=dict(type="int"),
+    max_total_size=dict(type="str"),
+    incomplete_grace=dict(type="str", default="1d"),
+    lock_timeout=dict(type="int", default=0),
+    report=dict(type="path"),
+), engine_only=argspec.S3_STORAGE)
+OPTIONS = SPEC.defaults()
 
 _PERIODS = {
     "keep_daily": lambda t: t.strftime("%Y-%m-%d"),
@@ -252,11 +254,7 @@ def keep_shared_parts(repo, per_tenant):
 
 
 def run(params, check_mode=False, now=None):
-    unknown = sorted(set(params) - set(OPTIONS))
-    if unknown:
-        raise LifeboatError("Unknown option(s): %s." % ", ".join(unknown), option=unknown[0])
-    p = dict(OPTIONS)
-    p.update(dict((k, v) for k, v in params.items() if v is not None))
+    p = SPEC.resolve(params)
     policy = Policy(**dict((k, p[k]) for k in KEEP_RULES + ("max_age_days", "max_total_size")))
     grace = naming.parse_duration(p["incomplete_grace"], "incomplete_grace")
     lock_timeout = naming.parse_duration(p["lock_timeout"], "lock_timeout") or 0

@@ -25,7 +25,7 @@ import subprocess
 import tarfile
 import time
 
-from . import crypto, large_objects, manifest as manifest_mod, naming, pipeline, postgres, selection, shared_part
+from . import argspec, crypto, large_objects, manifest as manifest_mod, naming, pipeline, postgres, selection, shared_part
 from . import sqlite as sqlite_engine
 from .errors import LifeboatError
 from .files import atomic_write_json
@@ -38,15 +38,32 @@ from .version import TOOL_VERSION
 PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
 CLOCK_SKEW = 300  # seconds: a stamp further in the future is a clock problem (as in backup.py)
 
-OPTIONS = dict(
-    repository=None, tenant=None, artifact="latest",
-    identity=None, identity_file=None,
-    login_host=None, login_port=5432, login_user=None, login_password=None, login_unix_socket=None,
-    pg_bin_dir=None, tmp_dir=None,
-    max_age=None, size_anomaly_ratio=0.5, queries=None, fail_on_error=True, report=None, record=True,
-    legacy_glob=None, legacy_engine="sqlite",
-    **dict((k, None) for k in S3_OPTIONS)
-)
+# The options of backup_verify and of the agent's verify (see argspec.py); the agent passes every S3 option.
+SPEC = argspec.ArgumentSpec(argspec.merged(
+    argspec.CONNECTION,
+    argspec.S3_CONNECTION,
+    repository=dict(type="str"),
+    tenant=dict(type="str"),
+    artifact=dict(type="str", default="latest"),
+    identity=dict(type="str", no_log=True),
+    identity_file=dict(type="path"),
+    tmp_dir=dict(type="path"),
+    max_age=dict(type="str"),
+    size_anomaly_ratio=dict(type="float", default=0.5),
+    queries=dict(type="list", elements="dict", options=dict(
+        query=dict(type="str", required=True),
+        name=dict(type="str"),
+        min=dict(type="float"),
+        max=dict(type="float"),
+        equals=dict(type="float"),
+    )),
+    fail_on_error=dict(type="bool", default=True),
+    record=dict(type="bool", default=True),
+    report=dict(type="path"),
+    legacy_glob=dict(type="str"),
+    legacy_engine=dict(type="str", default="sqlite", choices=["sqlite", "postgresql"]),
+), engine_only=argspec.S3_STORAGE)
+OPTIONS = SPEC.defaults()
 
 
 class Check(object):
@@ -73,11 +90,7 @@ def _skip(name, why):
 
 class Context(object):
     def __init__(self, params, now):
-        unknown = sorted(set(params) - set(OPTIONS))
-        if unknown:
-            raise LifeboatError("Unknown option(s): %s." % ", ".join(unknown), option=unknown[0])
-        p = dict(OPTIONS)
-        p.update(dict((k, v) for k, v in params.items() if v is not None))
+        p = SPEC.resolve(params)
         self.p = p
         self.now = now or naming.utcnow()
         self.max_age = naming.parse_duration(p["max_age"], "max_age")

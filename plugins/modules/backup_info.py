@@ -260,30 +260,13 @@ pg_major_needed:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import argspec
 from ansible_collections.lifeboat.backup.plugins.module_utils import info as engine
-from ansible_collections.lifeboat.backup.plugins.module_utils.errors import LifeboatError
+from ansible_collections.lifeboat.backup.plugins.module_utils import module_main
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=argspec.merged(
-            argspec.S3_CONNECTION,
-            repository=dict(type="str", required=True),
-            tenants=dict(type="list", elements="str"),
-            include_globals=dict(type="bool", default=False),
-            discover=dict(type="list", elements="dict"),
-            listed_tenants=dict(type="list", elements="dict"),
-            max_age=dict(type="str"),
-            **dict((k, v) for k, v in argspec.CONNECTION.items() if k != "pg_bin_dir")
-        ),
-        supports_check_mode=True,
-    )
-    try:
-        result = engine.run(dict(module.params), check_mode=module.check_mode)
-    except LifeboatError as e:
-        module.fail_json(**argspec.failure(e))
-    module.exit_json(**result)
+    module = AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs())
+    module_main.exit_with(module, module_main.run_engine(module, engine.run))
 
 
 if __name__ == "__main__":

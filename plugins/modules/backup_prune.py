@@ -133,40 +133,21 @@ skipped_tenants:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import argspec
+from ansible_collections.lifeboat.backup.plugins.module_utils import module_main
 from ansible_collections.lifeboat.backup.plugins.module_utils import prune as engine
-from ansible_collections.lifeboat.backup.plugins.module_utils.errors import LifeboatError
+
+
+def _diff(result):
+    return {
+        "before": "\n".join(sorted(result["kept"] + result["deleted"])) + "\n",
+        "after": "\n".join(sorted(result["kept"])) + "\n",
+    }
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=argspec.merged(
-            argspec.S3_CONNECTION,
-            repository=dict(type="str", required=True),
-            tenant=dict(type="str"),
-            keep_last=dict(type="int"),
-            keep_daily=dict(type="int"),
-            keep_weekly=dict(type="int"),
-            keep_monthly=dict(type="int"),
-            keep_yearly=dict(type="int"),
-            max_age_days=dict(type="int"),
-            max_total_size=dict(type="str"),
-            incomplete_grace=dict(type="str", default="1d"),
-            lock_timeout=dict(type="int", default=0),
-            report=dict(type="path"),
-        ),
-        supports_check_mode=True,
-    )
-    try:
-        result = engine.run(dict(module.params), check_mode=module.check_mode)
-    except LifeboatError as e:
-        module.fail_json(**argspec.failure(e))
-    if module._diff:
-        result["diff"] = {
-            "before": "\n".join(sorted(result["kept"] + result["deleted"])) + "\n",
-            "after": "\n".join(sorted(result["kept"])) + "\n",
-        }
-    module.exit_json(**result)
+    module = AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs())
+    result = module_main.run_engine(module, engine.run)
+    module_main.exit_with(module, result, diff=_diff)
 
 
 if __name__ == "__main__":

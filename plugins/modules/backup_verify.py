@@ -208,46 +208,16 @@ records:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import argspec
+from ansible_collections.lifeboat.backup.plugins.module_utils import module_main
 from ansible_collections.lifeboat.backup.plugins.module_utils import verify as engine
-from ansible_collections.lifeboat.backup.plugins.module_utils.errors import LifeboatError
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=argspec.merged(
-            argspec.CONNECTION,
-            argspec.S3_CONNECTION,
-            repository=dict(type="str"),
-            tenant=dict(type="str"),
-            artifact=dict(type="str", default="latest"),
-            identity=dict(type="str", no_log=True),
-            identity_file=dict(type="path"),
-            tmp_dir=dict(type="path"),
-            max_age=dict(type="str"),
-            size_anomaly_ratio=dict(type="float", default=0.5),
-            queries=dict(type="list", elements="dict", options=dict(
-                query=dict(type="str", required=True),
-                name=dict(type="str"),
-                min=dict(type="float"),
-                max=dict(type="float"),
-                equals=dict(type="float"),
-            )),
-            fail_on_error=dict(type="bool", default=True),
-            record=dict(type="bool", default=True),
-            report=dict(type="path"),
-            legacy_glob=dict(type="str"),
-            legacy_engine=dict(type="str", default="sqlite", choices=["sqlite", "postgresql"]),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs())
     params = dict(module.params)
     if params["queries"]:
         params["queries"] = [dict((k, v) for k, v in q.items() if v is not None) for q in params["queries"]]
-    try:
-        result = engine.run(params, check_mode=module.check_mode)
-    except LifeboatError as e:
-        module.fail_json(**argspec.failure(e))
+    result = module_main.run_engine(module, engine.run, params, warnings=False)
     # Ansible's own "warnings" key is deprecated in results: WARN checks are said with module.warn and
     # returned as warned_checks (and per tenant in tenants[].warnings).
     warned = result.pop("warnings", None) or []
