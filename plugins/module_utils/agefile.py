@@ -37,7 +37,7 @@ import socket
 import stat
 import time
 
-from . import age_stream, age_tar, crypto, files, manifest, naming, selection
+from . import age_stream, age_tar, argspec, crypto, files, manifest, naming, selection
 from .age_stream import AgeProcess, BoundedBuffer, Hasher, HashingSource, WorkerError
 from .errors import LifeboatError, MissingDependency
 from .repository import S3_OPTIONS, describe_os_error, open_repository, unique_stamp
@@ -57,32 +57,41 @@ RECORD_VERSION = 1
 KDF_ITERATIONS = 100000
 PASSPHRASE_MAX_BYTES = age_stream.PASSPHRASE_MAX_BYTES
 
-OPTIONS = {
-    "state": "encrypted",
-    "src": None,
-    "dest": None,
-    "repository": None,
-    "tenant": None,
-    "recipients": None,
-    "recipients_file": None,
-    "passphrase": None,
-    "identity": None,
-    "identity_file": None,
-    "armor": False,
-    "format": "auto",
-    "compression": "auto",
-    "compression_level": 3,
-    "mode": None,
-    "remove_src": False,
-    "force": False,
-    "purge_old_versions": False,
-    "lock_timeout": 0,
-    # state decrypted with a repository: which artifact of the tenant
-    "artifact": None,
-    # S3 repositories (s3://bucket/prefix): where bundles are stored
-    "s3_endpoint_url": None, "s3_region": None, "s3_access_key": None, "s3_secret_key": None,
-    "s3_session_token": None, "storage_class": None, "sse": None, "sse_kms_key_id": None,
-}
+# The options of age_encrypt (see argspec.py)
+SPEC = argspec.ArgumentSpec(
+    argspec.merged(
+        argspec.S3,  # s3://bucket/prefix repositories: where bundles are stored
+        state=dict(type="str", default="encrypted", choices=list(STATES)),
+        src=dict(type="path"),
+        dest=dict(type="path"),
+        repository=dict(type="str"),
+        tenant=dict(type="str"),
+        # state decrypted with a repository: which artifact of the tenant
+        artifact=dict(type="str"),
+        recipients=dict(type="list", elements="str"),
+        recipients_file=dict(type="path"),
+        passphrase=dict(type="str", no_log=True),
+        identity=dict(type="str", no_log=True),
+        identity_file=dict(type="path"),
+        armor=dict(type="bool", default=False),
+        format=dict(type="str", default="auto", choices=["auto", "file", "tar"]),
+        compression=dict(type="str", default="auto", choices=["auto", "zstd", "none"]),
+        compression_level=dict(type="int", default=3),
+        mode=dict(type="raw", default="0600"),
+        remove_src=dict(type="bool", default=False),
+        force=dict(type="bool", default=False),
+        purge_old_versions=dict(type="bool", default=False),
+        lock_timeout=dict(type="int", default=0),
+    ),
+    required_if=[
+        ("state", "keypair", ("identity_file",)),
+        ("state", "decrypted", ("dest",)),
+        ("state", "decrypted", ("src", "repository"), True),
+    ],
+    # dest with repository: refused by the engine for state encrypted, the destination for state decrypted
+    mutually_exclusive=[("passphrase", "recipients"), ("passphrase", "recipients_file")],
+)
+OPTIONS = SPEC.defaults()
 
 
 def require_zstandard():
@@ -213,11 +222,7 @@ def identity_text(identity=None, identity_file=None, environ=None):
 
 class Request(object):
     def __init__(self, params, environ=None):
-        unknown = sorted(set(params) - set(OPTIONS))
-        if unknown:
-            raise LifeboatError("Unknown option(s): %s." % ", ".join(unknown), option=unknown[0])
-        p = dict(OPTIONS)
-        p.update(dict((k, v) for k, v in params.items() if v is not None))
+        p = SPEC.resolve(params)
         self.p = p
         self.environ = os.environ if environ is None else environ
         self.state = p["state"]

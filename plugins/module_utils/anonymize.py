@@ -30,7 +30,7 @@ the secret.
 import datetime
 import os
 
-from . import anonymize_pg, anonymize_sqlite, naming
+from . import anonymize_pg, anonymize_sqlite, argspec, naming
 from . import anonymize_scrub as scrub
 from .anonymize_rules import is_int, parse_rules, q
 from .errors import LifeboatError
@@ -39,33 +39,32 @@ from .repository import S3_CONNECTION_OPTIONS, open_repository
 DEFAULT_DAYS = 30
 DAYS_ENV = "PII_DAYS"
 
-OPTIONS = {
-    # name: default
-    "tenant": None,
-    "engine": "postgresql",
-    "database": None,
-    "schema": None,
-    "path": None,
-    "login_host": None,
-    "login_port": 5432,
-    "login_user": None,
-    "login_password": None,
-    "login_unix_socket": None,
-    "pg_bin_dir": None,
-    "rules": None,
-    "older_than_days": None,
-    "hmac_secret": None,
-    "hmac_secret_file": None,
-    "batch_size": 1000,
-    "lock_timeout": 30,
-    "repository": None,
-    "retention_days": None,
-    "s3_endpoint_url": None,
-    "s3_region": None,
-    "s3_access_key": None,
-    "s3_secret_key": None,
-    "s3_session_token": None,
-}
+# The options of tenant_anonymize and of the agent's anonymize (see argspec.py)
+SPEC = argspec.ArgumentSpec(
+    argspec.merged(
+        argspec.TENANT,
+        argspec.CONNECTION,
+        argspec.S3_CONNECTION,
+        tenant=dict(type="str", required=True),
+        rules=dict(type="list", elements="dict", required=True, options=dict(
+            table=dict(type="str", required=True),
+            timestamp=dict(type="str", required=True),
+            key=dict(type="str", no_log=False),
+            columns=dict(type="dict", required=True),
+            where=dict(type="str"),
+        )),
+        older_than_days=dict(type="int"),
+        hmac_secret=dict(type="str", no_log=True),
+        hmac_secret_file=dict(type="path"),
+        batch_size=dict(type="int", default=1000),
+        lock_timeout=dict(type="int", default=30),
+        repository=dict(type="str"),
+        retention_days=dict(type="int"),
+    ),
+    required_if=[("engine", "sqlite", ("path",))],
+    mutually_exclusive=[("path", "database"), ("path", "schema"), ("hmac_secret", "hmac_secret_file")],
+)
+OPTIONS = SPEC.defaults()
 
 
 def resolve_days(value, environ=None):
@@ -123,11 +122,7 @@ def load_secret(secret, secret_file):
 
 class Request(object):
     def __init__(self, params, environ=None):
-        unknown = sorted(set(params) - set(OPTIONS))
-        if unknown:
-            raise LifeboatError("Unknown option(s): %s." % ", ".join(unknown), option=unknown[0])
-        p = dict(OPTIONS)
-        p.update(dict((k, v) for k, v in params.items() if v is not None))
+        p = SPEC.resolve(params)
         self.p = p
         self.engine = p["engine"]
         if self.engine not in naming.ENGINES:

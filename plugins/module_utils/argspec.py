@@ -119,13 +119,3 @@ class ArgumentSpec(object):
                 kwargs[key] = copy.deepcopy(value)
         return kwargs
 
-
-def failure(error):
-    """fail_json keyword arguments for a LifeboatError (moved to module_main; kept until every module uses it)."""
-    result = {"msg": str(error)}
-    if getattr(error, "option", None):
-        result["option"] = error.option
-    details = getattr(error, "details", None)
-    if details:
-        result["details"] = details
-    return result

@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 
-from . import crypto, large_objects, manifest, naming, pipeline, postgres, schema_pass
+from . import argspec, crypto, large_objects, manifest, naming, pipeline, postgres, schema_pass
 from . import sqlite as sqlite_engine
 from .errors import LifeboatError
 from .repository import S3_OPTIONS, describe_os_error, open_repository, unique_stamp
@@ -23,45 +23,31 @@ from .tools import Tool
 
 BACKUP_APP = "lifeboat-backup"  # application_name of the snapshot's connection; pg_dump's adds "-pg_dump"
 
-OPTIONS = {
-    # name: default
-    "tenant": None,
-    "engine": "postgresql",
-    "database": None,
-    "schema": None,
-    "path": None,
-    "login_host": None,
-    "login_port": 5432,
-    "login_user": None,
-    "login_password": None,
-    "login_unix_socket": None,
-    "repository": None,
-    "recipients": None,
-    "recipients_file": None,
-    "allow_unencrypted": False,
-    "compression": "zstd",
-    "compression_level": 1,
-    "compression_threads": 0,
-    "globals": False,
-    "role_passwords": True,
-    "skip_if_newer_than": None,
-    "lock_timeout": 0,
-    "pg_bin_dir": None,
-    "tmp_dir": None,
-    # The schema tenants of one database in one pass (backup_pass.py), and its shared part
-    "schemas": None,
-    "shared": None,
-    "shared_exclude": None,
-    # S3 repositories (s3://bucket/prefix); see repository.S3_OPTIONS
-    "s3_endpoint_url": None,
-    "s3_region": None,
-    "s3_access_key": None,
-    "s3_secret_key": None,
-    "s3_session_token": None,
-    "storage_class": None,
-    "sse": None,
-    "sse_kms_key_id": None,
-}
+# The options of pg_backup and of the agent's backup (see argspec.py)
+SPEC = argspec.ArgumentSpec(
+    argspec.merged(
+        argspec.TENANT,
+        argspec.CONNECTION,
+        argspec.REPOSITORY,
+        argspec.S3,
+        allow_unencrypted=dict(type="bool", default=False),
+        compression=dict(type="str", default="zstd", choices=["zstd", "none"]),
+        compression_level=dict(type="int", default=1),
+        compression_threads=dict(type="int", default=0),
+        globals=dict(type="bool", default=False),
+        role_passwords=dict(type="bool", default=True),
+        skip_if_newer_than=dict(type="str"),
+        lock_timeout=dict(type="int", default=0),
+        tmp_dir=dict(type="path"),
+        # The schema tenants of one database in one pass (backup_pass.py), and its shared part
+        schemas=dict(type="list", elements="raw"),
+        shared=dict(type="bool"),
+        shared_exclude=dict(type="list", elements="str"),
+    ),
+    required_if=[("engine", "sqlite", ("path",))],
+    mutually_exclusive=[("path", "database"), ("path", "schema")],
+)
+OPTIONS = SPEC.defaults()
 
 
 class Job(object):
@@ -82,11 +68,7 @@ class Job(object):
 
 class BackupRequest(object):
     def __init__(self, params):
-        unknown = sorted(set(params) - set(OPTIONS))
-        if unknown:
-            raise LifeboatError("Unknown option(s): %s." % ", ".join(unknown), option=unknown[0])
-        p = dict(OPTIONS)
-        p.update(dict((k, v) for k, v in params.items() if v is not None))
+        p = SPEC.resolve(params)
         self.p = p
         self.engine = p["engine"]
         if self.engine not in naming.ENGINES:

@@ -23,8 +23,8 @@ is given, an expiration shorter than the retention the collection keeps.
 import copy
 import json
 
+from . import argspec, s3
 from .errors import LifeboatError
-from . import s3
 
 TRANSITION_CLASSES = ("STANDARD_IA", "INTELLIGENT_TIERING", "ONEZONE_IA", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE")
 # Supported lifecycle transitions (AWS "waterfall"): from a class to these.
@@ -463,25 +463,44 @@ def object_lock_to_aws(lock):
 
 # -- the run ------------------------------------------------------------------------
 
-OPTIONS = {
-    "bucket": None,
-    "create_bucket": False,
-    "rules": None,
-    "purge_rules": False,
-    "min_retention_days": None,
-    "retention_prefix": "",
-    "versioning": None,
-    "encryption": None,
-    "encryption_key_id": None,
-    "bucket_key_enabled": None,
-    "public_access_block": "block",
-    "object_lock": None,
-    "s3_endpoint_url": None,
-    "s3_region": None,
-    "s3_access_key": None,
-    "s3_secret_key": None,
-    "s3_session_token": None,
-}
+_TRANSITION = dict(days=dict(type="int", required=True),
+                   storage_class=dict(type="str", required=True, choices=list(TRANSITION_CLASSES)))
+
+# The options of s3_lifecycle (see argspec.py)
+SPEC = argspec.ArgumentSpec(
+    argspec.merged(
+        argspec.S3_CONNECTION,
+        bucket=dict(type="str", required=True),
+        create_bucket=dict(type="bool", default=False),
+        rules=dict(type="list", elements="dict", options=dict(
+            id=dict(type="str", required=True),
+            enabled=dict(type="bool", default=True),
+            prefix=dict(type="str"),
+            tags=dict(type="dict"),
+            transitions=dict(type="list", elements="dict", options=_TRANSITION),
+            expiration_days=dict(type="int"),
+            expired_object_delete_marker=dict(type="bool"),
+            noncurrent_version_transitions=dict(type="list", elements="dict", options=_TRANSITION),
+            noncurrent_version_expiration_days=dict(type="int"),
+            abort_incomplete_multipart_upload_days=dict(type="int"),
+        )),
+        purge_rules=dict(type="bool", default=False),
+        min_retention_days=dict(type="int"),
+        retention_prefix=dict(type="str", default=""),
+        versioning=dict(type="bool"),
+        encryption=dict(type="str", choices=list(s3.SSE_ALGORITHMS)),
+        encryption_key_id=dict(type="str", no_log=False),
+        bucket_key_enabled=dict(type="bool"),
+        public_access_block=dict(type="str", default="block", choices=list(PUBLIC_ACCESS_CHOICES)),
+        object_lock=dict(type="dict", options=dict(
+            mode=dict(type="str", choices=list(LOCK_MODES)),
+            days=dict(type="int"),
+            years=dict(type="int"),
+        ), mutually_exclusive=[("days", "years")]),
+    ),
+    required_by=dict(encryption_key_id="encryption", bucket_key_enabled="encryption"),
+)
+OPTIONS = SPEC.defaults()
 
 _MISSING = {
     "lifecycle": ("NoSuchLifecycleConfiguration",),
@@ -592,9 +611,6 @@ class BucketSettings(object):
 
 
 def _validate_params(p):
-    unknown = sorted(set(p) - set(OPTIONS))
-    if unknown:
-        raise LifeboatError("Unknown option(s): %s." % ", ".join(unknown), option=unknown[0])
     bucket = p["bucket"]
     if not isinstance(bucket, str) or not s3._BUCKET_RE.match(bucket) or ".." in bucket:
         raise LifeboatError("Invalid bucket %r: 3 to 63 lower-case letters, digits, dots and hyphens." % (bucket,),
@@ -631,8 +647,7 @@ def run(params, check_mode=False, client=None, retry=None):
     CreateBucket leaves it), every check runs, and only then, unless ``check_mode``, the writes happen:
     nothing is written when anything is refused.
     """
-    p = dict(OPTIONS)
-    p.update(dict((k, v) for k, v in params.items() if v is not None))
+    p = SPEC.resolve(params)
     wanted_rules, wanted_lock = _validate_params(p)
     client = client or s3.make_client(p["s3_endpoint_url"], p["s3_region"], p["s3_access_key"], p["s3_secret_key"],
                                       p["s3_session_token"])

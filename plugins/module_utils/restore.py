@@ -26,48 +26,40 @@ import os
 import re
 import time
 
-from . import crypto, manifest, naming, postgres, restore_guard, restore_pg, restore_sqlite, selection, shared_part
+from . import argspec, crypto, manifest, naming, postgres, restore_guard, restore_pg, restore_sqlite, selection, shared_part
 from .errors import LifeboatError
 from .repository import S3_CONNECTION_OPTIONS, LocalRepository, open_repository
 
-OPTIONS = {
-    # name: default
-    "tenant": None,
-    "engine": "postgresql",
-    "database": None,
-    "schema": None,
-    "path": None,
-    "login_host": None,
-    "login_port": 5432,
-    "login_user": None,
-    "login_password": None,
-    "login_unix_socket": None,
-    "pg_bin_dir": None,
-    "repository": None,
-    "artifact": "latest",
-    "identity": None,
-    "identity_file": None,
-    "target_database": None,
-    "target_path": None,
-    "force": False,
-    "jobs": 1,
-    "terminate_connections": False,
-    "allow_create_in_dump": False,
-    "privileges": False,
-    "owners": False,
-    "keep_safety_copy": True,
-    "replace_target": None,
-    "source_tenant": None,
-    "globals_artifact": None,
-    "globals_host": None,
-    "tmp_dir": None,
-    # s3://bucket/prefix repositories (see s3.py); read-side options only
-    "s3_endpoint_url": None,
-    "s3_region": None,
-    "s3_access_key": None,
-    "s3_secret_key": None,
-    "s3_session_token": None,
-}
+# The options of backup_restore and of the agent's restore (see argspec.py)
+SPEC = argspec.ArgumentSpec(
+    argspec.merged(
+        argspec.TENANT,
+        argspec.CONNECTION,
+        argspec.S3_CONNECTION,  # read-side options only
+        repository=dict(type="str"),
+        artifact=dict(type="str", default="latest"),
+        identity=dict(type="str", no_log=True),
+        identity_file=dict(type="path"),
+        target_database=dict(type="str"),
+        target_path=dict(type="path"),
+        force=dict(type="bool", default=False),
+        jobs=dict(type="int", default=1),
+        terminate_connections=dict(type="bool", default=False),
+        allow_create_in_dump=dict(type="bool", default=False),
+        privileges=dict(type="bool", default=False),
+        owners=dict(type="bool", default=False),
+        keep_safety_copy=dict(type="bool", default=True),
+        replace_target=dict(type="str"),
+        source_tenant=dict(type="str"),
+        globals_artifact=dict(type="str"),
+        globals_host=dict(type="str"),
+        tmp_dir=dict(type="path"),
+    ),
+    required_one_of=[("tenant", "globals_artifact")],
+    mutually_exclusive=[("identity", "identity_file"), ("path", "database"), ("path", "schema"),
+                        ("target_path", "target_database")],
+)
+OPTIONS = SPEC.defaults()
 
 
 MAX_JOBS = 64
@@ -91,11 +83,7 @@ class RestoreRequest(object):
     """Validated options; no I/O."""
 
     def __init__(self, params):
-        unknown = sorted(set(params) - set(OPTIONS))
-        if unknown:
-            raise LifeboatError("Unknown option(s): %s." % ", ".join(unknown), option=unknown[0])
-        p = dict(OPTIONS)
-        p.update(dict((k, v) for k, v in params.items() if v is not None))
+        p = SPEC.resolve(params)
         self.p = p
         self.engine = p["engine"]
         if self.engine not in naming.ENGINES:

@@ -377,56 +377,12 @@ purge_note:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import agefile as engine
-from ansible_collections.lifeboat.backup.plugins.module_utils import argspec
-from ansible_collections.lifeboat.backup.plugins.module_utils.errors import LifeboatError
+from ansible_collections.lifeboat.backup.plugins.module_utils import module_main
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=argspec.merged(
-            argspec.S3,
-            state=dict(type="str", default="encrypted", choices=["encrypted", "decrypted", "keypair", "rekeyed"]),
-            src=dict(type="path"),
-            dest=dict(type="path"),
-            repository=dict(type="str"),
-            tenant=dict(type="str"),
-            artifact=dict(type="str"),
-            recipients=dict(type="list", elements="str"),
-            recipients_file=dict(type="path"),
-            passphrase=dict(type="str", no_log=True),
-            identity=dict(type="str", no_log=True),
-            identity_file=dict(type="path"),
-            armor=dict(type="bool", default=False),
-            format=dict(type="str", default="auto", choices=["auto", "file", "tar"]),
-            compression=dict(type="str", default="auto", choices=["auto", "zstd", "none"]),
-            compression_level=dict(type="int", default=3),
-            mode=dict(type="raw", default="0600"),
-            remove_src=dict(type="bool", default=False),
-            force=dict(type="bool", default=False),
-            purge_old_versions=dict(type="bool", default=False),
-            lock_timeout=dict(type="int", default=0),
-        ),
-        required_if=[
-            ("state", "keypair", ("identity_file",)),
-            ("state", "decrypted", ("dest",)),
-            ("state", "decrypted", ("src", "repository"), True),
-        ],
-        # dest with repository: refused by the engine for state encrypted, the destination for state decrypted
-        mutually_exclusive=[("passphrase", "recipients"), ("passphrase", "recipients_file")],
-        supports_check_mode=True,
-    )
-    params = dict((k, v) for k, v in module.params.items() if k in engine.OPTIONS)
-    try:
-        result = engine.run(params, check_mode=module.check_mode)
-    except LifeboatError as e:
-        module.fail_json(**argspec.failure(e))
-    diff = result.pop("diff", None)
-    warnings = result.pop("warnings", None) or []
-    for warning in warnings:
-        module.warn(warning)
-    if module._diff and diff is not None:
-        result["diff"] = diff
-    module.exit_json(**result)
+    module = AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs())
+    module_main.exit_with(module, module_main.run_engine(module, engine.run))
 
 
 if __name__ == "__main__":

@@ -366,55 +366,22 @@ jobs:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import argspec
+from ansible_collections.lifeboat.backup.plugins.module_utils import module_main
 from ansible_collections.lifeboat.backup.plugins.module_utils import restore as engine
-from ansible_collections.lifeboat.backup.plugins.module_utils.errors import LifeboatError
+
+
+def _diff(result):
+    if not result.get("target"):
+        return None
+    after = {"artifact": result.get("artifact"), "target": result.get("target")}
+    if result.get("row_counts") is not None:
+        after["row_counts"] = result["row_counts"]
+    return {"before": dict(result.get("replaced") or {}), "after": after}
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=argspec.merged(
-            argspec.TENANT,
-            argspec.CONNECTION,
-            argspec.S3_CONNECTION,
-            repository=dict(type="str"),
-            artifact=dict(type="str", default="latest"),
-            identity=dict(type="str", no_log=True),
-            identity_file=dict(type="path"),
-            target_database=dict(type="str"),
-            target_path=dict(type="path"),
-            force=dict(type="bool", default=False),
-            jobs=dict(type="int", default=1),
-            terminate_connections=dict(type="bool", default=False),
-            allow_create_in_dump=dict(type="bool", default=False),
-            privileges=dict(type="bool", default=False),
-            owners=dict(type="bool", default=False),
-            keep_safety_copy=dict(type="bool", default=True),
-            replace_target=dict(type="str"),
-            source_tenant=dict(type="str"),
-            globals_artifact=dict(type="str"),
-            globals_host=dict(type="str"),
-            tmp_dir=dict(type="path"),
-        ),
-        required_one_of=[("tenant", "globals_artifact")],
-        mutually_exclusive=[("identity", "identity_file"), ("path", "database"), ("path", "schema"),
-                            ("target_path", "target_database")],
-        supports_check_mode=True,
-    )
-    params = dict((k, v) for k, v in module.params.items() if k in engine.OPTIONS)
-    try:
-        result = engine.run(params, check_mode=module.check_mode)
-    except LifeboatError as e:
-        module.fail_json(**argspec.failure(e))
-    for warning in result.pop("warnings", []):
-        module.warn(warning)
-    if module._diff and result.get("target"):
-        before = dict(result.get("replaced") or {})
-        after = {"artifact": result.get("artifact"), "target": result.get("target")}
-        if result.get("row_counts") is not None:
-            after["row_counts"] = result["row_counts"]
-        result["diff"] = {"before": before, "after": after}
-    module.exit_json(**result)
+    module = AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs())
+    module_main.exit_with(module, module_main.run_engine(module, engine.run), diff=_diff)
 
 
 if __name__ == "__main__":

@@ -250,50 +250,26 @@ shared_artifact:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import argspec
 from ansible_collections.lifeboat.backup.plugins.module_utils import backup as engine
 from ansible_collections.lifeboat.backup.plugins.module_utils import backup_pass
-from ansible_collections.lifeboat.backup.plugins.module_utils.errors import LifeboatError
+from ansible_collections.lifeboat.backup.plugins.module_utils import module_main
+
+
+def _diff(result):
+    artifacts = result["artifacts"]
+    return {
+        "before": {"artifacts": []},
+        "after": {"artifacts": [a["artifact"] for a in artifacts if a["action"] in ("written", "would write") and a.get("artifact")]
+                  or [a["tenant"] + " (new artifact)" for a in artifacts if a["action"] == "would write"]},
+    }
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=argspec.merged(
-            argspec.TENANT,
-            argspec.CONNECTION,
-            argspec.REPOSITORY,
-            argspec.S3,
-            allow_unencrypted=dict(type="bool", default=False),
-            compression=dict(type="str", default="zstd", choices=["zstd", "none"]),
-            compression_level=dict(type="int", default=1),
-            compression_threads=dict(type="int", default=0),
-            globals=dict(type="bool", default=False),
-            role_passwords=dict(type="bool", default=True),
-            skip_if_newer_than=dict(type="str"),
-            lock_timeout=dict(type="int", default=0),
-            tmp_dir=dict(type="path"),
-            schemas=dict(type="list", elements="raw"),
-            shared=dict(type="bool"),
-            shared_exclude=dict(type="list", elements="str"),
-        ),
-        required_if=[("engine", "sqlite", ("path",))],
-        mutually_exclusive=[("path", "database"), ("path", "schema")],
-        supports_check_mode=True,
-    )
-    params = dict((k, v) for k, v in module.params.items() if k in engine.OPTIONS)
-    try:
-        result = backup_pass.run(params, check_mode=module.check_mode)
-    except LifeboatError as e:
-        module.fail_json(**argspec.failure(e))
+    module = AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs())
+    result = module_main.run_engine(module, backup_pass.run)
     if result.get("failed_tenants") and not module.check_mode:
         module.fail_json(**result)
-    if module._diff:
-        result["diff"] = {
-            "before": {"artifacts": []},
-            "after": {"artifacts": [a["artifact"] for a in result["artifacts"] if a["action"] in ("written", "would write") and a.get("artifact")]
-                      or [a["tenant"] + " (new artifact)" for a in result["artifacts"] if a["action"] == "would write"]},
-        }
-    module.exit_json(**result)
+    module_main.exit_with(module, result, diff=_diff)
 
 
 if __name__ == "__main__":

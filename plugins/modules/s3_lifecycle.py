@@ -291,61 +291,13 @@ object_lock:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import argspec
 from ansible_collections.lifeboat.backup.plugins.module_utils import lifecycle as engine
-from ansible_collections.lifeboat.backup.plugins.module_utils.errors import LifeboatError
-
-CLASSES = ["STANDARD_IA", "INTELLIGENT_TIERING", "ONEZONE_IA", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE"]
-TRANSITION = dict(days=dict(type="int", required=True), storage_class=dict(type="str", required=True, choices=CLASSES))
-CONNECTION = ("s3_endpoint_url", "s3_region", "s3_access_key", "s3_secret_key", "s3_session_token")
+from ansible_collections.lifeboat.backup.plugins.module_utils import module_main
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=argspec.merged(
-            dict((k, argspec.S3[k]) for k in CONNECTION),
-            bucket=dict(type="str", required=True),
-            create_bucket=dict(type="bool", default=False),
-            rules=dict(type="list", elements="dict", options=dict(
-                id=dict(type="str", required=True),
-                enabled=dict(type="bool", default=True),
-                prefix=dict(type="str"),
-                tags=dict(type="dict"),
-                transitions=dict(type="list", elements="dict", options=TRANSITION),
-                expiration_days=dict(type="int"),
-                expired_object_delete_marker=dict(type="bool"),
-                noncurrent_version_transitions=dict(type="list", elements="dict", options=TRANSITION),
-                noncurrent_version_expiration_days=dict(type="int"),
-                abort_incomplete_multipart_upload_days=dict(type="int"),
-            )),
-            purge_rules=dict(type="bool", default=False),
-            min_retention_days=dict(type="int"),
-            retention_prefix=dict(type="str", default=""),
-            versioning=dict(type="bool"),
-            encryption=dict(type="str", choices=["AES256", "aws:kms"]),
-            encryption_key_id=dict(type="str", no_log=False),
-            bucket_key_enabled=dict(type="bool"),
-            public_access_block=dict(type="str", default="block", choices=["block", "remove", "unmanaged"]),
-            object_lock=dict(type="dict", options=dict(
-                mode=dict(type="str", choices=["GOVERNANCE", "COMPLIANCE"]),
-                days=dict(type="int"),
-                years=dict(type="int"),
-            ), mutually_exclusive=[("days", "years")]),
-        ),
-        required_by=dict(encryption_key_id="encryption", bucket_key_enabled="encryption"),
-        supports_check_mode=True,
-    )
-    params = dict((k, v) for k, v in module.params.items() if k in engine.OPTIONS)
-    try:
-        result = engine.run(params, check_mode=module.check_mode)
-    except LifeboatError as e:
-        module.fail_json(**argspec.failure(e))
-    for warning in result.pop("warnings"):
-        module.warn(warning)
-    diff = result.pop("diff")
-    if module._diff:
-        result["diff"] = diff
-    module.exit_json(**result)
+    module = AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs())
+    module_main.exit_with(module, module_main.run_engine(module, engine.run))
 
 
 if __name__ == "__main__":

@@ -318,32 +318,7 @@ backups:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import anonymize as engine
-from ansible_collections.lifeboat.backup.plugins.module_utils import argspec
-from ansible_collections.lifeboat.backup.plugins.module_utils.errors import LifeboatError
-
-
-def argument_spec():
-    spec = argspec.merged(
-        argspec.TENANT,
-        argspec.CONNECTION,
-        rules=dict(type="list", elements="dict", required=True, options=dict(
-            table=dict(type="str", required=True),
-            timestamp=dict(type="str", required=True),
-            key=dict(type="str", no_log=False),
-            columns=dict(type="dict", required=True),
-            where=dict(type="str"),
-        )),
-        older_than_days=dict(type="int"),
-        hmac_secret=dict(type="str", no_log=True),
-        hmac_secret_file=dict(type="path"),
-        batch_size=dict(type="int", default=1000),
-        lock_timeout=dict(type="int", default=30),
-        repository=dict(type="str"),
-        retention_days=dict(type="int"),
-    )
-    spec.update(argspec.merged(argspec.S3_CONNECTION))
-    spec["tenant"]["required"] = True
-    return spec
+from ansible_collections.lifeboat.backup.plugins.module_utils import module_main
 
 
 def _diff(result, check_mode):
@@ -356,20 +331,9 @@ def _diff(result, check_mode):
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=argument_spec(),
-        required_if=[("engine", "sqlite", ("path",))],
-        mutually_exclusive=[("path", "database"), ("path", "schema"), ("hmac_secret", "hmac_secret_file")],
-        supports_check_mode=True,
-    )
-    params = dict((k, v) for k, v in module.params.items() if k in engine.OPTIONS)
-    try:
-        result = engine.run(params, check_mode=module.check_mode)
-    except LifeboatError as e:
-        module.fail_json(**argspec.failure(e))
-    if module._diff:
-        result["diff"] = _diff(result, module.check_mode)
-    module.exit_json(**result)
+    module = AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs())
+    result = module_main.run_engine(module, engine.run)
+    module_main.exit_with(module, result, diff=lambda r: _diff(r, module.check_mode))
 
 
 if __name__ == "__main__":
