@@ -535,7 +535,7 @@ class BucketSettings(object):
                 self.client.head_bucket(Bucket=self.bucket)
                 return True
             except s3.ClientError as e:
-                if s3._status(e) == 404:
+                if s3.http_status(e) == 404:
                     return False
                 raise
         return self.retry.call(head, "Checking bucket %s" % self.bucket, self.endpoint_name)
@@ -612,7 +612,7 @@ class BucketSettings(object):
 
 def _validate_params(p):
     bucket = p["bucket"]
-    if not isinstance(bucket, str) or not s3._BUCKET_RE.match(bucket) or ".." in bucket:
+    if not s3.valid_bucket(bucket):
         raise LifeboatError("Invalid bucket %r: 3 to 63 lower-case letters, digits, dots and hyphens." % (bucket,),
                             option="bucket")
     if p["encryption"] is not None and p["encryption"] not in s3.SSE_ALGORITHMS:

@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 
 import s3server
 from lifeboat_engine import s3
+from lifeboat_engine._s3 import upload as s3_upload
 from lifeboat_engine.errors import LifeboatError
 
 MiB = 1 << 20
@@ -180,7 +181,7 @@ def test_the_replacing_writer_keeps_its_conditions_with_concurrent_parts(tmp_pat
 def test_concurrency_one_uploads_in_the_callers_thread_without_any_pool(tmp_path, monkeypatch):
     def no_pool(*a, **kw):
         raise AssertionError("a thread pool was created with upload_concurrency 1")
-    monkeypatch.setattr(s3, "ThreadPoolExecutor", no_pool)
+    monkeypatch.setattr(s3_upload, "ThreadPoolExecutor", no_pool)
     client = FakeS3()
     repo = make_repo(client, tmp_path, 1)
     data = random.Random(4).randbytes(4 * PART + 3)
