@@ -6,8 +6,8 @@ from __future__ import annotations
 
 
 class ModuleDocFragment(object):
-    # PostgreSQL connection options shared by every module that talks to a server.
-    DOCUMENTATION = r"""
+    # How to reach a PostgreSQL server (argspec.LOGIN): lifeboat.backup.connection.login
+    LOGIN = r"""
 options:
   login_host:
     description:
@@ -32,6 +32,10 @@ options:
     description:
       - Folder of the server's unix socket, for example C(/var/run/postgresql). Takes precedence over O(login_host).
     type: str
+"""
+
+    # ... and its client tools (argspec.CONNECTION), for every module that runs them: lifeboat.backup.connection
+    DOCUMENTATION = LOGIN + r"""
   pg_bin_dir:
     description:
       - Folder holding C(pg_dump), C(pg_dumpall) and C(pg_restore).

@@ -6,16 +6,9 @@ from __future__ import annotations
 
 
 class ModuleDocFragment(object):
-    # The repository and age recipients, shared by modules that write artifacts.
-    DOCUMENTATION = r"""
+    # The age recipients to encrypt to: lifeboat.backup.repository.recipients
+    RECIPIENTS = r"""
 options:
-  repository:
-    description:
-      - Where artifacts live, as C(<repository>/<tenant>/<tenant>-<YYYYMMDDTHHMMSSZ>.<format>[.zst][.age])
-        beside a C(.manifest.json) written last.
-      - A local folder (created 0700 when missing), or C(s3://bucket/prefix) with the S3 options.
-    type: str
-    required: true
   recipients:
     description:
       - age recipients (public keys) to encrypt to, X25519 (C(age1...)) or SSH (C(ssh-ed25519 ...), C(ssh-rsa ...)).
@@ -26,4 +19,16 @@ options:
     description:
       - A file of recipients, one per line, C(#) comments allowed, as C(age -R) reads it.
     type: path
+"""
+
+    # The repository and age recipients (argspec.REPOSITORY), shared by modules that write artifacts:
+    # lifeboat.backup.repository
+    DOCUMENTATION = RECIPIENTS + r"""
+  repository:
+    description:
+      - Where artifacts live, as C(<repository>/<tenant>/<tenant>-<YYYYMMDDTHHMMSSZ>.<format>[.zst][.age])
+        beside a C(.manifest.json) written last.
+      - A local folder (created 0700 when missing), or C(s3://bucket/prefix) with the S3 options.
+    type: str
+    required: true
 """

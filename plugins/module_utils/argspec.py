@@ -85,14 +85,12 @@ class ArgumentSpec(object):
 
     CONSTRAINTS = ("mutually_exclusive", "required_together", "required_one_of", "required_if", "required_by")
 
-    def __init__(self, argument_spec, mutually_exclusive=None, required_together=None, required_one_of=None,
-                 required_if=None, required_by=None, engine_only=()):
+    def __init__(self, argument_spec, engine_only=(), **constraints):
+        unknown = sorted(set(constraints) - set(self.CONSTRAINTS))
+        if unknown:
+            raise TypeError("ArgumentSpec() got unknown constraint(s): %s" % ", ".join(unknown))
         self.argument_spec = argument_spec
-        self.mutually_exclusive = mutually_exclusive
-        self.required_together = required_together
-        self.required_one_of = required_one_of
-        self.required_if = required_if
-        self.required_by = required_by
+        self.constraints = constraints
         self.engine_only = tuple(engine_only)
 
     def defaults(self):
@@ -112,10 +110,6 @@ class ArgumentSpec(object):
 
     def ansible_kwargs(self):
         """AnsibleModule's keyword arguments (copies: AnsibleModule may change what it is given)."""
-        kwargs = {"argument_spec": copy.deepcopy(self.argument_spec)}
-        for key in self.CONSTRAINTS:
-            value = getattr(self, key)
-            if value:
-                kwargs[key] = copy.deepcopy(value)
+        kwargs = copy.deepcopy(self.constraints)
+        kwargs["argument_spec"] = copy.deepcopy(self.argument_spec)
         return kwargs
-

@@ -57,6 +57,7 @@ description:
 author:
   - Lifeboat maintainers (@lifeboat)
 extends_documentation_fragment:
+  - lifeboat.backup.repository.recipients
   - lifeboat.backup.s3
   - lifeboat.backup.s3.storage
 attributes:
@@ -118,12 +119,6 @@ options:
     description:
       - age recipients to encrypt to, X25519 (C(age1...)) or SSH (C(ssh-ed25519 ...), C(ssh-rsa ...)) public keys.
         Any one of the matching identities can decrypt. A malformed recipient is named in the error.
-    type: list
-    elements: str
-  recipients_file:
-    description:
-      - A file of recipients, one per line, C(#) comments allowed, as C(age -R) reads it.
-    type: path
   passphrase:
     description:
       - Encrypt with a passphrase (scrypt) instead of recipients, or decrypt a passphrase-encrypted O(src).

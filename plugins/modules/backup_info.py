@@ -29,6 +29,7 @@ description:
 author:
   - Lifeboat maintainers (@lifeboat)
 extends_documentation_fragment:
+  - lifeboat.backup.connection.login
   - lifeboat.backup.s3
 attributes:
   check_mode:
@@ -97,25 +98,10 @@ options:
       - Host name or IP address of the PostgreSQL server that O(discover) reads.
       - Unset means the local server through the default unix socket, unless O(login_unix_socket) is set.
       - Used only with O(discover).
-    type: str
-  login_port:
-    description:
-      - Port of the PostgreSQL server.
-    type: int
-    default: 5432
-  login_user:
-    description:
-      - The role to connect as. Unset means libpq's default (the user running the module).
-    type: str
   login_password:
     description:
       - Password of O(login_user). It reaches libpq as a connection parameter, never a command line, and never appears
         in results or logs.
-    type: str
-  login_unix_socket:
-    description:
-      - Folder of the server's unix socket, for example C(/var/run/postgresql). Takes precedence over O(login_host).
-    type: str
 notes:
   - Reads one verify record (and manifest) per complete artifact from the newest down to the first verified one; on
     S3 that is a few small GET requests per tenant.

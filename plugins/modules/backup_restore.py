@@ -35,6 +35,7 @@ author:
 extends_documentation_fragment:
   - lifeboat.backup.connection
   - lifeboat.backup.s3
+  - lifeboat.backup.tenant
 attributes:
   check_mode:
     support: full
@@ -49,27 +50,17 @@ options:
     description:
       - The tenant to restore, matching C(^[a-z0-9][a-z0-9_-]{0,62}$). Required unless O(globals_artifact) alone.
       - With O(artifact=latest), the newest complete artifact of this tenant in O(repository) is restored.
-    type: str
-  engine:
-    description:
-      - What the tenant is stored in.
-    type: str
-    choices: [postgresql, sqlite]
-    default: postgresql
   database:
     description:
       - The tenant's database. Defaults to the tenant's name; it is the default O(target_database).
       - For a schema tenant, the shared database holding the schema; defaults to the one the artifact was taken from.
-    type: str
   schema:
     description:
       - For a schema tenant, its schema. Optional (the artifact records it); when set, it must be the artifact's
         schema, since a schema tenant is restored into its own schema name.
-    type: str
   path:
     description:
       - The tenant's SQLite file (O(engine=sqlite)); the default O(target_path).
-    type: path
   repository:
     description:
       - Where the artifacts are, a local folder or C(s3://bucket/prefix). Required with O(artifact=latest) or

@@ -28,6 +28,7 @@ extends_documentation_fragment:
   - lifeboat.backup.repository
   - lifeboat.backup.s3
   - lifeboat.backup.s3.storage
+  - lifeboat.backup.tenant
 attributes:
   check_mode:
     support: full
@@ -39,25 +40,9 @@ options:
   tenant:
     description:
       - The tenant, matching C(^[a-z0-9][a-z0-9_-]{0,62}$). Required unless O(globals=true) alone.
-    type: str
-  engine:
-    description:
-      - What the tenant is stored in.
-    type: str
-    choices: [postgresql, sqlite]
-    default: postgresql
-  database:
-    description:
-      - The PostgreSQL database of the tenant. Defaults to the tenant's name.
-    type: str
   schema:
     description:
       - For tenant-per-schema layouts, the schema holding the tenant in O(database); only that schema is dumped.
-    type: str
-  path:
-    description:
-      - The SQLite database file of the tenant (O(engine=sqlite)).
-    type: path
   allow_unencrypted:
     description:
       - Store plaintext artifacts when neither O(recipients) nor O(recipients_file) is given.

@@ -85,7 +85,7 @@ options:
               - Days after creation. At least 30 for C(STANDARD_IA) and C(ONEZONE_IA).
             type: int
             required: true
-          storage_class:
+          storage_class: &transition_storage_class  # the same in noncurrent_version_transitions
             description:
               - Storage class to move to.
             type: str
@@ -112,12 +112,7 @@ options:
               - Days after the version became noncurrent (at least 1; 30 for C(STANDARD_IA) and C(ONEZONE_IA)).
             type: int
             required: true
-          storage_class:
-            description:
-              - Storage class to move to.
-            type: str
-            required: true
-            choices: [STANDARD_IA, INTELLIGENT_TIERING, ONEZONE_IA, GLACIER_IR, GLACIER, DEEP_ARCHIVE]
+          storage_class: *transition_storage_class
       noncurrent_version_expiration_days:
         description:
           - Days after becoming noncurrent when versions are deleted for good (at least 1).

@@ -37,6 +37,7 @@ author:
 extends_documentation_fragment:
   - lifeboat.backup.connection
   - lifeboat.backup.s3
+  - lifeboat.backup.tenant
 attributes:
   check_mode:
     support: full
@@ -47,29 +48,11 @@ attributes:
     description: Shows, per table, the rows older than the cut-off that hold personal data, before and after.
 options:
   tenant:
-    description:
-      - The tenant, matching C(^[a-z0-9][a-z0-9_-]{0,62}$).
-    type: str
     required: true
-  engine:
-    description:
-      - What the tenant is stored in.
-    type: str
-    choices: [postgresql, sqlite]
-    default: postgresql
-  database:
-    description:
-      - The PostgreSQL database of the tenant. Defaults to the tenant's name.
-    type: str
   schema:
     description:
       - For tenant-per-schema layouts, the schema holding the tenant's tables in O(database).
       - Unset means the database's current schema (usually C(public)).
-    type: str
-  path:
-    description:
-      - The SQLite database file of the tenant (O(engine=sqlite)).
-    type: path
   rules:
     description:
       - What to scrub, one rule per table (or per part of a table, with O(rules[].where)).
