@@ -6,8 +6,10 @@
 No Ansible import: the module passes its AnsibleModule object in. Each module builds that object
 from its engine's ``SPEC`` (see argspec.py), then::
 
-    result = module_main.run_engine(module, engine.run)
-    module_main.exit_with(module, result, diff=...)
+    module_main.run(module, engine.run, diff=...)
+
+or, when the result needs more (a failure of its own, warnings said differently), ``run_engine`` and
+``exit_with`` apart.
 """
 
 from .errors import LifeboatError
@@ -48,3 +50,8 @@ def exit_with(module, result, diff=None):
     if module._diff and changes is not None:
         result["diff"] = changes
     module.exit_json(**result)
+
+
+def run(module, engine_run, diff=None):
+    """The whole of a module's main() when its result needs nothing more: run_engine, then exit_with."""
+    exit_with(module, run_engine(module, engine_run), diff=diff)

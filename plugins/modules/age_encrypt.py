@@ -54,12 +54,8 @@ description:
     lifecycle rule expires them (M(lifeboat.backup.s3_lifecycle) with a noncurrent-version expiration) or they are
     deleted; the module warns when it leaves them. O(purge_old_versions=true) deletes them once the new version is
     written. Local repositories keep no versions (file-system snapshots and copies made elsewhere are not touched).
-author:
-  - Lifeboat maintainers (@lifeboat)
-extends_documentation_fragment:
-  - lifeboat.backup.repository.recipients
-  - lifeboat.backup.s3
-  - lifeboat.backup.s3.storage
+author: [Lifeboat maintainers (@lifeboat)]
+extends_documentation_fragment: [lifeboat.backup.repository.recipients, lifeboat.backup.s3, lifeboat.backup.s3.storage]
 attributes:
   check_mode:
     support: full
@@ -376,8 +372,7 @@ from ansible_collections.lifeboat.backup.plugins.module_utils import module_main
 
 
 def main():
-    module = AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs())
-    module_main.exit_with(module, module_main.run_engine(module, engine.run))
+    module_main.run(AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs()), engine.run)
 
 
 if __name__ == "__main__":

@@ -26,11 +26,8 @@ description:
     tenants the rules find there (RV(discovered)) and what is unprotected (RV(unprotected)), a listed or discovered
     tenant without a complete artifact within its RPO (O(max_age)), or a database or schema that no listed tenant and
     no rule covers, or whose name is invalid or taken. Without O(discover) the server is not contacted.
-author:
-  - Lifeboat maintainers (@lifeboat)
-extends_documentation_fragment:
-  - lifeboat.backup.connection.login
-  - lifeboat.backup.s3
+author: [Lifeboat maintainers (@lifeboat)]
+extends_documentation_fragment: [lifeboat.backup.connection.login, lifeboat.backup.s3]
 attributes:
   check_mode:
     support: full
@@ -251,8 +248,7 @@ from ansible_collections.lifeboat.backup.plugins.module_utils import module_main
 
 
 def main():
-    module = AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs())
-    module_main.exit_with(module, module_main.run_engine(module, engine.run))
+    module_main.run(AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs()), engine.run)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,8 @@ description:
     free, so the files of a running backup are never touched. A tenant whose lock is held is skipped for the run.
   - Deletes the manifest first, then the artifact, then its verify record, so that an interrupted prune never leaves
     an artifact that looks complete; orphaned manifests and records are removed by the next run.
-author:
-  - Lifeboat maintainers (@lifeboat)
-extends_documentation_fragment:
-  - lifeboat.backup.s3
+author: [Lifeboat maintainers (@lifeboat)]
+extends_documentation_fragment: [lifeboat.backup.s3]
 attributes:
   check_mode:
     support: full
@@ -145,9 +143,7 @@ def _diff(result):
 
 
 def main():
-    module = AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs())
-    result = module_main.run_engine(module, engine.run)
-    module_main.exit_with(module, result, diff=_diff)
+    module_main.run(AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs()), engine.run, diff=_diff)
 
 
 if __name__ == "__main__":

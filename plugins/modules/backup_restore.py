@@ -30,12 +30,8 @@ description:
     C(pg_restore --jobs) needs a seekable file.
   - With O(globals_artifact), the server's roles are restored first (from a C(pg_dumpall --globals-only)
     artifact, in one transaction), so that O(privileges=true) can restore the tenant's grants.
-author:
-  - Lifeboat maintainers (@lifeboat)
-extends_documentation_fragment:
-  - lifeboat.backup.connection
-  - lifeboat.backup.s3
-  - lifeboat.backup.tenant
+author: [Lifeboat maintainers (@lifeboat)]
+extends_documentation_fragment: [lifeboat.backup.connection, lifeboat.backup.s3, lifeboat.backup.tenant]
 attributes:
   check_mode:
     support: full
@@ -371,8 +367,7 @@ def _diff(result):
 
 
 def main():
-    module = AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs())
-    module_main.exit_with(module, module_main.run_engine(module, engine.run), diff=_diff)
+    module_main.run(AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs()), engine.run, diff=_diff)
 
 
 if __name__ == "__main__":

@@ -23,11 +23,8 @@ description:
   - A FAIL fails the task with a message naming the failed checks, unless O(fail_on_error=false).
   - Also verifies legacy plain dumps matched by O(legacy_glob) (for example C(/var/backups/acme-*.sql), optionally
     C(.age)). The newest match is loaded into a scratch SQLite or PostgreSQL target; the manifest checks are skipped.
-author:
-  - Lifeboat maintainers (@lifeboat)
-extends_documentation_fragment:
-  - lifeboat.backup.connection
-  - lifeboat.backup.s3
+author: [Lifeboat maintainers (@lifeboat)]
+extends_documentation_fragment: [lifeboat.backup.connection, lifeboat.backup.s3]
 attributes:
   check_mode:
     support: full

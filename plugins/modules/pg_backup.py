@@ -21,14 +21,8 @@ description:
     sizes, row counts, recipients' public keys, versions) is written last. A failure at any point leaves no
     artifact under its final name and no manifest.
   - A lock in the tenant's folder keeps two backups of one tenant from overlapping.
-author:
-  - Lifeboat maintainers (@lifeboat)
-extends_documentation_fragment:
-  - lifeboat.backup.connection
-  - lifeboat.backup.repository
-  - lifeboat.backup.s3
-  - lifeboat.backup.s3.storage
-  - lifeboat.backup.tenant
+author: [Lifeboat maintainers (@lifeboat)]
+extends_documentation_fragment: [lifeboat.backup.connection, lifeboat.backup.repository, lifeboat.backup.s3, lifeboat.backup.s3.storage, lifeboat.backup.tenant]
 attributes:
   check_mode:
     support: full

@@ -26,10 +26,8 @@ description:
   - With O(min_retention_days), a rule that would expire backups sooner than the retention the collection keeps is
     refused, naming both numbers.
   - Nothing is written when anything is refused.
-author:
-  - Lifeboat maintainers (@lifeboat)
-extends_documentation_fragment:
-  - lifeboat.backup.s3
+author: [Lifeboat maintainers (@lifeboat)]
+extends_documentation_fragment: [lifeboat.backup.s3]
 attributes:
   check_mode:
     support: full
@@ -291,8 +289,7 @@ from ansible_collections.lifeboat.backup.plugins.module_utils import module_main
 
 
 def main():
-    module = AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs())
-    module_main.exit_with(module, module_main.run_engine(module, engine.run))
+    module_main.run(AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs()), engine.run)
 
 
 if __name__ == "__main__":

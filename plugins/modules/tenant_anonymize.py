@@ -32,12 +32,8 @@ description:
   - With O(repository), reports which backup artifacts of the tenant were taken before the cut-off, and so still
     hold personal data past it, and, with O(retention_days), when rotation removes them.
   - Results hold counts, never row data, and never the HMAC secret.
-author:
-  - Lifeboat maintainers (@lifeboat)
-extends_documentation_fragment:
-  - lifeboat.backup.connection
-  - lifeboat.backup.s3
-  - lifeboat.backup.tenant
+author: [Lifeboat maintainers (@lifeboat)]
+extends_documentation_fragment: [lifeboat.backup.connection, lifeboat.backup.s3, lifeboat.backup.tenant]
 attributes:
   check_mode:
     support: full
@@ -315,8 +311,7 @@ def _diff(result, check_mode):
 
 def main():
     module = AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs())
-    result = module_main.run_engine(module, engine.run)
-    module_main.exit_with(module, result, diff=lambda r: _diff(r, module.check_mode))
+    module_main.run(module, engine.run, diff=lambda result: _diff(result, module.check_mode))
 
 
 if __name__ == "__main__":
