@@ -32,6 +32,12 @@ LOGIN = dict(
 # ... and where its client tools are: lifeboat.backup.connection
 CONNECTION = dict(LOGIN, pg_bin_dir=dict(type="path"))
 
+# Who decrypts: an age identity or SSH private key, or a file of them (each module documents its own)
+IDENTITY = dict(
+    identity=dict(type="str", no_log=True),
+    identity_file=dict(type="path"),
+)
+
 # lifeboat.backup.repository
 REPOSITORY = dict(
     repository=dict(type="str", required=True),

@@ -27,16 +27,12 @@ SPEC = argspec.ArgumentSpec(argspec.merged(
     argspec.S3_CONNECTION,
     repository=dict(type="str", required=True),
     tenant=dict(type="str"),
-    keep_last=dict(type="int"),
-    keep_daily=dict(type="int"),
-    keep_weekly=dict(type="int"),
-    keep_monthly=dict(type="int"),
-    keep_yearly=dict(type="int"),
     max_age_days=dict(type="int"),
     max_total_size=dict(type="str"),
     incomplete_grace=dict(type="str", default="1d"),
     lock_timeout=dict(type="int", default=0),
     report=dict(type="path"),
+    **dict((rule, dict(type="int")) for rule in KEEP_RULES)
 ), engine_only=argspec.S3_STORAGE)
 OPTIONS = SPEC.defaults()
 

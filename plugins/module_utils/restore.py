@@ -36,10 +36,9 @@ SPEC = argspec.ArgumentSpec(
         argspec.TENANT,
         argspec.CONNECTION,
         argspec.S3_CONNECTION,  # read-side options only
+        argspec.IDENTITY,
         repository=dict(type="str"),
         artifact=dict(type="str", default="latest"),
-        identity=dict(type="str", no_log=True),
-        identity_file=dict(type="path"),
         target_database=dict(type="str"),
         target_path=dict(type="path"),
         force=dict(type="bool", default=False),

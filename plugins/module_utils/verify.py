@@ -42,11 +42,10 @@ CLOCK_SKEW = 300  # seconds: a stamp further in the future is a clock problem (a
 SPEC = argspec.ArgumentSpec(argspec.merged(
     argspec.CONNECTION,
     argspec.S3_CONNECTION,
+    argspec.IDENTITY,
     repository=dict(type="str"),
     tenant=dict(type="str"),
     artifact=dict(type="str", default="latest"),
-    identity=dict(type="str", no_log=True),
-    identity_file=dict(type="path"),
     tmp_dir=dict(type="path"),
     max_age=dict(type="str"),
     size_anomaly_ratio=dict(type="float", default=0.5),
