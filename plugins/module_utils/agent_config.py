@@ -25,6 +25,7 @@ import re
 import shlex
 
 from . import discovery, naming
+from ._s3.options import S3_OPTIONS, agent_key
 from .errors import LifeboatError, MissingDependency
 
 try:
@@ -196,17 +197,9 @@ CONNECTION = {
     "pg_bin_dir": abs_path,
 }
 
-S3 = {
-    "endpoint_url": url,
-    "region": string,
-    "access_key": string,
-    "secret_key": string,
-    "secret_key_file": abs_path,
-    "session_token": string,
-    "storage_class": string,
-    "sse": string,
-    "sse_kms_key_id": string,
-}
+# The engines' S3 options by the agent's names (endpoint_url for s3_endpoint_url: _s3/options.py), and the file
+# that holds the secret key.
+S3 = dict([(agent_key(option), string) for option in S3_OPTIONS], endpoint_url=url, secret_key_file=abs_path)
 
 RETENTION = {
     "daily": integer(0, 3660),

@@ -34,7 +34,7 @@ from . import anonymize_pg, anonymize_sqlite, argspec, naming
 from . import anonymize_scrub as scrub
 from .anonymize_rules import is_int, parse_rules, q
 from .errors import LifeboatError
-from .repository import S3_CONNECTION_OPTIONS, open_repository
+from .repository import open_repository, s3_options
 
 DEFAULT_DAYS = 30
 DAYS_ENV = "PII_DAYS"
@@ -179,7 +179,7 @@ class Request(object):
             )
         self.repository = None
         if p["repository"]:
-            s3 = dict((k, p[k]) for k in S3_CONNECTION_OPTIONS if p[k] is not None)
+            s3 = s3_options(p, connection_only=True)
             if s3 and not p["repository"].startswith("s3://"):
                 raise LifeboatError("%s applies to s3:// repositories only." % sorted(s3)[0], option=sorted(s3)[0])
             self.repository = open_repository(p["repository"], create=False, **s3)

@@ -18,7 +18,7 @@ import time
 from . import argspec, crypto, large_objects, manifest, naming, pipeline, postgres, schema_pass
 from . import sqlite as sqlite_engine
 from .errors import LifeboatError
-from .repository import S3_OPTIONS, describe_os_error, open_repository, unique_stamp
+from .repository import describe_os_error, open_repository, s3_options, unique_stamp
 from .tools import Tool
 
 BACKUP_APP = "lifeboat-backup"  # application_name of the snapshot's connection; pg_dump's adds "-pg_dump"
@@ -134,7 +134,7 @@ class BackupRequest(object):
                 "that artifacts are encrypted, or set allow_unencrypted: true to store plaintext on purpose.",
                 option="recipients",
             )
-        self.repository = open_repository(p["repository"], **dict((k, p[k]) for k in S3_OPTIONS if p[k] is not None))
+        self.repository = open_repository(p["repository"], **s3_options(p))
         self.conn = postgres.Connection.from_params(p)
         self.jobs = []
         if self.members is not None:

@@ -24,7 +24,7 @@ import os
 
 from . import argspec, discovery, naming, selection
 from .errors import LifeboatError
-from .repository import S3_CONNECTION_OPTIONS, open_repository
+from .repository import open_repository, s3_options
 
 # The options of backup_info (see argspec.py)
 SPEC = argspec.ArgumentSpec(argspec.merged(
@@ -121,8 +121,8 @@ def run(params, check_mode=False):
     for t in wanted or []:
         naming.validate_repo_tenant(t, option="tenants")
     rules = discovery.check_rules(p["discover"], "discover") if p["discover"] is not None else None
-    repo = open_repository(p["repository"], create=False, **dict((k, p[k]) for k in S3_CONNECTION_OPTIONS if p[k] is not None))
-    if getattr(repo, "kind", "local") == "local" and not os.path.isdir(repo.root) and p["discover"] is None:
+    repo = open_repository(p["repository"], create=False, **s3_options(p, connection_only=True))
+    if repo.is_local and not os.path.isdir(repo.root) and p["discover"] is None:
         # With discover, a repository no backup has created yet is empty: every tenant is unprotected.
         raise LifeboatError("The repository %s does not exist (or is not a folder): check repository."
                             % repo.root, option="repository")
@@ -142,7 +142,7 @@ def run(params, check_mode=False):
     result = {
         "changed": False,
         "repository": str(repo),
-        "repository_kind": getattr(repo, "kind", "local"),
+        "repository_kind": repo.kind,
         "tenants": tenants,
         "tenant_names": names,
         "missing": missing,

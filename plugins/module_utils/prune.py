@@ -18,7 +18,7 @@ import re
 from . import argspec, naming, selection
 from .errors import LifeboatError, LockBusy
 from .files import atomic_write_json
-from .repository import S3_OPTIONS, open_repository
+from .repository import open_repository, s3_options
 
 KEEP_RULES = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
 
@@ -256,7 +256,7 @@ def run(params, check_mode=False, now=None):
     lock_timeout = naming.parse_duration(p["lock_timeout"], "lock_timeout") or 0
     if p["tenant"] is not None:
         naming.validate_repo_tenant(p["tenant"])
-    repo = open_repository(p["repository"], create=False, **dict((k, p[k]) for k in S3_OPTIONS if p[k] is not None))
+    repo = open_repository(p["repository"], create=False, **s3_options(p))
     now = now or naming.utcnow()
     tenants = [p["tenant"]] if p["tenant"] else repo.tenants()
     report = {"repository": str(repo), "policy": policy.describe(), "checked_at": naming.iso(now),

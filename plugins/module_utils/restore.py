@@ -28,7 +28,7 @@ import time
 
 from . import argspec, crypto, manifest, naming, postgres, restore_guard, restore_pg, restore_sqlite, selection, shared_part
 from .errors import LifeboatError
-from .repository import S3_CONNECTION_OPTIONS, LocalRepository, open_repository
+from .repository import LocalRepository, open_repository, s3_options
 
 # The options of backup_restore and of the agent's restore (see argspec.py)
 SPEC = argspec.ArgumentSpec(
@@ -162,7 +162,7 @@ class RestoreRequest(object):
                 option="allow_create_in_dump",
             )
         self.conn = postgres.Connection.from_params(p)
-        self.s3 = dict((k, p[k]) for k in S3_CONNECTION_OPTIONS if p[k] is not None)
+        self.s3 = s3_options(p, connection_only=True)
 
 
 # -- artifacts --------------------------------------------------------------------

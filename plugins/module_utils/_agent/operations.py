@@ -93,7 +93,7 @@ def cmd_restore(args, config, log):
         params["keep_safety_copy"] = False
     if args.jobs:
         params["jobs"] = args.jobs
-    params.update(s3_params(config))
+    params.update(s3_params(config, connection_only=True))  # restore only reads
     job = make_job(args.tenant_name, engine.run, filter_params(engine, params, "restore"), summarize_restore,
                    check_mode=args.check)
     session = Session(args, config, "restore", log)

@@ -11,7 +11,8 @@ import os
 from .. import naming
 from ..agent_runner import Job
 from ..errors import LifeboatError
-from ..repository import S3_CONNECTION_OPTIONS, open_repository
+from .._s3.options import from_agent
+from ..repository import open_repository
 
 
 CREDENTIAL_DEFAULT = "age-identity"
@@ -35,13 +36,11 @@ def connection_params(conn, key="connection"):
     return out
 
 
-def s3_params(config):
+def s3_params(config, connection_only=False):
+    """The engines' S3 options from the ``s3`` settings (``endpoint_url`` -> ``s3_endpoint_url``, s3.from_agent);
+    ``connection_only`` for the engines that only read (restore)."""
     s3 = config["s3"] or {}
-    out = {}
-    for key in ("endpoint_url", "region", "access_key", "secret_key", "session_token", "storage_class", "sse",
-                "sse_kms_key_id"):
-        if s3.get(key) is not None:
-            out["s3_" + key] = s3[key]
+    out = from_agent(s3, connection_only)
     if s3.get("secret_key_file"):
         out["s3_secret_key"] = _read_secret_file(s3["secret_key_file"], "s3.secret_key_file")
     return out
@@ -167,7 +166,7 @@ def credential_path(config, environ=None):
 
 
 def repo_options(config):
-    return dict((k, v) for k, v in s3_params(config).items() if k in S3_CONNECTION_OPTIONS)
+    return s3_params(config, connection_only=True)
 
 
 def repository_tenants(config):
