@@ -11,13 +11,20 @@ backup. One tenant's failure does not stop the others: it is reported in
 ``failed_tenants`` (and the module fails after the others are written).
 """
 
+import concurrent.futures
 import fnmatch
+import queue
+import threading
 import time
 
 from . import backup, large_objects, naming, pgarchive, pipeline, postgres, schema_pass
 from .errors import LifeboatError
+from .spool import Budget, Spool, Stopped
+from .tools import Tool
 
 LOCK_SHARE = 2  # one pg_dump may lock at most capacity / LOCK_SHARE relations
+SPOOL_BYTES = 32 << 20  # split archives read ahead of their artifacts' writes, at the most
+WRITERS = 3  # artifacts of a pass written at once (their fsyncs overlap the others' encryption)
 
 
 def run(params, check_mode=False, progress=None, now=None):
@@ -128,9 +135,7 @@ class Pass(object):
             try:
                 if shared_job is not None:
                     self._shared(shared_job, facts)
-                groups = schema_pass.groups_within(tenant_order, facts, self.budget)
-                for group in groups:
-                    self._group(group, jobs, depends)
+                self._tenant_groups(schema_pass.groups_within(tenant_order, facts, self.budget), jobs, depends)
             finally:
                 self.counter.cancel()
         for job, action, reason, fresh in self.steps:
@@ -197,57 +202,54 @@ class Pass(object):
 
     # -- tenant groups -------------------------------------------------------------------------------
 
-    def _group(self, schemas, jobs, depends):
-        """One pg_dump -n for ``schemas``, split into one artifact each; what fails is retried alone."""
+    def _tenant_groups(self, groups, jobs, depends):
+        """Every group's pg_dump -n, split into one artifact a schema; what fails is retried alone, last.
+
+        The groups' pg_dump runs go one after another in a thread of their own (``_Dumper``), which
+        splits each stream into in-memory spools ahead of the artifacts' writes, within
+        ``SPOOL_BYTES``: while ``WRITERS`` threads encrypt and publish one group's artifacts (each
+        under its tenant's lock, as a single backup), the next group's pg_dump reads the catalog
+        (server-side work). Only one pg_dump runs at a time, so the lock budget holds; the schemas
+        done alone (interleaved data, a failed stream or write) wait until the dumper is done.
+        """
         tenant_of = dict((s, t) for t, s in self.req.members)
-        pending = list(schemas)
-        if len(schemas) > 1:
-            pending = self._split(schemas, jobs, depends, tenant_of)
-        for schema in pending:
-            tenant = tenant_of[schema]
-            job = jobs[tenant][0]
+        alone = []
+
+        def write(spool, group_size):
+            job = jobs[tenant_of[spool.name]][0]
+            job.store = self._reader_store(spool.name, spool, group_size)
+            job.extra = self._extra(spool.name, depends)
+            if self._write(job) is not None:
+                return None
+            spool.abandon()
+            self._unfail(job.tenant)  # it gets its own pg_dump, below
+            return spool.name
+
+        dumper = _Dumper(self, groups)
+        dumper.start()
+        pool = concurrent.futures.ThreadPoolExecutor(WRITERS, thread_name_prefix="lifeboat-pass-write")
+        futures = []
+        try:
+            for event in dumper.events():
+                if event[0] == "alone":
+                    alone.extend(event[1])
+                    if event[2]:
+                        self.result.setdefault("warnings", []).append(event[2])
+                else:
+                    futures.append(pool.submit(write, event[1], event[2]))
+            for future in futures:
+                schema = future.result()
+                if schema is not None:
+                    alone.append(schema)
+        finally:
+            dumper.stop()
+            pool.shutdown(wait=True)
+        self.result["spool_peak_bytes"] = dumper.budget.peak
+        for schema in alone:
+            job = jobs[tenant_of[schema]][0]
             job.store = self._single_store(schema)
             job.extra = self._extra(schema, depends)
             self._write(job)
-
-    def _split(self, schemas, jobs, depends, tenant_of):
-        """Returns the schemas still to do (alone): those whose data interleave, or left by a failure."""
-        argv = self._dump_argv() + ["--schema=" + postgres.schema_pattern(s) for s in schemas]
-        what = "pg_dump of %d schemas of database %r" % (len(schemas), self.req.database)
-        tool = backup._Tool(argv, self.req.conn.env(backup.BACKUP_APP + "-pg_dump"))
-        self.runs += 1
-        done = set()
-        try:
-            head = pgarchive.read_head(tool.proc.stdout)
-            owners = pgarchive.owners(head.entries, set(schemas))
-            alone = pgarchive.interleaved(head.entries, owners)
-            wanted = [s for s in schemas if s not in alone]
-            splitter = pgarchive.Splitter(tool.proc.stdout, head, owners, wanted)
-            for schema, reader in splitter.outputs():
-                tenant = tenant_of[schema]
-                job = jobs[tenant][0]
-                job.store = self._reader_store(schema, reader, len(schemas))
-                job.extra = self._extra(schema, depends)
-                done.add(schema)
-                if self._write(job) is None:
-                    # The stream is not trustworthy past a failed tenant: it and the rest go alone.
-                    done.discard(schema)
-                    self._unfail(tenant)
-                    break
-            else:
-                splitter.drain()
-                tool.finish(what)
-        except LifeboatError as e:
-            if tool.proc.poll() is not None and tool.proc.returncode:
-                try:
-                    tool.finish(what)
-                except LifeboatError as tool_error:
-                    e = tool_error
-            self.result.setdefault("warnings", []).append(
-                "%s stopped (%s); the schemas it had not written were backed up one by one." % (what, e))
-        finally:
-            tool.kill()
-        return [s for s in schemas if s not in done]
 
     def _reader_store(self, schema, reader, group_size):
         def store(writer):
@@ -360,3 +362,98 @@ def _lock_message(req, what, need, budget):
             "(%d, half of the server's lock table: max_locks_per_transaction x (max_connections + "
             "max_prepared_transactions)). Raise max_locks_per_transaction on %s and restart it."
             % (what, req.database, need, budget, req.conn.server))
+
+
+class _Dumper(threading.Thread):
+    """The groups' pg_dump runs, one at a time, each split into one ``Spool`` a schema as it streams.
+
+    ``events()`` yields, in order, ``("spool", spool, group_size)`` for each schema's archive
+    (to be read to its end, or abandoned) and ``("alone", schemas, warning)`` for the schemas
+    a group could not give (a group of one, interleaved data, or what a failed run left).
+    """
+
+    def __init__(self, owner, groups):
+        super(_Dumper, self).__init__(name="lifeboat-pass-dump")
+        self.daemon = True
+        self.owner = owner
+        self.groups = [list(g) for g in groups]
+        self.budget = Budget(SPOOL_BYTES)
+        self._queue = queue.Queue()
+        self._tool = None
+        self._stopping = False
+
+    def events(self):
+        while True:
+            event = self._queue.get()
+            if event[0] == "end":
+                return
+            if event[0] == "crash":
+                raise event[1]
+            yield event
+
+    def stop(self):
+        self._stopping = True
+        self.budget.stop()
+        tool = self._tool
+        if tool is not None:
+            tool.kill()
+        self.join(30)
+
+    def run(self):
+        try:
+            for schemas in self.groups:
+                if self._stopping:
+                    break
+                if len(schemas) == 1:
+                    self._queue.put(("alone", schemas, None))
+                else:
+                    self._group(schemas)
+        except Stopped:
+            pass
+        except BaseException as e:  # handed to the consumer by events()
+            self._queue.put(("crash", e))
+        finally:
+            self._queue.put(("end",))
+
+    def _group(self, schemas):
+        owner = self.owner
+        argv = owner._dump_argv() + ["--schema=" + postgres.schema_pattern(s) for s in schemas]
+        what = "pg_dump of %d schemas of database %r" % (len(schemas), owner.req.database)
+        tool = self._tool = Tool.reading(argv, owner.req.conn.env(backup.BACKUP_APP + "-pg_dump"))
+        owner.runs += 1
+        given = set()
+        spool = None
+        try:
+            head = pgarchive.read_head(tool.proc.stdout)
+            owners = pgarchive.owners(head.entries, set(schemas))
+            mixed = pgarchive.interleaved(head.entries, owners)
+            wanted = [s for s in schemas if s not in mixed]
+            splitter = pgarchive.Splitter(tool.proc.stdout, head, owners, wanted)
+            for schema, reader in splitter.outputs():
+                spool = Spool(schema, self.budget)
+                given.add(schema)
+                self._queue.put(("spool", spool, len(schemas)))
+                for chunk in iter(lambda r=reader: r.read(pipeline.CHUNK), b""):
+                    spool.put(chunk)
+                spool.finish()
+                spool = None
+            splitter.drain()
+            tool.finish(what)
+            warning = None
+        except LifeboatError as e:
+            if tool.proc.poll() is not None and tool.proc.returncode:
+                try:
+                    tool.finish(what)
+                except LifeboatError as tool_error:
+                    e = tool_error
+            if spool is not None:
+                spool.fail(e)  # its write fails, and the consumer gives it a pg_dump of its own
+            warning = "%s stopped (%s); the schemas it had not written were backed up one by one." % (what, e)
+        except BaseException as e:
+            if spool is not None:
+                spool.fail(e)  # the consumer must not wait for a spool that will never end
+            raise
+        finally:
+            self._tool = None
+            tool.kill()
+        self._queue.put(("alone", [s for s in schemas if s not in given], warning))
