@@ -13,29 +13,25 @@ the newest complete artifact is fresher than ``max_age``; and the size is
 not far below the previous artifacts' (a WARN). The result is recorded
 beside the artifact as ``<tenant>-<stamp>.verify.json``, which prune and
 dr_restore read.
+
+The checks themselves live in the private package ``_verify``: ``checks`` (a check, the
+queries, row counts, a tenant's report), ``restores`` (the scratch restores) and
+``legacy`` (legacy plain dumps).
 """
 
-import glob
 import os
-import secrets
 import socket
-import sqlite3
 import statistics
-import subprocess
-import tarfile
-import time
 
-from . import argspec, crypto, large_objects, manifest as manifest_mod, naming, pipeline, postgres, selection, shared_part
-from . import sqlite as sqlite_engine
+from . import argspec, crypto, manifest as manifest_mod, naming, postgres, selection
+from ._verify.checks import FAIL, PASS, SKIP, WARN, Check, skip, tenant_report, validate_queries
+from ._verify.legacy import verify_legacy
+from ._verify.restores import DecodeFailed, decode_only, hash_only, restore_pg, restore_sqlite
 from .errors import LifeboatError
 from .files import atomic_write_json
 from .repository import S3_OPTIONS, LocalRepository, open_repository
-from .restore_common import PipeSink, PrivateDir, compare_counts
-from .scratch import Janitor
-from .tools import Tool, redact
 from .version import TOOL_VERSION
 
-PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
 CLOCK_SKEW = 300  # seconds: a stamp further in the future is a clock problem (as in backup.py)
 
 # The options of backup_verify and of the agent's verify (see argspec.py); the agent passes every S3 option.
@@ -65,28 +61,6 @@ SPEC = argspec.ArgumentSpec(argspec.merged(
 OPTIONS = SPEC.defaults()
 
 
-class Check(object):
-    def __init__(self, name):
-        self.name = name
-        self.status = None
-        self.detail = ""
-        self.t0 = time.monotonic()
-        self.seconds = 0.0
-
-    def done(self, status, detail=""):
-        self.status = status
-        self.detail = detail
-        self.seconds = round(time.monotonic() - self.t0, 3)
-        return self
-
-    def as_dict(self):
-        return {"name": self.name, "status": self.status, "seconds": self.seconds, "detail": self.detail}
-
-
-def _skip(name, why):
-    return Check(name).done(SKIP, why)
-
-
 class Context(object):
     def __init__(self, params, now):
         p = SPEC.resolve(params)
@@ -98,7 +72,7 @@ class Context(object):
             raise LifeboatError("Invalid size_anomaly_ratio %r: a fraction such as 0.5 (0 turns the check off)."
                                 % (ratio,), option="size_anomaly_ratio")
         self.ratio = float(ratio)
-        self.queries = _validate_queries(p["queries"])
+        self.queries = validate_queries(p["queries"])
         self.conn = postgres.Connection.from_params(p)
         if p["legacy_engine"] not in ("sqlite", "postgresql"):
             raise LifeboatError("Unknown legacy_engine %r: use sqlite or postgresql." % (p["legacy_engine"],),
@@ -112,58 +86,6 @@ class Context(object):
         if self._identities is None:
             self._identities = crypto.load_identities(self.p["identity"], self.p["identity_file"])
         return self._identities
-
-
-def _validate_queries(queries):
-    out = []
-    for i, q in enumerate(queries or []):
-        where = "queries[%d]" % i
-        if isinstance(q, str):
-            q = {"query": q, "min": 1}
-        if not isinstance(q, dict) or not isinstance(q.get("query"), str) or not q["query"].strip():
-            raise LifeboatError("%s must be a dict with a query (SQL returning one number) and min, max or equals."
-                                % where, option="queries")
-        unknown = sorted(set(q) - {"query", "min", "max", "equals", "name"})
-        if unknown:
-            raise LifeboatError("%s has unknown key(s) %s: use query, min, max, equals, name." % (where, ", ".join(unknown)),
-                                option="queries")
-        if ";" in q["query"].strip().rstrip(";"):
-            raise LifeboatError("%s must be a single SQL statement." % where, option="queries")
-        for k in ("min", "max", "equals"):
-            if k in q and (not isinstance(q[k], (int, float)) or isinstance(q[k], bool)):
-                raise LifeboatError("%s.%s must be a number." % (where, k), option="queries")
-        if not any(k in q for k in ("min", "max", "equals")):
-            raise LifeboatError("%s needs an expectation: min, max or equals." % where, option="queries")
-        out.append(q)
-    return out
-
-
-def _expect(q, value):
-    problems = []
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return "returned %r, not a number" % (value,)
-    if "min" in q and value < q["min"]:
-        problems.append("%s < min %s" % (value, q["min"]))
-    if "max" in q and value > q["max"]:
-        problems.append("%s > max %s" % (value, q["max"]))
-    if "equals" in q and value != q["equals"]:
-        problems.append("%s != %s" % (value, q["equals"]))
-    return "; ".join(problems) or None
-
-
-def _run_queries(ctx, execute):
-    """One check per query; ``execute(sql)`` returns the single value."""
-    checks = []
-    for i, q in enumerate(ctx.queries):
-        c = Check("query %s" % q.get("name", i))
-        try:
-            value = execute(q["query"])
-        except Exception as e:  # a broken query is a FAIL of that check, not a crash
-            checks.append(c.done(FAIL, "the query failed: %s" % postgres.first_line(str(e))))
-            continue
-        problem = _expect(q, value)
-        checks.append(c.done(FAIL if problem else PASS, problem or "returned %s" % value))
-    return checks
 
 
 # -- artifacts in a repository ------------------------------------------------------------------
@@ -235,7 +157,7 @@ def verify_artifact(ctx, repo, tenant, name):
         if not complete:
             c = Check("manifest").done(FAIL, "tenant %s has no complete artifact (none with a manifest) in %s"
                                        % (tenant, repo) + ("; %d incomplete" % len(arts) if arts else ""))
-            return _tenant_report(tenant, None, [c] + _freshness(ctx, complete)), None
+            return tenant_report(tenant, None, [c] + _freshness(ctx, complete)), None
         art = complete[-1]
     else:
         found = [a for a in arts if a["name"] == name]
@@ -257,10 +179,10 @@ def verify_artifact(ctx, repo, tenant, name):
     if doc is not None:
         checks += _content_checks(ctx, repo, tenant, art, doc)
     else:
-        checks += [_skip(n, "no usable manifest") for n in ("checksum", "decrypt", "restore", "row_counts")]
+        checks += [skip(n, "no usable manifest") for n in ("checksum", "decrypt", "restore", "row_counts")]
     checks += _freshness(ctx, complete)
     checks += _size_anomaly(ctx, repo, tenant, art, complete, doc)
-    return _tenant_report(tenant, repo.location(tenant, art["name"]), checks), (art, doc)
+    return tenant_report(tenant, repo.location(tenant, art["name"]), checks), (art, doc)
 
 
 def _content_checks(ctx, repo, tenant, art, doc):
@@ -274,23 +196,23 @@ def _content_checks(ctx, repo, tenant, art, doc):
     sizes = None
     try:
         if fmt == "pgdump":
-            sizes, restore, extra = _restore_pg(ctx, repo, tenant, art, doc, identities, compressed)
+            sizes, restore, extra = restore_pg(ctx, repo, tenant, art, doc, identities, compressed)
         elif fmt == "sqlite":
-            sizes, restore, extra = _restore_sqlite(ctx, repo, tenant, art, doc, identities, compressed)
+            sizes, restore, extra = restore_sqlite(ctx, repo, tenant, art, doc, identities, compressed)
         else:
-            sizes, restore, extra = _decode_only(ctx, repo, tenant, art, fmt, identities, compressed)
+            sizes, restore, extra = decode_only(ctx, repo, tenant, art, fmt, identities, compressed)
         checks.append(c_dec.done(PASS, "age%s" % (" + zstd" if compressed else "") if encrypted else
                                  ("zstd" if compressed else "stored as plaintext")))
         if encrypted:
             checks.append(_recipients_check(doc, identities))
-    except _DecodeFailed as e:
+    except DecodeFailed as e:
         checks.append(c_dec.done(FAIL, str(e)))
-        restore = _skip("restore", "the artifact did not decrypt")
-        extra = [_skip("row_counts", "nothing restored")]
+        restore = skip("restore", "the artifact did not decrypt")
+        extra = [skip("row_counts", "nothing restored")]
     # checksum: from the pass when it read everything, else a separate hashing pass
     c_sum = Check("checksum")
     if sizes is None:
-        sizes = _hash_only(repo, tenant, art)
+        sizes = hash_only(repo, tenant, art)
     problems = []
     if sizes["sha256"] != doc["sha256"]:
         problems.append("SHA-256 of the stored bytes is %s, the manifest says %s" % (sizes["sha256"][:16], doc["sha256"][:16]))
@@ -316,204 +238,6 @@ def _recipients_check(doc, identities):
         return c.done(PASS, "the manifest lists the recipient whose identity decrypted it (of %d)" % len(listed))
     return c.done(FAIL, "the artifact decrypts with an identity whose public key the manifest does not list "
                         "(manifest lists %d recipient(s)): the manifest or the artifact was replaced" % len(listed))
-
-
-class _DecodeFailed(Exception):
-    pass
-
-
-def _load(repo, tenant, art, sink, identities, compressed):
-    src = repo.open_read(tenant, art["name"])
-    try:
-        return pipeline.load(src, sink, identities, compressed)
-    except LifeboatError as e:
-        raise _DecodeFailed(str(e))
-    finally:
-        src.close()
-
-
-def _hash_only(repo, tenant, art):
-    src = repo.open_read(tenant, art["name"])
-    try:
-        return pipeline.load(src, _Null(), None, False)
-    finally:
-        src.close()
-
-
-class _Null(object):
-    def write(self, data):
-        return len(data)
-
-    def flush(self):
-        pass
-
-
-def _counts_check(expected, actual):
-    c = Check("row_counts")
-    problems = compare_counts(expected, actual)
-    if problems:
-        return c.done(FAIL, "; ".join(problems[:5]) + (" (and %d more)" % (len(problems) - 5) if len(problems) > 5 else ""))
-    return c.done(PASS, "%d tables, %d rows, as in the manifest" % (len(actual), sum(actual.values())))
-
-
-def _restore_pg(ctx, repo, tenant, art, doc, identities, compressed):
-    server_major = 0
-    with Janitor() as janitor:
-        admin = ctx.conn.connect("postgres", app="lifeboat-verify", option="login_host")
-        try:
-            server_major = postgres.major(postgres.server_version(admin))
-            pg_restore, _v = postgres.find_binary("pg_restore", ctx.p["pg_bin_dir"], server_major)
-            scratch = naming.derived_name("v", tenant, art["stamp"], secrets.token_hex(4))
-            jid = janitor.register_database_of(ctx.conn, scratch, "lifeboat-verify-janitor")
-            from psycopg import sql
-            admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(scratch)))
-            admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                sql.Identifier(scratch), sql.Literal("lifeboat verify scratch of %s (pid %d on %s); safe to drop"
-                                                     % (art["name"], os.getpid(), socket.gethostname()))))
-            try:
-                first = []
-                if shared_part.is_schema_tenant(doc):
-                    first, ok = _restore_shared(ctx, pg_restore, scratch, repo, doc, identities)
-                    if not ok:
-                        return None, _skip("restore", "the shared part did not restore"), first
-                c = Check("restore")
-                sizes, failure = _pg_restore_into(ctx, pg_restore, scratch, repo, tenant, art, identities, compressed)
-                if failure or sizes is None:
-                    failure = failure or "pg_restore stopped reading the archive"
-                    restored_shared = any(ch.status == PASS for ch in first)
-                    if not restored_shared and shared_part.is_schema_tenant(doc) and "does not exist" in failure:
-                        failure += (" -- the schema tenant needs the shared part of database %r (extensions, shared "
-                                    "tables and types), and the repository holds no %s artifact to restore first: back up the shared "
-                                    "part (pg_backup with schemas, or the agent, which does it with the schema tenants)"
-                                    % (doc["source"].get("database"), naming.shared_tenant(doc["source"].get("database"))))
-                    restore = c.done(FAIL, redact(failure))
-                    return sizes, restore, first + [_skip("row_counts", "the restore failed")]
-                restore = c.done(PASS, "pg_restore into scratch database %s on %s" % (scratch, ctx.conn.server))
-                with ctx.conn.connect(scratch, app="lifeboat-verify") as conn:
-                    actual = postgres.row_counts(conn, (doc.get("source") or {}).get("schema") or None,
-                                                 lift_forced_rls=True)
-                    extra = first + [_counts_check(doc["row_counts"], actual), _large_objects_check(conn, doc)]
-                    extra += _run_queries(ctx, lambda q: conn.execute(q).fetchone()[0])
-                return sizes, restore, extra
-            finally:
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
-                janitor.done(jid)
-        finally:
-            admin.close()
-
-
-def _large_objects_check(conn, doc):
-    """Every value of the columns that pointed to large objects at backup time points to one in the copy."""
-    c = Check("large_objects")
-    recorded = (doc.get("source") or {}).get("large_objects")
-    if not recorded:
-        return c.done(SKIP, "no column pointed to large objects at backup time (or the manifest predates the check)")
-    lost = large_objects.missing(conn, recorded)
-    if lost:
-        return c.done(FAIL, "values of %s point to large objects that are not in the restored copy (%s)" % (
-            large_objects.describe(lost), (doc.get("source") or {}).get("large_objects_in")
-            or "a schema tenant needs its database's shared part, which holds them"))
-    return c.done(PASS, "%d column(s), %d large objects, all present" % (
-        len(recorded), sum(e.get("count", 0) for e in recorded)))
-
-
-def _pg_restore_into(ctx, pg_restore, dbname, repo, tenant, art, identities, compressed):
-    """Stream ``art`` into pg_restore for ``dbname``. Returns (sizes or None, failure text or None)."""
-    # --no-subscriptions: a scratch copy must never subscribe to (or block the drop with) a publisher's slot
-    argv = [pg_restore, "--format=custom", "--no-owner", "--no-privileges", "--no-subscriptions", "--no-password",
-            "--exit-on-error", "--dbname=" + ctx.conn.conninfo(dbname, "lifeboat-verify-pg_restore")]
-    tool = Tool(argv, ctx.conn.env("lifeboat-verify-pg_restore"), stdin=subprocess.PIPE)
-    sink = PipeSink(tool.proc.stdin)
-    try:
-        try:
-            sizes = _load(repo, tenant, art, sink, identities, compressed)
-        except OSError:
-            if not sink.broken:
-                raise
-            sizes = None
-        try:
-            tool.proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        tool.wait()
-        return sizes, tool.failure()
-    finally:
-        tool.close()
-
-
-def _restore_shared(ctx, pg_restore, scratch, repo, doc, identities):
-    """The shared part a schema tenant needs, into the scratch database first. Returns (checks, ok)."""
-    c = Check("shared_part")
-    try:
-        shared = shared_part.find(repo, doc)
-    except LifeboatError as e:
-        return [c.done(FAIL, str(e))], False
-    if shared is None:
-        return [c.done(SKIP, "no %s artifact in the repository; the tenant is restored alone"
-                       % naming.shared_tenant(doc["source"]["database"]))], True
-    if shared.encrypted and not identities:
-        identities = ctx.identities()
-    try:
-        sizes, failure = _pg_restore_into(ctx, pg_restore, scratch, repo, shared.tenant, shared.art, identities,
-                                          shared.compressed)
-    except _DecodeFailed as e:
-        return [c.done(FAIL, "the shared part %s did not decrypt: %s" % (shared.name, e))], False
-    if failure or sizes is None:
-        return [c.done(FAIL, "the shared part %s (%s) did not restore: %s" % (
-            shared.name, shared.how, redact(failure or "pg_restore stopped reading the archive")))], False
-    if sizes["sha256"] != shared.doc["sha256"]:
-        return [c.done(FAIL, "the shared part %s does not match its manifest's SHA-256" % shared.name)], False
-    return [c.done(PASS, "restored %s first (%s)" % (shared.name, shared.how))], True
-
-
-def _restore_sqlite(ctx, repo, tenant, art, doc, identities, compressed):
-    with Janitor() as janitor, PrivateDir(ctx.p["tmp_dir"], prefix="lifeboat-verify-") as tmp:
-        jid = janitor.register_dir(tmp.path)
-        path, out = tmp.new_file("scratch.sqlite")
-        try:
-            sizes = _load(repo, tenant, art, out, identities, compressed)
-        finally:
-            out.close()
-        c = Check("restore")
-        problems = sqlite_engine.integrity_check(path)
-        if problems != "ok":
-            janitor.done(jid)
-            return sizes, c.done(FAIL, "PRAGMA integrity_check: %s" % problems), [_skip("row_counts", "the restore failed")]
-        restore = c.done(PASS, "SQLite file in a private folder; PRAGMA integrity_check ok")
-        extra = [_counts_check(doc["row_counts"], sqlite_engine.table_row_counts(path))]
-        conn = sqlite3.connect(path)
-        try:
-            extra += _run_queries(ctx, lambda q: conn.execute(q).fetchone()[0])
-        finally:
-            conn.close()
-        janitor.done(jid)
-        return sizes, restore, extra
-
-
-def _decode_only(ctx, repo, tenant, art, fmt, identities, compressed):
-    with Janitor() as janitor, PrivateDir(ctx.p["tmp_dir"], prefix="lifeboat-verify-") as tmp:
-        jid = janitor.register_dir(tmp.path)
-        path, out = tmp.new_file("payload")
-        try:
-            sizes = _load(repo, tenant, art, out, identities, compressed)
-        finally:
-            out.close()
-        c = Check("restore")
-        if fmt == "tar":
-            try:
-                with tarfile.open(path, "r:") as tf:
-                    members = len(tf.getmembers())
-                result = c.done(PASS, "a readable tar bundle of %d members (not unpacked)" % members)
-            except tarfile.TarError as e:
-                result = c.done(FAIL, "not a readable tar bundle: %s" % e)
-        else:
-            with open(path, "rb") as f:
-                head = f.read(1 << 20)
-            ok = b"PostgreSQL database cluster dump" in head or b"CREATE ROLE" in head
-            result = c.done(PASS if ok else FAIL, "pg_dumpall --globals-only output (not applied to a server)" if ok
-                            else "does not look like pg_dumpall --globals-only output")
-        janitor.done(jid)
-        return sizes, result, [_skip("row_counts", "no tables in a %s artifact" % fmt)]
 
 
 def _freshness(ctx, complete):
@@ -559,106 +283,7 @@ def _size_anomaly(ctx, repo, tenant, art, complete, doc):
     return [c.done(PASS, "%d bytes of dump, %.0f%% of the median of the %d previous" % (raw, 100.0 * raw / typical, len(sizes)))]
 
 
-def _tenant_report(tenant, artifact, checks):
-    statuses = [c.status for c in checks]
-    status = FAIL if FAIL in statuses else PASS
-    return {"tenant": tenant, "artifact": artifact, "status": status,
-            "warnings": [c.name for c in checks if c.status == WARN],
-            "failed_checks": [c.name for c in checks if c.status == FAIL],
-            "checks": [c.as_dict() for c in checks]}
-
-
 # -- legacy plain dumps -----------------------------------------------------------------------------
-
-def verify_legacy(ctx):
-    pattern = ctx.p["legacy_glob"]
-    matches = [m for m in glob.glob(pattern) if os.path.isfile(m)]
-    if not matches:
-        c = Check("legacy_dump").done(FAIL, "no file matches %s" % pattern)
-        return _tenant_report(ctx.p["tenant"] or "legacy", None, [c])
-    newest = max(matches, key=lambda m: (os.path.getmtime(m), m))
-    checks = [_skip(n, "legacy dump: no manifest") for n in ("manifest", "checksum")]
-    with Janitor() as janitor, PrivateDir(ctx.p["tmp_dir"], prefix="lifeboat-verify-") as tmp:
-        jid = janitor.register_dir(tmp.path)
-        sql_path = newest
-        c = Check("decrypt")
-        if newest.endswith(".age"):
-            sql_path, out = tmp.new_file("dump.sql")
-            try:
-                with open(newest, "rb") as src:
-                    pipeline.load(src, out, ctx.identities(), False)
-                checks.append(c.done(PASS, "age"))
-            except LifeboatError as e:
-                checks.append(c.done(FAIL, str(e)))
-                janitor.done(jid)
-                return _tenant_report(ctx.p["tenant"] or "legacy", newest, checks)
-            finally:
-                out.close()
-        else:
-            checks.append(c.done(SKIP, "plain SQL"))
-        if ctx.p["legacy_engine"] == "sqlite":
-            checks += _legacy_sqlite(ctx, tmp, sql_path)
-        else:
-            checks += _legacy_pg(ctx, janitor, sql_path, newest)
-        janitor.done(jid)
-    return _tenant_report(ctx.p["tenant"] or "legacy", newest, checks)
-
-
-def _legacy_sqlite(ctx, tmp, sql_path):
-    c = Check("restore")
-    db = os.path.join(tmp.path, "scratch.sqlite")
-    conn = sqlite3.connect(db)
-    try:
-        with open(sql_path, "r", encoding="utf-8", errors="replace") as f:
-            conn.executescript(f.read())
-    except sqlite3.Error as e:
-        conn.close()
-        return [c.done(FAIL, "loading the dump into a scratch SQLite database failed: %s" % e)]
-    conn.close()
-    problems = sqlite_engine.integrity_check(db)
-    if problems != "ok":
-        return [c.done(FAIL, "PRAGMA integrity_check: %s" % problems)]
-    counts = sqlite_engine.table_row_counts(db)
-    checks = [c.done(PASS if counts else FAIL, "%d tables, %d rows loaded; PRAGMA integrity_check ok"
-                     % (len(counts), sum(counts.values())) if counts else "the dump created no table")]
-    checks.append(_skip("row_counts", "legacy dump: no manifest to compare with"))
-    conn = sqlite3.connect(db)
-    try:
-        checks += _run_queries(ctx, lambda q: conn.execute(q).fetchone()[0])
-    finally:
-        conn.close()
-    return checks
-
-
-def _legacy_pg(ctx, janitor, sql_path, original):
-    from psycopg import sql
-    c = Check("restore")
-    admin = ctx.conn.connect("postgres", app="lifeboat-verify", option="login_host")
-    scratch = naming.derived_name("v", "legacy", original, secrets.token_hex(4))
-    jid = janitor.register_database_of(ctx.conn, scratch, "lifeboat-verify-janitor")
-    try:
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(scratch)))
-        psql, _v = postgres.find_binary("psql", ctx.p["pg_bin_dir"], 0)
-        tool = Tool([psql, "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-f", sql_path,
-                     "--dbname=" + ctx.conn.conninfo(scratch, "lifeboat-verify-psql")], ctx.conn.env("lifeboat-verify-psql"))
-        try:
-            tool.wait()
-            failure = tool.failure()
-        finally:
-            tool.close()
-        if failure:
-            return [c.done(FAIL, redact(failure))]
-        with ctx.conn.connect(scratch, app="lifeboat-verify") as conn:
-            counts = postgres.row_counts(conn)
-            checks = [c.done(PASS if counts else FAIL, "%d tables, %d rows loaded" % (len(counts), sum(counts.values()))
-                             if counts else "the dump created no table")]
-            checks.append(_skip("row_counts", "legacy dump: no manifest to compare with"))
-            checks += _run_queries(ctx, lambda q: conn.execute(q).fetchone()[0])
-        return checks
-    finally:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
-        janitor.done(jid)
-        admin.close()
 
 
 # -- entry point --------------------------------------------------------------------------------------
@@ -673,7 +298,7 @@ def run(params, check_mode=False, now=None):
         for repo, tenant, name in _targets(ctx):
             if isinstance(name, LifeboatError):  # latest_verified found nothing for this tenant
                 c = Check("selection").done(FAIL, str(name))
-                report = _tenant_report(tenant, None, [c])
+                report = tenant_report(tenant, None, [c])
                 report.update(selected_by=selection.LATEST_VERIFIED, previously_verified_at=None)
                 reports.append(report)
                 continue
