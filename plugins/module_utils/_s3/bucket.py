@@ -124,11 +124,15 @@ def object_lock_to_aws(lock):
     return conf
 
 
-_MISSING = {
-    "lifecycle": ("NoSuchLifecycleConfiguration",),
-    "encryption": ("ServerSideEncryptionConfigurationNotFoundError",),
-    "public_access_block": ("NoSuchPublicAccessBlockConfiguration",),
-    "object_lock": ("ObjectLockConfigurationNotFoundError",),
+# How an aspect is read: (what, the client's method, the key of its answer, the AWS error code S3 answers when the
+# bucket never had it, the normalizer into the shape of the options).
+_READ = {
+    "encryption": ("the default encryption", "get_bucket_encryption", "ServerSideEncryptionConfiguration",
+                   "ServerSideEncryptionConfigurationNotFoundError", normalize_encryption),
+    "public_access_block": ("the public access block", "get_public_access_block", "PublicAccessBlockConfiguration",
+                            "NoSuchPublicAccessBlockConfiguration", normalize_public_access),
+    "object_lock": ("the object lock configuration", "get_object_lock_configuration", "ObjectLockConfiguration",
+                    "ObjectLockConfigurationNotFoundError", normalize_object_lock),
 }
 
 
@@ -173,7 +177,7 @@ class BucketSettings(object):
     def lifecycle(self):
         resp = self._call("Reading the lifecycle rules",
                           lambda: self.client.get_bucket_lifecycle_configuration(Bucket=self.bucket),
-                          _MISSING["lifecycle"])
+                          ("NoSuchLifecycleConfiguration",))
         if resp is None:
             return [], None
         return resp.get("Rules") or [], resp.get("TransitionDefaultMinimumObjectSize")
@@ -197,20 +201,20 @@ class BucketSettings(object):
         return self._call("Writing the versioning", lambda: self.client.put_bucket_versioning(
             Bucket=self.bucket, VersioningConfiguration={"Status": status}))
 
+    def _read(self, aspect):
+        what, method, key, missing, normalize = _READ[aspect]
+        resp = self._call("Reading " + what, lambda: getattr(self.client, method)(Bucket=self.bucket), (missing,))
+        return normalize((resp or {}).get(key))
+
     def encryption(self):
-        resp = self._call("Reading the default encryption",
-                          lambda: self.client.get_bucket_encryption(Bucket=self.bucket), _MISSING["encryption"])
-        return normalize_encryption((resp or {}).get("ServerSideEncryptionConfiguration"))
+        return self._read("encryption")
 
     def put_encryption(self, enc):
         return self._call("Writing the default encryption", lambda: self.client.put_bucket_encryption(
             Bucket=self.bucket, ServerSideEncryptionConfiguration=encryption_to_aws(enc)))
 
     def public_access(self):
-        resp = self._call("Reading the public access block",
-                          lambda: self.client.get_public_access_block(Bucket=self.bucket),
-                          _MISSING["public_access_block"])
-        return normalize_public_access((resp or {}).get("PublicAccessBlockConfiguration"))
+        return self._read("public_access_block")
 
     def put_public_access(self, block):
         if block:
@@ -221,10 +225,7 @@ class BucketSettings(object):
                           lambda: self.client.delete_public_access_block(Bucket=self.bucket))
 
     def object_lock(self):
-        resp = self._call("Reading the object lock configuration",
-                          lambda: self.client.get_object_lock_configuration(Bucket=self.bucket),
-                          _MISSING["object_lock"])
-        return normalize_object_lock((resp or {}).get("ObjectLockConfiguration"))
+        return self._read("object_lock")
 
     def put_object_lock(self, lock):
         return self._call("Writing the object lock configuration", lambda: self.client.put_object_lock_configuration(
