@@ -48,18 +48,12 @@ def validate_tenant(name, option="tenant"):
     """Return ``name`` if it is a valid tenant name, else raise a clear error."""
     if not isinstance(name, str) or not TENANT_RE.match(name):
         raise LifeboatError(
-            "Invalid %s %r: a tenant name must match ^[a-z0-9][a-z0-9_-]{0,62}$ "
+            "Invalid %s %r: a tenant name must match %s "
             "(lower-case letters, digits, '_' and '-', at most 63 characters, "
-            "starting with a letter or digit). Nothing was run." % (option, name),
+            "starting with a letter or digit). Nothing was run." % (option, name, TENANT_RE.pattern),
             option=option,
         )
-    if _DERIVED_RE.match(name):
-        raise LifeboatError(
-            "Invalid %s %r: names of the form lb_<letter>_<20 hex digits> are reserved for the scratch "
-            "and safety-copy databases lifeboat derives. Choose another tenant name." % (option, name),
-            option=option,
-        )
-    return name
+    return refuse_derived_name(name, option, "Choose another tenant name.")
 
 
 def is_globals_tenant(name):
@@ -202,12 +196,23 @@ def derived_name(kind, *parts):
     return "lb_%s_%s" % (kind, digest[:20])
 
 
-_DERIVED_RE = re.compile(r"^lb_[a-z]_[0-9a-f]{20}$")
+DERIVED_RE = re.compile(r"^lb_[a-z]_[0-9a-f]{20}$")
 
 
 def is_derived_name(name):
     """A scratch database, safety copy or kept schema lifeboat derived (``lb_<letter>_<20 hex>``)."""
-    return isinstance(name, str) and bool(_DERIVED_RE.match(name))
+    return isinstance(name, str) and bool(DERIVED_RE.match(name))
+
+
+def refuse_derived_name(name, option, instead):
+    """``name`` unless it has the form of a name lifeboat derives, which no tenant or target may take."""
+    if is_derived_name(name):
+        raise LifeboatError(
+            "Invalid %s %r: names of the form lb_<letter>_<20 hex digits> are reserved for the scratch "
+            "and safety-copy databases lifeboat derives. %s" % (option, name, instead),
+            option=option,
+        )
+    return name
 
 
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")

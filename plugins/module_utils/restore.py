@@ -23,7 +23,6 @@ would happen; ``run`` acts on the plan unless ``check_mode``.
 
 import json
 import os
-import re
 import time
 
 from . import argspec, crypto, manifest, naming, postgres, restore_guard, restore_pg, restore_sqlite, selection, shared_part
@@ -63,7 +62,7 @@ OPTIONS = SPEC.defaults()
 
 MAX_JOBS = 64
 MANIFEST_LIMIT = 4 << 20
-_DERIVED = re.compile(r"^lb_[a-z]_[0-9a-f]{20}$")
+_DERIVED = naming.DERIVED_RE  # the form of the names lifeboat derives (naming.refuse_derived_name refuses them)
 
 
 def _pg_name(value, option):
@@ -122,12 +121,7 @@ class RestoreRequest(object):
         self.database = _pg_name(p["database"], "database")
         self.schema = _pg_name(p["schema"], "schema")
         self.target_database = _pg_name(p["target_database"], "target_database")
-        if self.target_database and _DERIVED.match(self.target_database):
-            raise LifeboatError(
-                "Invalid target_database %r: names of the form lb_<letter>_<20 hex digits> are the scratch "
-                "and safety-copy databases lifeboat derives; restore into another name." % self.target_database,
-                option="target_database",
-            )
+        naming.refuse_derived_name(self.target_database, "target_database", "Restore into another name.")
         if self.engine == "sqlite":
             for opt in ("database", "schema", "target_database", "globals_artifact", "globals_host"):
                 if p[opt]:
