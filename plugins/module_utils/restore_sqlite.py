@@ -22,6 +22,7 @@ from urllib.parse import quote
 from . import naming, pipeline, restore_guard
 from . import sqlite as sqlite_engine
 from .errors import LifeboatError
+from .files import fsync_dir
 from .repository import describe_os_error
 from .restore_common import compare_counts
 
@@ -231,7 +232,7 @@ def apply(req, art, identities, plan, progress):
         for suffix in SIDECARS:  # left by the checks' connections to the temporary name
             _unlink(tmp + suffix)
         tmp = None
-        _fsync_dir(plan.directory)
+        fsync_dir(plan.directory)
     except LifeboatError as e:
         if safety:
             _unlink(safety)
@@ -267,11 +268,3 @@ def _unlink(path):
     except OSError as e:
         if e.errno != errno.ENOENT:
             raise
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
