@@ -19,6 +19,16 @@ def _duration_arg(value):
     return seconds or 0
 
 
+# The subcommands that run over the tenants (--tenant, --check, --wait): name, help, --check's help.
+_TENANT_RUNS = (
+    ("backup", "back up the tenants (and the server's globals)", "say what would be written, write nothing"),
+    ("verify", "restore-verify the newest artifact of each tenant into a scratch database",
+     "verify, but write no verify record"),
+    ("prune", "delete artifacts the retention policy no longer keeps", "report what would be deleted, delete nothing"),
+    ("anonymize", "scrub personal data older than PII_DAYS, per the rules", "count what would be scrubbed, change nothing"),
+)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="lifeboat",
@@ -36,23 +46,15 @@ def build_parser():
         p.add_argument("--wait", type=_duration_arg, default=None, metavar="DURATION",
                        help="wait this long for another run's host lock (default: lock_wait in lifeboat.yml, 0)")
 
-    p = sub.add_parser("backup", help="back up the tenants (and the server's globals)")
-    p.add_argument("--tenant", action="append", help="only this tenant (repeat for more); globals are skipped")
-    p.add_argument("--no-globals", action="store_true", help="do not back up the server's roles and grants")
-    p.add_argument("--check", action="store_true", help="say what would be written, write nothing")
-    locked(p)
-    p = sub.add_parser("verify", help="restore-verify the newest artifact of each tenant into a scratch database")
-    p.add_argument("--tenant", action="append")
-    p.add_argument("--check", action="store_true", help="verify, but write no verify record")
-    locked(p)
-    p = sub.add_parser("prune", help="delete artifacts the retention policy no longer keeps")
-    p.add_argument("--tenant", action="append")
-    p.add_argument("--check", action="store_true", help="report what would be deleted, delete nothing")
-    locked(p)
-    p = sub.add_parser("anonymize", help="scrub personal data older than PII_DAYS, per the rules")
-    p.add_argument("--tenant", action="append")
-    p.add_argument("--check", action="store_true", help="count what would be scrubbed, change nothing")
-    locked(p)
+    for name, text, check in _TENANT_RUNS:
+        p = sub.add_parser(name, help=text)
+        if name == "backup":
+            p.add_argument("--tenant", action="append", help="only this tenant (repeat for more); globals are skipped")
+            p.add_argument("--no-globals", action="store_true", help="do not back up the server's roles and grants")
+        else:
+            p.add_argument("--tenant", action="append")
+        p.add_argument("--check", action="store_true", help=check)
+        locked(p)
     p = sub.add_parser("restore", help="restore one tenant from the repository")
     p.add_argument("tenant_name", metavar="TENANT")
     p.add_argument("--artifact", default="latest", help="latest (default), an artifact name or a path")
