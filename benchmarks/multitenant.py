@@ -34,6 +34,10 @@ TABLES = ("accounts", "users", "roles", "projects", "tasks", "comments", "invoic
 SCHEMAS_PER_BLOCK = 100
 DEFAULT_LOCKS = 64
 RAISED_LOCKS = 512
+# PostgreSQL's (and Debian's) default; the test clusters of tests/lbtest.py run with 60, which
+# would make the default lock table (max_locks_per_transaction x max_connections) smaller than a
+# stock server's.
+STOCK_CONNECTIONS = 100
 
 _PLANS_SQL = """
 CREATE TABLE public.plans (id integer PRIMARY KEY, name text NOT NULL, monthly numeric(8,2) NOT NULL);
@@ -131,9 +135,13 @@ class LockSetting(object):
     def __init__(self, env):
         self.env = env
         self.current = DEFAULT_LOCKS
+        self.stock = False  # max_connections set to STOCK_CONNECTIONS (at the first restart)
 
     def restart(self, locks):
         c = self.env.cluster
+        if not self.stock:
+            self.env.sql("ALTER SYSTEM SET max_connections = %d" % STOCK_CONNECTIONS)
+            self.stock = True
         if locks != self.current:
             if locks == DEFAULT_LOCKS:
                 self.env.sql("ALTER SYSTEM RESET max_locks_per_transaction")
@@ -282,6 +290,7 @@ def bench_schemas(bench, sizes=(300, 1200), sample=20):
             "lifeboat_pass_%d" % large, "extrapolated")
     record = {"tenants": large, "sizes": sorted(sizes), "tables_per_tenant": len(TABLES), "runs": bench.runs,
               "lock_capacity_default": capacity_default, "max_locks_default": DEFAULT_LOCKS,
+              "max_connections": capacity_default // DEFAULT_LOCKS,
               "max_locks_raised": RAISED_LOCKS, "sample": len(sample_names), "sample_tenants": sample_names,
               "per_size": per_size, "ratios": ratios, "times": B.summary(rounds)}
     B.save("schemas", large, record)

@@ -432,23 +432,22 @@ def schemas_meaning(rec, sizes, big, main, target, growth):
                        "whole-database dump (which writes one unencrypted file and needs the lock table "
                        "raised)." % (target, n_fmt(rec["tenants"]), fmt(main, 1)))
     phases = big.get("phases") or {}
-    total = sum(v for v in big.get("pass_seconds_reported") or [] if v)
     last = (big.get("pass_seconds_reported") or [None])[-1]
-    head = (phases.get("reading the archive head (pg_dump's catalog work)") or {}).get("seconds")
-    writes = phases.get("artifact writes (lock, stream, commit, manifest)") or {}
-    store = (phases.get("pipeline.store (zstd + age)") or {}).get("seconds")
-    if last and head is not None and writes:
-        out.append("Where the time goes (the round timed step by step): %s%% waiting for each of the %d `pg_dump` "
-                   "runs of the tenant groups to read the catalog of the whole database before their first "
-                   "byte (%s s per run; a `pg_dump -n` reads the catalog of all %s tables whatever it dumps) and "
-                   "%s%% writing %s artifacts (%s ms each: the zstd + age stream of the tenant's data %s ms, the "
-                   "rest publishing: the artifact and its manifest, each written, fsynced, linked into place and its "
-                   "folder fsynced)." % (
-                       fmt(100.0 * head / last, 0), big["pg_dump_runs"] - 1,
-                       fmt(head / max(1, big["pg_dump_runs"] - 1), 1), n_fmt(big["tables"]),
-                       fmt(100.0 * writes["seconds"] / last, 0), n_fmt(writes["calls"]),
-                       fmt(1000.0 * writes["seconds"] / writes["calls"], 0),
-                       fmt(1000.0 * store / writes["calls"], 0) if store is not None else "n/m"))
+    dump = (phases.get("pg_dump -n ... runs + split, in the dump thread (one per group)") or {}).get("seconds")
+    head = (phases.get("reading the archive head (pg_dump's catalog work, in the dump thread)") or {}).get("seconds")
+    writes = phases.get("artifact writes (lock, stream, commit, manifest; summed over the writers)") or {}
+    runs = big["pg_dump_runs"] - 1
+    if last and dump is not None and head is not None and writes:
+        out.append("Where the time goes (the round timed step by step): the dump thread, one `pg_dump` after the "
+                   "other, is the critical path: %s%% of the pass, of which %s s (%s s per run) wait for each of "
+                   "the %d group runs to read the catalog of the whole database before its first byte (a `pg_dump "
+                   "-n` reads the catalog of all %s tables whatever it dumps: server-side work, which the lock "
+                   "budget allows only one run at a time to do). The %s artifacts' writes (%s ms each: zstd + age, "
+                   "then the artifact and its manifest each written, fsynced, linked into place and their folder "
+                   "fsynced) take %s s summed over the three writers, beside the dump thread rather than after it." % (
+                       fmt(100.0 * dump / last, 0), fmt(head, 1), fmt(head / max(1, runs), 1), runs,
+                       n_fmt(big["tables"]), n_fmt(writes["calls"]),
+                       fmt(1000.0 * writes["seconds"] / writes["calls"], 0), fmt(writes["seconds"], 1)))
     if growth is not None and len(sizes) > 1:
         if growth > 1.1:
             out.append("The per-tenant cost grows with the number of tenants (%sx from %s to %s tenants, against "
@@ -501,19 +500,24 @@ def many_tenants(add, schemas, dbtenants):
             "of the database in one transaction, which the default lock table does not hold (at "
             "`max_locks_per_transaction` %d it fails with `out of shared memory`), so it runs with "
             "`max_locks_per_transaction` raised to %d;" % (rec["max_locks_default"], rec["max_locks_raised"]))
+        connections = rec.get("max_connections") or rec["lock_capacity_default"] // rec["max_locks_default"]
         add("- lifeboat: `pg_backup` with `schemas` listing every tenant (`backup_pass.run` in a process of its own, "
-            "`benchmarks/worker.py`), with the default `max_locks_per_transaction` (%d; a lock table of %s entries with "
-            "this cluster's `max_connections` of %d; a server with the stock 100 has %s). It exports ONE snapshot; dumps the shared part first "
-            "(`pg_dump` excluding the tenant schemas, artifact `_shared_<database>`); then dumps the tenants in "
-            "groups, one `pg_dump -n s1 -n s2 ...` per group, on the same snapshot, each group sized so that the "
-            "tables one `pg_dump` locks stay within half the lock table (lock budget %s here, so %d `pg_dump` runs "
-            "in all); each group's custom-format stream is split on the fly by `plugins/module_utils/pgarchive.py` "
-            "into one archive per tenant, which goes through zstd and age into the tenant's own artifact, with "
-            "its own manifest and row counts (counted in the same snapshot by a second connection). %s artifacts "
-            "written per pass, %s failed tenants;" % (
-                rec["max_locks_default"], n_fmt(rec["lock_capacity_default"]),
-                rec["lock_capacity_default"] // rec["max_locks_default"], n_fmt(100 * rec["max_locks_default"]),
-                n_fmt(big["lock_budget"]),
+            "`benchmarks/worker.py`), with the default `max_locks_per_transaction` (%d) and %s (a lock table of %s "
+            "entries). It exports ONE snapshot; dumps the shared part first (`pg_dump` excluding the tenant "
+            "schemas, artifact `_shared_<database>`); then dumps the tenants in groups, one `pg_dump -n s1 -n s2 "
+            "...` per group, on the same snapshot, each group sized so that the tables one `pg_dump` locks stay "
+            "within half the lock table (lock budget %s here, so %d `pg_dump` runs in all), one `pg_dump` at a "
+            "time, in a thread of its own; each group's custom-format stream is split on the fly by "
+            "`plugins/module_utils/pgarchive.py` into one archive per tenant, held in memory (32 MB at the most) "
+            "until one of three writer threads streams it through zstd and age into the tenant's own artifact, "
+            "with its own manifest and row counts (counted in the same snapshot by a second connection), so that "
+            "the next group's `pg_dump` reads the catalog while the artifacts of the last one are written. %s "
+            "artifacts written per pass, %s failed tenants;" % (
+                rec["max_locks_default"],
+                "PostgreSQL's default `max_connections` (%d)" % connections if connections == 100 else
+                "this cluster's `max_connections` of %d (a server with the stock 100 has %s entries)" % (
+                    connections, n_fmt(100 * rec["max_locks_default"])),
+                n_fmt(rec["lock_capacity_default"]), n_fmt(big["lock_budget"]),
                 big["pg_dump_runs"], n_fmt(big["artifacts_written"]), big["failed_tenants"]))
         if rec.get("sample"):
             add("- the old way, one `pg_dump -Fc -Z0 -n tNNNN > /dev/null` per tenant, timed for a sample of %d "
@@ -566,7 +570,8 @@ def many_tenants(add, schemas, dbtenants):
         phases = big.get("phases")
         if phases:
             add("Where the pass's time goes at %s tenants (the last round; the engine's own functions timed by "
-                "`worker.py`'s `_phases`: totals, nested, so a group's time includes its artifacts):" % (
+                "`worker.py`'s `_phases`: totals, nested; the dump thread and the writers run at once, and the "
+                "writers' steps are summed over the three of them):" % (
                     n_fmt(rec["tenants"])))
             add("")
             add("| Step | calls | seconds |")

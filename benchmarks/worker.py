@@ -109,15 +109,15 @@ def _patch_phases():
             (schema_pass, "lock_capacity", "lock_capacity"),
             (schema_pass.PassCounter, "wait_for", "waiting for row counts"),
             (backup_pass.Pass, "_shared", "shared part (pg_dump + write)"),
-            (backup_pass.Pass, "_group", "tenant groups (pg_dump -n ... + split + writes)"),
-            (backup_pass.Pass, "_split", "split runs (one per group)"),
-            (backup_pass.Pass, "_write", "artifact writes (lock, stream, commit, manifest)"),
-            (pgarchive, "read_head", "reading the archive head (pg_dump's catalog work)"),
+            (backup_pass.Pass, "_tenant_groups", "tenant groups, wall (dump thread and writers at once)"),
+            (backup_pass._Dumper, "_group", "pg_dump -n ... runs + split, in the dump thread (one per group)"),
+            (backup_pass.Pass, "_write", "artifact writes (lock, stream, commit, manifest; summed over the writers)"),
+            (pgarchive, "read_head", "reading the archive head (pg_dump's catalog work, in the dump thread)"),
             (pipeline, "store", "pipeline.store (zstd + age)"),
             (repository.LocalWriter, "commit", "artifact commit (fsync, publish)"),
             (repository.LocalRepository, "write_json", "manifest write"),
             (backup, "unique_stamp", "unique_stamp")):
-        if hasattr(owner, attr):
+        if hasattr(owner, attr):  # steps of another version of the engine are left out
             timed(owner, attr, label)
     return totals
 

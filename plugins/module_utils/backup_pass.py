@@ -98,7 +98,7 @@ class Pass(object):
 
     def run(self, check_mode):
         req = self.req
-        facts = schema_pass.schema_facts(self.conn, [s for _t, s in req.members])
+        facts = schema_pass.schema_facts(self.conn)  # every schema's: the shared part's are needed too
         missing = [(t, s) for t, s in req.members if s not in facts]
         if check_mode:
             return self._check(missing)
@@ -175,8 +175,7 @@ class Pass(object):
             self.shared_ref = _ref(job.tenant, fresh["name"], fresh["stamp"], doc.get("sha256"))
             return
         excluded = sorted(set(self.schema_of.values()) | set(self.excluded_schemas))
-        shared_locked = sum(schema_pass.schema_facts(self.conn, self.shared_schemas).get(s, (0, 0))[0]
-                            for s in self.shared_schemas)
+        shared_locked = sum(facts.get(s, (0, 0))[0] for s in self.shared_schemas)
 
         def store(writer):
             if shared_locked > self.budget:

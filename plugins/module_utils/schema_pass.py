@@ -117,11 +117,11 @@ def dependencies(conn, schemas):
     return out
 
 
-def schema_facts(conn, schemas):
-    """{schema: (locked relations, bytes)} for ``schemas`` that exist; the missing are absent."""
-    wanted = set(schemas)
+def schema_facts(conn, schemas=None):
+    """{schema: (locked relations, bytes)} for ``schemas`` that exist (every schema: None); the missing are absent."""
+    wanted = None if schemas is None else set(schemas)
     return dict((row[0], (int(row[1]), int(row[2]))) for row in conn.execute(_SCHEMA_FACTS).fetchall()
-                if row[0] in wanted)
+                if wanted is None or row[0] in wanted)
 
 
 def lock_capacity(conn):
