@@ -8,7 +8,7 @@ pulls plaintext from a reader. Joining one of them to the other side of a
 tar stream (or to each other, for rekeying) needs a pipe and a second flow
 of control. A second Python thread next to pyrage is catastrophically slow
 (TESTING.md: every 8 KiB read waits for the GIL), so the age side runs in a
-small child process of the same interpreter (``WORKER``), and this process
+small child process of the same interpreter (``_age/worker.py``), and this process
 drives both ends of its pipes from one thread with ``poll``. Measured on 2
 cores for 300 MB: rekey through a child 1.3 to 2.3 s, through a thread 1.8
 to 2.5 s; encryption alone 0.9 s.
@@ -30,15 +30,10 @@ import sys
 import tempfile
 
 from . import naming
-from .errors import LifeboatError, MissingDependency
-
-try:
-    import pyrage
-
-    PYRAGE_IMPORT_ERROR = None
-except ImportError as _e:  # pragma: no cover - depends on the interpreter
-    pyrage = None
-    PYRAGE_IMPORT_ERROR = str(_e)
+# The child imports the worker by name (BOOTSTRAP); importing it here too makes packagers that follow imports
+# (Ansible's module payload, the agent's wheel) ship it.
+from ._age import worker as _worker  # noqa: F401 pylint: disable=unused-import
+from .errors import LifeboatError
 
 CHUNK = 1 << 16
 PIPE_SIZE = 1 << 20
@@ -49,76 +44,16 @@ ARMOR_BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
 PASSPHRASE_MAX_BYTES = 16 * 1024 * 1024
 HEADER_MAX = 1 << 20
 
-# The child process: reads its keys from a pipe, then streams stdin to stdout
-# through pyrage and reports the outcome as one JSON line on a status pipe.
-WORKER = r'''
-import json, os, sys
-
-def keys(op, text, pyrage):
-    out = []
-    if op == "decrypt" and "-----BEGIN" in text:
-        return [pyrage.ssh.Identity.from_buffer(text.encode("utf-8"))]
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if op == "decrypt":
-            out.append(pyrage.x25519.Identity.from_str(line))
-        elif line.startswith("age1"):
-            out.append(pyrage.x25519.Recipient.from_str(line))
-        else:
-            out.append(pyrage.ssh.Recipient.from_str(line))
-    return out
-
-def main():
-    op, key_fd, status_fd, armored = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
-    status = os.fdopen(status_fd, "w")
-    def report(**kw):
-        status.write(json.dumps(kw))
-        status.flush()
-    with os.fdopen(key_fd, "rb") as f:
-        text = f.read().decode("utf-8")
-    try:
-        import pyrage
-    except ImportError as e:
-        report(error="import", msg=str(e))
-        return 2
-    try:
-        parsed = keys(op, text, pyrage)
-    except Exception as e:
-        report(error="keys", msg=str(e))
-        return 2
-    text = None
-    src = os.fdopen(0, "rb", buffering=0)
-    dst = os.fdopen(1, "wb", buffering=0)
-    try:
-        if op == "decrypt":
-            pyrage.decrypt_io(src, dst, parsed)
-        else:
-            pyrage.encrypt_io(src, dst, parsed, armored=armored)
-    except pyrage.DecryptError as e:
-        report(error="decrypt", msg=str(e))
-        return 3
-    except pyrage.EncryptError as e:
-        report(error="encrypt", msg=str(e))
-        return 3
-    except BrokenPipeError:
-        report(error="pipe", msg="the reader went away")
-        return 4
-    except OSError as e:
-        report(error="truncated" if e.errno is None else "os", msg=str(e))
-        return 3
-    report(ok=True)
-    return 0
-
-sys.exit(main())
-'''
-
-
-def require_pyrage():
-    if pyrage is None:
-        raise MissingDependency("pyrage", "pyrage", PYRAGE_IMPORT_ERROR)
-    return pyrage
+# The child process runs _age.worker.main() in this interpreter. The engine's package is re-created in the child
+# from its folders, whatever its name and wherever it lives (a folder, or the zip of an Ansible module), so that
+# the worker parses keys with crypto.py like this process does.
+BOOTSTRAP = (
+    "import importlib, json, sys, types\n"
+    "package = types.ModuleType(sys.argv[1])\n"
+    "package.__path__ = json.loads(sys.argv[2])\n"
+    "sys.modules[sys.argv[1]] = package\n"
+    "sys.exit(importlib.import_module(sys.argv[1] + '._age.worker').main(sys.argv[3:]))\n"
+)
 
 
 # -- the age header ---------------------------------------------------------------
@@ -193,6 +128,12 @@ def _python():
     return sys.executable
 
 
+def _worker_argv():
+    """The command line that starts the age worker; its own arguments follow."""
+    package = __name__.rpartition(".")[0]
+    return [_python(), "-c", BOOTSTRAP, package, json.dumps(list(sys.modules[package].__path__))]
+
+
 class AgeProcess(object):
     """pyrage in a child process, its stdin and stdout driven from this thread.
 
@@ -221,7 +162,7 @@ class AgeProcess(object):
             fds = [key_w, st_r, in_w, out_r]
             try:
                 self.proc = subprocess.Popen(
-                    [_python(), "-c", WORKER, op, str(key_r), str(st_w), "1" if armored else "0"],
+                    _worker_argv() + [op, str(key_r), str(st_w), "1" if armored else "0"],
                     stdin=in_r, stdout=out_w, stderr=self.stderr, pass_fds=(key_r, st_w), close_fds=True,
                 )
             finally:

@@ -12,23 +12,15 @@ a result or a manifest. Data always goes through pyrage's streaming
 import datetime
 import os
 
-from .errors import LifeboatError, MissingDependency
+from .errors import LifeboatError, optional_import, required
 
-try:
-    import pyrage
-
-    PYRAGE_IMPORT_ERROR = None
-except ImportError as _e:  # pragma: no cover - depends on the interpreter
-    pyrage = None
-    PYRAGE_IMPORT_ERROR = str(_e)
-
+pyrage, PYRAGE_IMPORT_ERROR = optional_import("pyrage")
 IDENTITY_ENV = "BACKUP_PRIVATE_KEY"
 
 
 def require_pyrage():
-    if pyrage is None:
-        raise MissingDependency("pyrage", "pyrage", PYRAGE_IMPORT_ERROR)
-    return pyrage
+    """pyrage, or MissingDependency: the engine's one check for it."""
+    return required(pyrage, "pyrage", "pyrage", PYRAGE_IMPORT_ERROR)
 
 
 def _short(text):
@@ -114,25 +106,30 @@ def parse_identities(text, where):
     return found
 
 
-def load_identities(identity=None, identity_file=None, environ=None):
-    """Identities from ``identity``, else ``identity_file``, else BACKUP_PRIVATE_KEY."""
+def identity_source(identity=None, identity_file=None, environ=None):
+    """(text, where) of the identities: ``identity``, else ``identity_file``, else BACKUP_PRIVATE_KEY."""
     environ = os.environ if environ is None else environ
     if identity:
-        return parse_identities(identity, "the identity option")
+        return identity, "the identity option"
     if identity_file:
         try:
             with open(identity_file, "r", encoding="utf-8") as f:
                 text = f.read(1 << 20)
         except OSError as e:
             raise LifeboatError("Cannot read identity_file %s: %s." % (identity_file, e.strerror), option="identity_file")
-        return parse_identities(text, "identity_file %s" % identity_file)
+        return text, "identity_file %s" % identity_file
     if environ.get(IDENTITY_ENV):
-        return parse_identities(environ[IDENTITY_ENV], "the environment variable %s" % IDENTITY_ENV)
+        return environ[IDENTITY_ENV], "the environment variable %s" % IDENTITY_ENV
     raise LifeboatError(
-        "No age identity given: set identity_file (a file made by age-keygen), the identity option, "
-        "or the environment variable %s." % IDENTITY_ENV,
+        "No age identity given: set identity_file (a file made by age-keygen, or an SSH private key), the identity "
+        "option, or the environment variable %s." % IDENTITY_ENV,
         option="identity_file",
     )
+
+
+def load_identities(identity=None, identity_file=None, environ=None):
+    """Identities from ``identity``, else ``identity_file``, else BACKUP_PRIVATE_KEY."""
+    return parse_identities(*identity_source(identity, identity_file, environ))
 
 
 def generate_identity():

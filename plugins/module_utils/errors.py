@@ -8,6 +8,20 @@ The engine never imports Ansible. Modules and the host agent turn a
 text, so every message must say what failed, why, and what to do next.
 """
 
+import importlib
+
+
+def optional_import(name):
+    """``(module, None)``, or ``(None, why)`` when the third-party library ``name`` cannot be imported.
+
+    The engine imports its optional libraries (pyrage, zstandard...) through this, and raises
+    MissingDependency, with ``why``, only where one is really needed.
+    """
+    try:
+        return importlib.import_module(name), None
+    except ImportError as e:  # pragma: no cover - depends on the interpreter
+        return None, str(e)
+
 
 class LifeboatError(Exception):
     """An error an operator can act on.
@@ -38,6 +52,13 @@ class MissingDependency(LifeboatError):
             % (library, (": %s" % error) if error else "", pip_name)
         )
         super(MissingDependency, self).__init__(msg, details={"library": library})
+
+
+def required(module, library, pip_name, error):
+    """``module`` (from optional_import), or MissingDependency when it could not be imported."""
+    if module is None:
+        raise MissingDependency(library, pip_name, error)
+    return module
 
 
 class LockBusy(LifeboatError):

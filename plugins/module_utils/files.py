@@ -52,12 +52,14 @@ class AtomicFile(object):
     ``write()`` takes bytes. ``commit(replace=True)`` renames over the final
     path; ``commit(replace=False)`` never replaces an existing file and raises
     FileExistsError (after abort()) when the name is taken. OSErrors are left
-    to the caller, who knows what to tell the operator.
+    to the caller, who knows what to tell the operator. As a context manager,
+    it removes the temporary file on exit unless committed.
     """
 
     def __init__(self, final_path, mode=0o600):
         self.final_path = final_path
         self.mode = mode
+        self.committed = False
         self.directory = os.path.dirname(final_path) or "."
         self.tmp_path = os.path.join(self.directory, partial_name(os.path.basename(final_path)))
         self.fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -82,6 +84,7 @@ class AtomicFile(object):
             os.replace(self.tmp_path, self.final_path)
         else:
             self._publish_new()
+        self.committed = True
         fsync_dir(self.directory)
         return self.final_path
 
@@ -97,6 +100,13 @@ class AtomicFile(object):
             os.rename(self.tmp_path, self.final_path)
         else:
             os.unlink(self.tmp_path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        if not self.committed:
+            self.abort()
 
     def abort(self):
         """Close and remove the temporary file; idempotent."""
@@ -114,13 +124,9 @@ class AtomicFile(object):
 
 def write_atomic(path, data, mode=0o600, replace=True):
     """Write the bytes ``data`` to ``path`` through an AtomicFile; return ``path``."""
-    f = AtomicFile(path, mode)
-    try:
+    with AtomicFile(path, mode) as f:
         f.write(data)
         return f.commit(replace=replace)
-    except BaseException:
-        f.abort()
-        raise
 
 
 def json_bytes(data):

@@ -20,15 +20,9 @@ except ImportError:  # pragma: no cover - not on Linux
     fcntl = None
 
 from .crypto import decrypt_stream, encrypt_stream
-from .errors import LifeboatError, MissingDependency
+from .errors import LifeboatError, optional_import, required
 
-try:
-    import zstandard
-
-    ZSTD_IMPORT_ERROR = None
-except ImportError as _e:  # pragma: no cover - depends on the interpreter
-    zstandard = None
-    ZSTD_IMPORT_ERROR = str(_e)
+zstandard, ZSTD_IMPORT_ERROR = optional_import("zstandard")
 
 CHUNK = 1 << 20
 ZSTD_JOB_SIZE = 2 << 20
@@ -54,9 +48,26 @@ def grow_pipe(fileobj, size=PIPE_SIZE):
 
 
 def require_zstandard():
-    if zstandard is None:
-        raise MissingDependency("zstandard", "zstandard", ZSTD_IMPORT_ERROR)
-    return zstandard
+    """zstandard, or MissingDependency: the engine's one check for it."""
+    return required(zstandard, "zstandard", "zstandard", ZSTD_IMPORT_ERROR)
+
+
+def zstd_compressor(level, threads=0):
+    """The engine's zstd compressor: checksummed frames at ``level``, ``threads`` workers (0: none).
+
+    Jobs of 2 MiB, not zstd's default of 4 windows (8 MiB at level 3): each worker holds a job's
+    input and output, so the default cost ~58 MB of RSS with 2 threads; 2 MiB jobs cost ~16 MB,
+    compress to the same size and use less CPU (docs/PERFORMANCE.md).
+    """
+    zstd = require_zstandard()
+    params = zstd.ZstdCompressionParameters.from_level(level, threads=threads, write_checksum=True,
+                                                       job_size=ZSTD_JOB_SIZE if threads else 0)
+    return zstd.ZstdCompressor(compression_params=params)
+
+
+def zstd_decompressor():
+    """The engine's zstd decompressor (every reader of a zstd stream gets it here)."""
+    return require_zstandard().ZstdDecompressor()
 
 
 class CountingReader(object):
@@ -124,13 +135,7 @@ def store(source, sink, recipients=None, compression_level=3, threads=0, progres
     counting = CountingReader(source, progress)
     reader = counting
     if compression_level is not None:
-        zstd = require_zstandard()
-        # Jobs of 2 MiB, not zstd's default of 4 windows (8 MiB at level 3): each worker holds a job's
-        # input and output, so the default cost ~58 MB of RSS with 2 threads; 2 MiB jobs cost ~16 MB,
-        # compress to the same size and use less CPU (docs/PERFORMANCE.md).
-        params = zstd.ZstdCompressionParameters.from_level(compression_level, threads=threads, write_checksum=True,
-                                                           job_size=ZSTD_JOB_SIZE if threads else 0)
-        cctx = zstd.ZstdCompressor(compression_params=params)
+        cctx = zstd_compressor(compression_level, threads)
         reader = cctx.stream_reader(counting, read_size=CHUNK, closefd=False)
     out = HashingWriter(sink)
     if recipients:
@@ -189,7 +194,7 @@ class DecompressingWriter(object):
 
     def __init__(self, sink):
         self.sink = sink
-        self._obj = require_zstandard().ZstdDecompressor().decompressobj()
+        self._obj = zstd_decompressor().decompressobj()
 
     def write(self, data):
         if self._obj.eof:

@@ -16,6 +16,7 @@ import pytest
 
 import lbtest
 from lifeboat_engine import agefile, backup, repository, s3 as s3mod
+from lifeboat_engine._age import rekey as age_rekey
 from lifeboat_engine.errors import LifeboatError
 
 from test_s3_repository import key_of, sqlite_tenant
@@ -274,14 +275,14 @@ def test_crash_between_artifact_and_manifest_recovers_locally(keys, tmp_path, mo
     params = dict(state="rekeyed", repository=str(root), identity_file=keys["identity"],
                   recipients=[keys["other_public"]])
 
-    real = agefile._write_manifest
+    real = age_rekey._write_manifest
 
     def dies(t, doc):
         raise LifeboatError("simulated: the run died before the manifest")
-    monkeypatch.setattr(agefile, "_write_manifest", dies)
+    monkeypatch.setattr(age_rekey, "_write_manifest", dies)
     with pytest.raises(LifeboatError):
         agefile.run(params)
-    monkeypatch.setattr(agefile, "_write_manifest", real)
+    monkeypatch.setattr(age_rekey, "_write_manifest", real)
     published = open(art, "rb").read()
     assert open(man, "rb").read() == old_manifest
     assert json.loads(old_manifest)["sha256"] != sha256(published)
