@@ -172,7 +172,7 @@ class BackupRequest(object):
         self.shared_exclude = exclude
 
 
-CLOCK_SKEW = 300  # seconds: a stamp further in the future than this is a clock problem, never "fresh"
+CLOCK_SKEW = naming.CLOCK_SKEW  # seconds: a stamp further in the future than this is a clock problem, never "fresh"
 
 
 def _fresh_enough(repo, job, skip_seconds, now):
@@ -409,10 +409,6 @@ def _store_sqlite(req, writer, progress):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return sizes, counts, {"path": req.path, "sqlite_version": sqlite_engine.version()}
-
-
-# backup_pass.py's name of before for Tool.reading: a tool whose stdout is read.
-_Tool = Tool.reading
 
 
 def _stream_tool(req, argv, env, writer, progress, what, started=None):
