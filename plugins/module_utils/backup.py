@@ -172,7 +172,7 @@ class BackupRequest(object):
         self.shared_exclude = exclude
 
 
-CLOCK_SKEW = 300  # seconds: a stamp further in the future than this is a clock problem, never "fresh"
+CLOCK_SKEW = naming.CLOCK_SKEW  # seconds: a stamp further in the future than this is a clock problem, never "fresh"
 
 
 def _fresh_enough(repo, job, skip_seconds, now):

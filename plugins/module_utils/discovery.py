@@ -543,7 +543,11 @@ def repository_newest(repo):
             complete = [a for a in repo.artifacts(name) if a["complete"]]
         except LifeboatError as e:
             return None, e.msg
-        return (complete[-1]["stamp"], None) if complete else (None, None)
+        real = [a for a in complete if not naming.in_future(a["stamp"])]
+        if complete and not real:  # a future stamp is never fresh: the tenant is not protected
+            return None, ("only artifacts stamped in the future, such as %s: the clock of the host that wrote them "
+                          "ran ahead; fix it (timedatectl, NTP)" % complete[-1]["name"])
+        return (real[-1]["stamp"], None) if real else (None, None)
     return newest
 
 

@@ -63,6 +63,7 @@ def _artifact_view(repo, tenant, entry, doc):
         "verify_note": entry.get("reason"),
         "manifest_summary": selection.manifest_summary(doc),
         "pg_major_needed": selection.needed_pg_major(doc),
+        "future_stamped": naming.in_future(art["stamp"]),
     }
 
 
@@ -82,6 +83,8 @@ def tenant_info(repo, tenant):
         "latest_verified": None,
         "latest_verified_error": None,
         "pg_major_needed": 0,
+        # a host whose clock ran ahead wrote them: never chosen as the newest (naming.by_recency)
+        "future_stamped": [a["name"] for a in complete if naming.in_future(a["stamp"])],
     }
     judged = selection.candidates(repo, tenant, artifacts=arts)
     if judged:
@@ -150,6 +153,7 @@ def run(params, check_mode=False):
         "globals_tenants": [t for t in present if naming.is_globals_tenant(t)],
         "shared_tenants": [t for t in present if naming.is_shared_tenant(t)],
         "pg_major_needed": max([0] + [r["pg_major_needed"] for r in rows]),
+        "clock_skew": [r["tenant"] for r in rows if r["future_stamped"]],
         "msg": _summary(repo, rows, missing, unverified),
     }
     if rules is not None:
@@ -225,4 +229,10 @@ def _summary(repo, rows, missing, unverified):
         parts.append("none verified for %s (run backup_verify)" % ", ".join(unverified))
     if missing:
         parts.append("no artifact at all for %s" % ", ".join(missing))
+    skewed = [r for r in rows if r["future_stamped"]]
+    if skewed:
+        parts.append("CLOCK SKEW: %s stamped in the future (the clock of the host that wrote them ran ahead; they "
+                     "are never chosen as the newest): fix that host's clock (timedatectl, NTP), take and verify a "
+                     "new backup, then remove them by hand" % "; ".join(
+                         "%s: %s" % (r["tenant"], ", ".join(r["future_stamped"])) for r in skewed))
     return "; ".join(parts) + "."

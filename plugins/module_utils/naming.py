@@ -235,3 +235,24 @@ def parse_duration(value, option):
             "Invalid %s %r: give a duration such as 3600, 30m, 20h or 2d." % (option, value), option=option
         )
     return int(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+# -- clocks ------------------------------------------------------------------------------------
+
+CLOCK_SKEW = 300  # seconds: a stamp further in the future than this is a clock problem, never "the newest"
+
+
+def in_future(stamp, now=None):
+    """True when ``stamp`` lies more than CLOCK_SKEW seconds after ``now`` (a host whose clock ran ahead)."""
+    return (parse_stamp(stamp) - (now or utcnow())).total_seconds() > CLOCK_SKEW
+
+
+def by_recency(artifacts, now=None):
+    """``artifacts`` (dicts with ``stamp`` and ``name``) oldest first, as "the newest" must be chosen.
+
+    An artifact stamped in the future counts as older than every other: its stamp says nothing
+    about when it was written, and a real artifact written since must not lose to it. Among
+    themselves they stay in stamp order.
+    """
+    now = now or utcnow()
+    return sorted(artifacts, key=lambda a: (not in_future(a["stamp"], now), a["stamp"], a["name"]))

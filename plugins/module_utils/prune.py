@@ -95,7 +95,7 @@ class Policy(object):
         return d
 
 
-CLOCK_SKEW = 300  # seconds, as in backup.py
+CLOCK_SKEW = naming.CLOCK_SKEW  # seconds: a stamp further in the future is a clock problem
 
 
 def _moment(a):

@@ -23,7 +23,7 @@ Only the public interface of a repository is used (``artifacts``,
 an ``s3://`` repository. Nothing here writes.
 """
 
-from . import manifest as manifest_mod
+from . import manifest as manifest_mod, naming
 from .errors import LifeboatError
 
 LATEST = "latest"
@@ -96,7 +96,8 @@ def candidates(repo, tenant, fmt=None, artifacts=None, stop_at_first=True):
     """
     arts = artifacts if artifacts is not None else repo.artifacts(tenant)
     out = []
-    for art in reversed([a for a in arts if a["complete"] and (fmt is None or a["format"] == fmt)]):
+    complete = naming.by_recency([a for a in arts if a["complete"] and (fmt is None or a["format"] == fmt)])
+    for art in reversed(complete):  # newest first; future-stamped ones (clock skew) last
         entry = {"art": art, "doc": None, "record": None, "verified": False}
         if not art.get("verify_record"):
             entry["reason"] = "never verified (no verify record)"

@@ -29,10 +29,10 @@ from ._verify.legacy import verify_legacy
 from ._verify.restores import DecodeFailed, decode_only, hash_only, restore_pg, restore_sqlite
 from .errors import LifeboatError
 from .files import atomic_write_json
-from .repository import S3_OPTIONS, LocalRepository, open_repository
+from .repository import LocalRepository, open_repository, s3_options
 from .version import TOOL_VERSION
 
-CLOCK_SKEW = 300  # seconds: a stamp further in the future is a clock problem (as in backup.py)
+CLOCK_SKEW = naming.CLOCK_SKEW  # seconds: a stamp further in the future is a clock problem
 
 # The options of backup_verify and of the agent's verify (see argspec.py); the agent passes every S3 option.
 SPEC = argspec.ArgumentSpec(argspec.merged(
@@ -146,7 +146,7 @@ def _repo(ctx):
     if not ctx.p["repository"]:
         raise LifeboatError("repository is required (or artifact as a path, or legacy_glob).", option="repository")
     return open_repository(ctx.p["repository"], create=False,
-                           **dict((k, ctx.p[k]) for k in S3_OPTIONS if ctx.p[k] is not None))
+                           **s3_options(ctx.p))
 
 
 def verify_artifact(ctx, repo, tenant, name):

@@ -260,4 +260,40 @@ def test_a_future_stamp_never_makes_prune_delete_the_real_newest(tmp_path, keys)
     assert os.path.basename(first) in out["deleted"]
     res = restore.run(dict(tenant="skew", engine="sqlite", repository=repo, identity_file=keys["identity"],
                            target_path=str(tmp_path / "restored.db")), check_mode=True)
+    assert os.path.basename(res["artifact"]) == os.path.basename(second), res  # the real newest, not the future-stamped one
+
+
+def test_a_future_stamp_is_never_the_newest_for_restore_info_or_discovery(tmp_path, keys):
+    from lifeboat_engine import discovery, info, repository, restore
+
+    base, repo = sqlite_tenant(tmp_path, keys, "ahead")
+    first = backup.run(base)["artifact"]
+    future_copy(repo, "ahead", first, "20991231T000000Z")
+    second = backup.run(base)["artifact"]  # written after the skewed one, with a stamp that is earlier
+    restored = str(tmp_path / "restored.db")
+    res = restore.run(dict(tenant="ahead", engine="sqlite", repository=repo, identity_file=keys["identity"],
+                           target_path=restored))
+    assert os.path.basename(res["artifact"]) == os.path.basename(second)
+    assert not any("in the future" in w for w in res["warnings"]), res["warnings"]
+    out = info.run(dict(repository=repo))
+    row = out["tenants"]["ahead"]
+    assert row["latest"]["artifact"] == os.path.basename(second)
+    assert row["latest"]["future_stamped"] is False
+    assert row["future_stamped"] == ["ahead-20991231T000000Z.sqlite.zst.age"]
+    assert out["clock_skew"] == ["ahead"]
+    assert "CLOCK SKEW" in out["msg"] and "timedatectl" in out["msg"]
+    # only future-stamped artifacts: the tenant is not protected, and the reason says why
+    os.unlink(second)
+    newest = discovery.repository_newest(repository.open_repository(repo))
+    stamp, error = newest("ahead")
+    assert stamp is not None  # the first, real artifact is still there
+    for name in os.listdir(os.path.join(repo, "ahead")):
+        if naming.parse_artifact_name(os.path.basename(first))["stamp"] in name:
+            os.unlink(os.path.join(repo, "ahead", name))
+    stamp, error = newest("ahead")
+    assert stamp is None and "stamped in the future" in error and "clock" in error
+    # ... and a restore of latest still finds the future-stamped one, with the warning that says what it is
+    res = restore.run(dict(tenant="ahead", engine="sqlite", repository=repo, identity_file=keys["identity"],
+                           target_path=str(tmp_path / "restored2.db")), check_mode=True)
+    assert "20991231T000000Z" in res["artifact"]
     assert any("stamped in the future" in w for w in res["warnings"]), res["warnings"]

@@ -61,6 +61,7 @@ class Repository(object):
 
     def latest_complete(self, tenant, fmt=None):
         complete = [a for a in self.artifacts(tenant) if a["complete"] and (fmt is None or a["format"] == fmt)]
+        complete = naming.by_recency(complete)  # a future stamp (clock skew) is never the newest
         return complete[-1] if complete else None
 
     def stamp_taken(self, tenant, stamp):
