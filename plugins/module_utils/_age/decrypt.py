@@ -18,9 +18,9 @@ from .. import age_stream, age_tar, crypto, manifest, naming, selection
 from ..age_stream import PASSPHRASE_MAX_BYTES, AgeProcess, Hasher, HashingSource, WorkerError
 from ..errors import LifeboatError
 from ..pipeline import zstd_decompressor
-from ..repository import open_repository
+from ..repository import open_repository, s3_options
 from .records import AtomicFile, ensure_parent
-from .request import CHUNK, s3_options, worker_failure
+from .request import CHUNK, worker_failure
 
 
 def _strip_suffixes(path):
@@ -177,7 +177,7 @@ def _stored_artifact(req):
                             option="src")
     req.need("tenant")
     tenant = req.p["tenant"]
-    repo = open_repository(req.p["repository"], create=False, **s3_options(req))
+    repo = open_repository(req.p["repository"], create=False, **s3_options(req.p))
     wanted = req.p["artifact"] or "latest"
     if wanted == "latest":
         art = repo.latest_complete(tenant)

@@ -16,11 +16,11 @@ from .. import age_tar, crypto, manifest, naming
 from ..age_stream import PASSPHRASE_MAX_BYTES, AgeProcess, BoundedBuffer, Hasher, WorkerError
 from ..errors import LifeboatError
 from ..pipeline import zstd_compressor
-from ..repository import describe_os_error, open_repository, unique_stamp
+from ..repository import describe_os_error, open_repository, s3_options, unique_stamp
 from ..version import TOOL_VERSION
 from .records import (RECORD_VERSION, AtomicFile, ensure_parent, read_record, record_path, source_matches, source_record,
                       write_json_atomic)
-from .request import CHUNK, s3_options, worker_failure
+from .request import CHUNK, worker_failure
 
 
 def _resolve_format(req, src_is_dir):
@@ -253,7 +253,7 @@ def _encrypted_repository(req, check_mode, recipient_texts):
     if req.p["armor"]:
         raise LifeboatError("armor applies to dest files; repository artifacts are binary.", option="armor")
     tenant, src = req.p["tenant"], req.p["src"]
-    repo = open_repository(req.p["repository"], **s3_options(req))
+    repo = open_repository(req.p["repository"], **s3_options(req.p))
     st = _check_src(req)
     if st is None:
         raise LifeboatError("src %s does not exist." % src, option="src")

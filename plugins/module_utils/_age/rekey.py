@@ -18,11 +18,11 @@ import time
 from .. import age_stream, age_tar, crypto, files, manifest, naming
 from ..age_stream import AgeProcess, Hasher, HashingSource, WorkerError
 from ..errors import LifeboatError
-from ..repository import describe_os_error, open_repository
+from ..repository import describe_os_error, open_repository, s3_options
 from ..version import TOOL_VERSION
 from .decrypt import artifact_manifest
 from .records import RECORD_VERSION, AtomicFile, read_record, record_path, write_json_atomic
-from .request import s3_options, worker_failure
+from .request import worker_failure
 
 
 def rekeyed(req, check_mode):
@@ -37,11 +37,8 @@ def rekeyed(req, check_mode):
     targets = []
     repo = None
     if req.p["repository"]:
-        repo = open_repository(req.p["repository"], create=False, **s3_options(req))
-        if getattr(repo, "kind", None) == "local" and not os.path.isdir(str(repo)):
-            raise LifeboatError("The repository %s does not exist." % repo, option="repository")
-        if getattr(repo, "kind", None) == "s3":
-            repo.check_writable()
+        repo = open_repository(req.p["repository"], create=False, **s3_options(req.p))
+        repo.check_readable()
         tenants = [req.p["tenant"]] if req.p["tenant"] else repo.tenants()
         for tenant in tenants:
             targets.extend(_repository_targets(repo, tenant))
@@ -73,7 +70,7 @@ def rekeyed(req, check_mode):
             entry["action"] = "would rekey" if check_mode else "rekeyed"
         done.append(entry)
     purge = bool(req.p["purge_old_versions"])
-    s3 = repo is not None and getattr(repo, "kind", None) == "s3"
+    s3 = repo is not None and repo.supports_versions
     versioning = _versioning(repo, purge) if s3 and (purge or done) else None
     result = {"changed": bool(done), "recipients": texts, "rekeyed": done, "unchanged": skipped,
               "purged_versions": [], "warnings": [],
@@ -248,10 +245,14 @@ def _marker_path(t):
     return t.repo.path_of(t.tenant, naming.rekey_marker_name(t.name))
 
 
+def _in_local_repository(t):
+    return t.repo is not None and t.repo.is_local
+
+
 def _read_marker(t):
     if hasattr(t.repo, "rekey_marker"):
         return t.repo.rekey_marker(t.tenant, t.name)
-    if getattr(t.repo, "kind", None) != "local":
+    if not _in_local_repository(t):
         return None
     try:
         with open(_marker_path(t), "rb") as f:
@@ -262,7 +263,7 @@ def _read_marker(t):
 
 
 def _remove_marker(t):
-    if t.repo is not None and getattr(t.repo, "kind", None) == "local":
+    if _in_local_repository(t):
         try:
             os.unlink(_marker_path(t))
             files.fsync_dir(os.path.dirname(_marker_path(t)))
@@ -349,9 +350,9 @@ def _replacing_writer(t, raw, texts):
     if factory is not None:
         return factory(t.tenant, t.name, if_match=getattr(raw, "etag", None),
                        metadata={"lifeboat-rekey-of": t.doc["sha256"], "lifeboat-rekey-to": recipients_digest(texts)})
-    if getattr(t.repo, "kind", None) == "local":
+    if t.repo.is_local:
         return AtomicFile(t.repo.path_of(t.tenant, t.name), 0o600)
-    raise LifeboatError("Rekeying artifacts in a %s repository is not supported yet." % getattr(t.repo, "kind", "?"),
+    raise LifeboatError("Rekeying artifacts in a %s repository is not supported yet." % t.repo.kind,
                         option="repository")
 
 
@@ -398,7 +399,7 @@ def _rekey_one(t, objs, texts, identity):
                        tool_version=TOOL_VERSION, recipients=sorted(texts), passphrase=False, armor=header["armored"],
                        sha256=cipher.hexdigest(), size=cipher.count, rekeyed_at=naming.iso(naming.utcnow()))
             write_json_atomic(record_path(path), rec)
-        elif getattr(t.repo, "kind", None) == "local":
+        elif _in_local_repository(t):
             write_json_atomic(_marker_path(t), {"of": old_sha, "to": recipients_digest(texts),
                                                 "sha256": cipher.hexdigest(), "size": cipher.count})
         published = writer.commit(replace=True) if isinstance(writer, AtomicFile) else writer.commit()

@@ -11,7 +11,6 @@ import os
 from .. import argspec, crypto, naming
 from ..age_stream import describe_stanzas
 from ..errors import LifeboatError, MissingDependency
-from ..repository import S3_OPTIONS
 
 CHUNK = 1 << 20
 STATES = ("encrypted", "decrypted", "keypair", "rekeyed")
@@ -69,10 +68,6 @@ def parse_mode(value, default=0o600):
     if not 0 <= mode <= 0o7777:
         raise LifeboatError("Invalid mode %r: out of range." % (value,), option="mode")
     return mode
-
-
-def s3_options(req):
-    return dict((k, req.p[k]) for k in S3_OPTIONS if req.p.get(k) is not None)
 
 
 def identity_text(identity=None, identity_file=None, environ=None):
