@@ -14,33 +14,18 @@ and renamed into place so that node_exporter never reads half a file.
 import json
 import os
 import re
-import secrets
 import time
 
 from .errors import LifeboatError
+from .files import write_atomic
 
 STATE_NAME = "state.json"
 STATE_VERSION = 1
 
 
 def atomic_write(path, data, mode=0o644):
-    """Write ``data`` (bytes) to ``path`` through a temporary file and a rename."""
-    directory = os.path.dirname(path) or "."
-    tmp = os.path.join(directory, ".%s.%s.tmp" % (os.path.basename(path), secrets.token_hex(4)))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write ``data`` (bytes) to ``path`` with ``mode`` through files.write_atomic (temporary file, fsync, rename)."""
+    write_atomic(path, data, mode)
 
 
 class State(object):
