@@ -20,7 +20,6 @@ Passphrase encryption exists in pyrage in memory only: it is capped at
 
 import base64
 import binascii
-import fcntl
 import hashlib
 import json
 import os
@@ -34,10 +33,9 @@ from . import naming
 # (Ansible's module payload, the agent's wheel) ship it.
 from ._age import worker as _worker  # noqa: F401 pylint: disable=unused-import
 from .errors import LifeboatError
+from .pipeline import PIPE_SIZE, grow_pipe
 
 CHUNK = 1 << 16
-PIPE_SIZE = 1 << 20
-F_SETPIPE_SZ = 1031  # Linux: bigger pipes mean fewer wake-ups
 AGE_MAGIC = b"age-encryption.org/v1"
 ARMOR_BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
 # pyrage holds passphrase-encrypted data in memory (about 3x the size): cap it.
@@ -184,10 +182,7 @@ class AgeProcess(object):
             os.close(key_w)
         for fd in (self.in_fd, self.out_fd):
             os.set_blocking(fd, False)
-            try:
-                fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
-            except OSError:
-                pass  # not Linux, or above the pipe-max-size limit: the default works too
+            grow_pipe(fd)  # fewer wake-ups; best effort
         self._poller = select.poll()
         self._registered = {}
 

@@ -31,7 +31,8 @@ F_SETPIPE_SZ = 1031  # Linux
 
 
 def grow_pipe(fileobj, size=PIPE_SIZE):
-    """Give a pipe to or from a child (pg_dump, pg_restore) ``size`` bytes instead of 64 KiB.
+    """Give a pipe (a file object or a descriptor) to or from a child (pg_dump, pg_restore, the age
+    worker) ``size`` bytes instead of 64 KiB.
 
     With 64 KiB, pg_dump stops as soon as this process is busy compressing or
     encrypting for a moment, and pg_restore waits on every hand-over: on a
@@ -42,7 +43,7 @@ def grow_pipe(fileobj, size=PIPE_SIZE):
     if fcntl is None:
         return
     try:
-        fcntl.fcntl(fileobj.fileno(), F_SETPIPE_SZ, size)
+        fcntl.fcntl(fileobj if isinstance(fileobj, int) else fileobj.fileno(), F_SETPIPE_SZ, size)
     except (OSError, ValueError, AttributeError):
         pass
 
