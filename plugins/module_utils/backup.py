@@ -222,6 +222,7 @@ def _probe_source(req, keep=False):
         conn = req.conn.connect(req.database, app=BACKUP_APP, option="database")
     try:
         version = postgres.server_version(conn)
+        system_id = postgres.system_identifier(conn)
         if req.schema and not postgres.schema_exists(conn, req.schema):
             raise LifeboatError(
                 "The schema %r does not exist in database %r on %s. Check the schema option."
@@ -233,8 +234,8 @@ def _probe_source(req, keep=False):
         raise
     if not keep:
         conn.close()
-        return {"server_version": version}
-    return {"server_version": version, "conn": conn}
+        return {"server_version": version, "system_identifier": system_id}
+    return {"server_version": version, "system_identifier": system_id, "conn": conn}
 
 
 def plan(req, now=None):
@@ -505,6 +506,7 @@ def _store_pgdump(req, writer, facts, progress):
         "database": req.database,
         "schema": req.schema,
         "server_version": server_version,
+        "system_identifier": facts.get("system_identifier"),
         "pg_dump_version": dump_version,
         "snapshot": "exported (pg_export_snapshot), row counts taken in the same snapshot",
     }
@@ -518,11 +520,11 @@ def _store_pgdump(req, writer, facts, progress):
 
 
 def _store_globals(req, writer, facts, progress):
-    server_version = facts.get("server_version")
+    server_version, system_id = facts.get("server_version"), facts.get("system_identifier")
     if server_version is None:
         conn = req.conn.connect("postgres", option="login_host")
         try:
-            server_version = postgres.server_version(conn)
+            server_version, system_id = postgres.server_version(conn), postgres.system_identifier(conn)
         finally:
             conn.close()
     pg_dumpall, version = postgres.find_binary("pg_dumpall", req.p["pg_bin_dir"], postgres.major(server_version))
@@ -533,5 +535,6 @@ def _store_globals(req, writer, facts, progress):
     what = "pg_dumpall --globals-only on %s" % req.conn.server
     sizes, warnings = _stream_tool(req, argv, req.conn.env(app), writer, progress, what)
     source = {"server": req.conn.server, "user": req.conn.user, "server_version": server_version,
-              "pg_dumpall_version": version, "role_passwords": bool(req.p["role_passwords"])}
+              "system_identifier": system_id, "pg_dumpall_version": version,
+              "role_passwords": bool(req.p["role_passwords"])}
     return sizes, {}, source

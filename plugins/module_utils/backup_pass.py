@@ -72,6 +72,7 @@ class Pass(object):
         self.progress = progress
         self.schema_of = dict(req.members)
         self.server_version = postgres.server_version(conn)
+        self.system_identifier = postgres.system_identifier(conn)
         self.shared_ref = None
         self.counter = None
         self.runs = 0
@@ -295,6 +296,7 @@ class Pass(object):
             "database": req.database,
             "schema": schema,
             "server_version": self.server_version,
+            "system_identifier": self.system_identifier,
             "pg_dump_version": self.dump_version,
             "snapshot": "exported (pg_export_snapshot), shared by every tenant of the pass; row counts taken in it",
         }

@@ -123,6 +123,20 @@ def server_version(conn):
     return conn.execute("SHOW server_version").fetchone()[0].split()[0]
 
 
+def system_identifier(conn):
+    """The cluster's system identifier (pg_control_system(), as text), or None where it cannot be read.
+
+    It tells two servers apart that answer to the same host name and port (pods of one
+    StatefulSet, a rebuilt host); artifacts record it so that a restore never mixes them up.
+    """
+    try:
+        with conn.transaction():
+            row = conn.execute("SELECT system_identifier::text FROM pg_catalog.pg_control_system()").fetchone()
+    except Exception:  # pylint: disable=broad-except  (a server without it, or a role refused it)
+        return None
+    return row[0] if row else None
+
+
 def major(version):
     m = re.match(r"(\d+)", version or "")
     return int(m.group(1)) if m else 0

@@ -193,6 +193,27 @@ def apply_total_size(decisions, max_total_size):
         total -= a["size"]
 
 
+def _by_server(repo, tenant, arts):
+    """The artifacts of ``tenant`` in groups that the rules apply to one by one.
+
+    A globals pseudo-tenant's artifacts are grouped by the server their manifests name (its
+    system identifier): two servers that answer to the same host name and port (pods of one
+    StatefulSet sharing a repository) write the same ``_globals_<host>``, and ``keep_last: 1``
+    must keep the newest roles of each, not of whichever wrote last. Artifacts whose manifest
+    names no server (older ones, incomplete ones) form a group of their own.
+    """
+    if not naming.is_globals_tenant(tenant):
+        return [arts]
+    groups = {}
+    for a in arts:
+        sid = None
+        if a["complete"]:
+            doc, _problem = selection.read_manifest(repo, tenant, a)
+            sid = ((doc or {}).get("source") or {}).get("system_identifier")
+        groups.setdefault(sid, []).append(a)
+    return list(groups.values())
+
+
 def _verified_names(repo, tenant, arts):
     """Names of the artifacts whose verify record proves them as stored now.
 
@@ -268,7 +289,10 @@ def run(params, check_mode=False, now=None):
         listed = repo.artifacts(tenant)
         verified = _verified_names(repo, tenant, listed)
         arts = [dict(a, verified=a["name"] in verified) for a in listed]
-        decisions = select(arts, policy, now, grace, lock_free=holder is None)
+        decisions = []
+        for group in _by_server(repo, tenant, arts):
+            decisions.extend(select(group, policy, now, grace, lock_free=holder is None))
+        decisions.sort(key=lambda d: (d["stamp"], d["name"]))
         for d in decisions:
             d["tenant"] = tenant
         per_tenant[tenant] = (decisions, holder)

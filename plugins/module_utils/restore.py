@@ -520,6 +520,10 @@ def run(params, check_mode=False, progress=None):
         art = find_artifact(req.p["repository"], req.p["artifact"], req.tenant, fmt, "artifact", req.s3)
         art.check_stored_size()
     gart = find_globals_artifact(req) if req.globals_artifact else None
+    globals_note = None
+    if gart is not None and art is not None:
+        gart, globals_note = restore_guard.globals_of_server(
+            req, art, gart, lambda repo, tenant, name: _in_repository(repo, tenant, name, "globals", "globals_artifact"))
     if gart is not None:
         gart.check_stored_size()
     restore_guard.check_tenant(req, art)
@@ -545,6 +549,8 @@ def run(params, check_mode=False, progress=None):
     older = _older_than_newest(art)
     if older:
         result["warnings"].append(older)
+    if globals_note:
+        result["warnings"].append(globals_note)
     if art is not None and (naming.utcnow() - naming.parse_stamp(art.stamp)).total_seconds() < -300:
         result["warnings"].append(
             "%s is stamped in the future (%s, now %s): the clock of the host that wrote it, or of this one, is "

@@ -15,7 +15,7 @@ artifact into a tenant needs ``source_tenant`` (a tenant move).
 
 import os
 
-from . import naming
+from . import naming, selection
 from .errors import LifeboatError
 
 MAINTENANCE = ("postgres", "template0", "template1")
@@ -163,3 +163,48 @@ def check_path(req, art, target, existing, nonempty, owners):
         "Or restore into a new target_path." % (
             target, req.tenant, "its file is %s" % " or ".join(sorted(own)) if own else "no path is configured for it",
             target, "" if req.force else "force: true and ", target), option="replace_target")
+
+
+# -- globals of the tenant's own server -----------------------------------------------------------
+
+def server_of(manifest):
+    """The system identifier of the server an artifact was taken on (None: not recorded)."""
+    return ((manifest or {}).get("source") or {}).get("system_identifier")
+
+
+def globals_of_server(req, art, gart, open_artifact):
+    """The globals artifact to restore beside ``art``: ``gart``, or the newest of the tenant's own server.
+
+    Two servers that answer to the same host name and port (pods of one StatefulSet, a host
+    rebuilt under its old name) write the same ``_globals_<host>``; its newest artifact may hold
+    the other server's roles. With ``globals_artifact: latest`` (or ``latest_verified``) the
+    newest artifact taken on the server of the tenant's artifact is chosen; there is none, it
+    is refused. A globals artifact named explicitly is restored, with a warning. Returns
+    ``(artifact, note or None)``; ``open_artifact(repo, tenant, name)`` opens one by name.
+    """
+    want, got = server_of(art.manifest), server_of(gart.manifest)
+    if want is None or got is None or want == got:
+        return gart, None
+    if req.globals_artifact not in selection.SELECTORS:
+        return gart, ("The globals artifact %s was taken on another server (system identifier %s) than the tenant's "
+                      "artifact %s (%s): you named it, so it is restored; check that these are the roles you want."
+                      % (gart.name, got, art.name, want))
+    judged = selection.candidates(gart.repo, gart.tenant, "globals", stop_at_first=False)
+    for j in judged:
+        if req.globals_artifact == selection.LATEST_VERIFIED and not j["verified"]:
+            continue
+        doc = j["doc"]
+        if doc is None:
+            doc, _problem = selection.read_manifest(gart.repo, gart.tenant, j["art"])
+        if server_of(doc) == want:
+            chosen = open_artifact(gart.repo, gart.tenant, j["art"]["name"])
+            chosen.selected_by = req.globals_artifact
+            return chosen, ("The newest globals artifact %s was taken on another server (system identifier %s) "
+                            "that writes to the same %s; %s, the newest of the tenant's own server (%s), is "
+                            "restored instead." % (gart.name, got, gart.tenant, chosen.name, want))
+    raise LifeboatError(
+        "The globals under %s were taken on other servers (newest: %s, system identifier %s), none on the server of "
+        "the tenant's artifact %s (system identifier %s): two servers with the same host name and port write to "
+        "this repository. Nothing was changed. Restore without globals_artifact, or name the globals artifact you "
+        "mean (globals_artifact: <file name>)." % (gart.tenant, gart.name, got, art.name, want),
+        option="globals_artifact")
