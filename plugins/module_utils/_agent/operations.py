@@ -70,7 +70,7 @@ def cmd_backup(args, config, log):
     # Every tenant runs in a fork of this process: ask pg_dump and pg_dumpall for their versions once, here.
     engine.postgres.warm_tool_versions(bin_dir=(config.get("connection") or {}).get("pg_bin_dir"))
     return run_jobs(args, config, log, "backup", jobs, config["parallel"], labels, _figures_backup,
-                     after=protection(args, config, log, "backup", found, config["repository"]), passes=passes)
+                    after=protection(args, config, log, "backup", found, config["repository"]), passes=passes)
 
 
 def cmd_restore(args, config, log):
@@ -146,7 +146,7 @@ def cmd_verify(args, config, log):
                              check_mode=args.check))
     after = protection(args, config, log, "verify", found, repository) if found and found.configured else None
     return run_jobs(args, config, log, "verify", jobs, verify.get("parallel") or config["parallel"], names,
-                     start=[("identity", source)], after=after)
+                    start=[("identity", source)], after=after)
 
 
 def cmd_prune(args, config, log):
@@ -174,7 +174,7 @@ def cmd_prune(args, config, log):
                      check_mode=args.check) for n in labels]
     # Prune is metadata work: one at a time is plenty and keeps S3 requests low.
     return run_jobs(args, config, log, "prune", jobs, 1, labels,
-                     lambda o: {"deleted": o.info.get("deleted")} if o.status == "ok" else {})
+                    lambda o: {"deleted": o.info.get("deleted")} if o.status == "ok" else {})
 
 
 def cmd_anonymize(args, config, log):
@@ -208,4 +208,4 @@ def cmd_anonymize(args, config, log):
         raise agent_config.ConfigError(config.where, "anonymize.rules",
                                        "no tenant has anonymize rules, so there is nothing to anonymize.")
     return run_jobs(args, config, log, "anonymize", jobs, config["parallel"], [j.label for j in jobs],
-                     lambda o: {"rows_scrubbed": o.info.get("rows_scrubbed")} if o.status in ("ok", "skipped") else {})
+                    lambda o: {"rows_scrubbed": o.info.get("rows_scrubbed")} if o.status in ("ok", "skipped") else {})

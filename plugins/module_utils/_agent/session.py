@@ -224,7 +224,7 @@ def protection(args, config, log, operation, found, repository):
 
 
 def run_jobs(args, config, log, operation, jobs, parallel, labels, figures_of=None, start=(), after=None,
-              passes=()):
+             passes=()):
     session = Session(args, config, operation, log)
     session.passes = list(passes)
     session.start_pairs = list(start)
