@@ -20,7 +20,6 @@ Passphrase encryption exists in pyrage in memory only: it is capped at
 
 import base64
 import binascii
-import hashlib
 import json
 import os
 import select
@@ -334,56 +333,7 @@ class WorkerError(LifeboatError):
         self.rc = rc
 
 
-# -- helpers used on both sides ---------------------------------------------------
-
-class Hasher(object):
-    """Counts and hashes what is written, and passes it to ``sink`` (or drops it)."""
-
-    def __init__(self, sink=None, hashing=True):
-        self.sink = sink
-        self.count = 0
-        self.sha256 = hashlib.sha256() if hashing else None
-
-    def write(self, data):
-        if self.sha256 is not None:
-            self.sha256.update(data)
-        self.count += len(data)
-        if self.sink is not None:
-            view = memoryview(data)
-            while view:
-                n = self.sink.write(view)
-                view = view[len(view) if n is None else n:]
-        return len(data)
-
-    def flush(self):
-        pass
-
-    def writable(self):
-        return True
-
-    def hexdigest(self):
-        return self.sha256.hexdigest()
-
-
-class HashingSource(object):
-    """A reader that counts and hashes what is read through it."""
-
-    def __init__(self, raw, hashing=True):
-        self.raw = raw
-        self.count = 0
-        self.sha256 = hashlib.sha256() if hashing else None
-
-    def read(self, n=-1):
-        data = self.raw.read(n)
-        if data:
-            if self.sha256 is not None:
-                self.sha256.update(data)
-            self.count += len(data)
-        return data
-
-    def readable(self):
-        return True
-
+# -- passphrase encryption ----------------------------------------------------------
 
 class BoundedBuffer(object):
     """In-memory sink for passphrase encryption; refuses more than ``cap`` bytes."""

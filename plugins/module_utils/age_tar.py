@@ -28,6 +28,7 @@ import tempfile
 
 from .errors import LifeboatError
 from .files import fsync_dir
+from .pipeline import HashingReader
 
 CHUNK = 1 << 20
 MAX_LINK_DEPTH = 40
@@ -106,17 +107,6 @@ def content_digest(src):
     return h.hexdigest()
 
 
-class _HashingFile(object):
-    def __init__(self, raw):
-        self.raw = raw
-        self.sha256 = hashlib.sha256()
-
-    def read(self, n=-1):
-        data = self.raw.read(n)
-        self.sha256.update(data)
-        return data
-
-
 def write_tar(src, out, progress=None):
     """Stream ``src`` as a tar into ``out`` (anything with write()).
 
@@ -135,7 +125,7 @@ def write_tar(src, out, progress=None):
             if kind == "file":
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
                 with os.fdopen(fd, "rb", buffering=0) as f:
-                    hf = _HashingFile(f)
+                    hf = HashingReader(f)
                     try:
                         tar.addfile(info, hf)
                     except OSError as e:

@@ -95,19 +95,20 @@ class CountingReader(object):
 
 
 class HashingWriter(object):
-    """Writes everything to ``sink`` while counting and hashing it."""
+    """Writes everything to ``sink`` (or drops it when None) while counting and hashing it (unless not ``hashing``)."""
 
-    def __init__(self, sink):
+    def __init__(self, sink=None, hashing=True):
         self.sink = sink
         self.count = 0
-        self.sha256 = hashlib.sha256()
+        self.sha256 = hashlib.sha256() if hashing else None
         self.error = None
 
     def write(self, data):
         view = memoryview(data)
-        self.sha256.update(view)
+        if self.sha256 is not None:
+            self.sha256.update(view)
         total = len(view)
-        while view:
+        while view and self.sink is not None:
             try:
                 n = self.sink.write(view)
             except OSError as e:
@@ -126,6 +127,9 @@ class HashingWriter(object):
 
     def writable(self):
         return True
+
+    def hexdigest(self):
+        return self.sha256.hexdigest()
 
 
 def store(source, sink, recipients=None, compression_level=3, threads=0, progress=None, armored=False):
@@ -175,13 +179,15 @@ def load(source, sink, identities=None, compressed=True, progress=None):
 
 
 class HashingReader(CountingReader):
-    def __init__(self, raw, progress=None):
+    """Counts and (unless not ``hashing``) hashes what is read from ``raw``."""
+
+    def __init__(self, raw, progress=None, hashing=True):
         super(HashingReader, self).__init__(raw, progress)
-        self.sha256 = hashlib.sha256()
+        self.sha256 = hashlib.sha256() if hashing else None
 
     def read(self, size=-1):
         data = super(HashingReader, self).read(size)
-        if data:
+        if data and self.sha256 is not None:
             self.sha256.update(data)
         return data
 

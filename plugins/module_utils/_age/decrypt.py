@@ -15,9 +15,9 @@ import shutil
 import stat
 
 from .. import age_stream, age_tar, crypto, manifest, naming, selection
-from ..age_stream import PASSPHRASE_MAX_BYTES, AgeProcess, Hasher, HashingSource, WorkerError
+from ..age_stream import PASSPHRASE_MAX_BYTES, AgeProcess, WorkerError
 from ..errors import LifeboatError
-from ..pipeline import zstd_decompressor
+from ..pipeline import HashingReader, HashingWriter, zstd_decompressor
 from ..repository import open_repository, s3_options
 from .records import AtomicFile, ensure_parent
 from .request import CHUNK, worker_failure
@@ -63,7 +63,7 @@ class Plaintext(object):
             finally:
                 head.close()
             raw = repo.open_read(tenant, name)
-        self.cipher = HashingSource(raw, hashing=hash_cipher)
+        self.cipher = HashingReader(raw, hashing=hash_cipher)
         self.raw = raw
         passphrase_file = "scrypt" in self.header["stanzas"]
         try:
@@ -283,7 +283,7 @@ def _decrypt_file(req, src, dest, comp, found, check_mode, stored=None):
         out = None if check_mode else cleanup.enter_context(AtomicFile(dest, req.mode))  # removed unless committed
         plain = Plaintext(req, src, comp, hash_cipher=bool(found), stored=stored)
         cleanup.callback(plain.close)
-        hasher = Hasher(out)
+        hasher = HashingWriter(out)
         try:
             shutil.copyfileobj(plain, hasher, CHUNK)
             facts = plain.finish()

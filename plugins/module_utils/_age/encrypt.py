@@ -13,9 +13,9 @@ import socket
 import stat
 
 from .. import age_tar, crypto, manifest, naming
-from ..age_stream import PASSPHRASE_MAX_BYTES, AgeProcess, BoundedBuffer, Hasher, WorkerError
+from ..age_stream import PASSPHRASE_MAX_BYTES, AgeProcess, BoundedBuffer, WorkerError
 from ..errors import LifeboatError
-from ..pipeline import zstd_compressor
+from ..pipeline import HashingWriter, zstd_compressor
 from ..repository import describe_os_error, open_repository, s3_options, unique_stamp
 from ..version import TOOL_VERSION
 from .records import (RECORD_VERSION, AtomicFile, ensure_parent, read_record, record_path, source_matches, source_record,
@@ -46,7 +46,7 @@ def _produce(sink, req, fmt, comp):
         target = cctx.stream_writer(sink, closefd=False)
     else:
         target = sink
-    counter = Hasher(target, hashing=(fmt != "tar"))  # a file's digest is its SHA-256; a tar's comes from write_tar
+    counter = HashingWriter(target, hashing=(fmt != "tar"))  # a file's digest is its SHA-256; a tar's comes from write_tar
     if fmt == "tar":
         digest, stats = age_tar.write_tar(src, counter)
     else:
@@ -60,8 +60,8 @@ def _produce(sink, req, fmt, comp):
 
 
 def encrypt_to(out, req, fmt, comp, recipient_texts, armored):
-    """Encrypt src into ``out``; return (source digest, stats, ciphertext Hasher)."""
-    cipher = Hasher(out)
+    """Encrypt src into ``out``; return (source digest, stats, ciphertext HashingWriter)."""
+    cipher = HashingWriter(out)
     passphrase = req.p["passphrase"]
     if passphrase:
         what = "src %s%s" % (req.p["src"], " (as a bundle)" if fmt == "tar" else "")

@@ -16,8 +16,9 @@ import stat
 import time
 
 from .. import age_stream, age_tar, crypto, files, manifest, naming
-from ..age_stream import AgeProcess, Hasher, HashingSource, WorkerError
+from ..age_stream import AgeProcess, WorkerError
 from ..errors import LifeboatError
+from ..pipeline import HashingReader, HashingWriter
 from ..repository import describe_os_error, open_repository, s3_options
 from ..version import TOOL_VERSION
 from .decrypt import artifact_manifest
@@ -376,11 +377,11 @@ def _rekey_one(t, objs, texts, identity):
     proc = None
     t0 = time.monotonic()
     try:
-        source = HashingSource(raw)
+        source = HashingReader(raw)
         writer = _replacing_writer(t, raw, texts)
         pyrage = crypto.require_pyrage()
         proc = AgeProcess("decrypt", text, source=source)
-        cipher = Hasher(writer)
+        cipher = HashingWriter(writer)
         try:
             pyrage.encrypt_io(proc, cipher, objs, armored=header["armored"])
             proc.finish()
