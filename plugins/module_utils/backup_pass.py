@@ -456,5 +456,5 @@ class _Dumper(threading.Thread):
             raise
         finally:
             self._tool = None
-            tool.kill()
+            tool.close()
         self._queue.put(("alone", [s for s in schemas if s not in given], warning))

@@ -15,7 +15,6 @@ import os
 
 import pytest
 
-import lbtest
 from lifeboat_engine import backup_pass, pgarchive, repository
 
 SCHEMAS = 40
