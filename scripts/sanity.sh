@@ -9,7 +9,7 @@ sanity_root=${SANITY_ROOT:-build/sanity}
 dest=$sanity_root/ansible_collections/lifeboat/backup
 rm -rf "$dest"
 mkdir -p "$dest"
-git ls-files -z --cached --others --exclude-standard | rsync -a --from0 --files-from=- ./ "$dest/"
+git ls-files -z --cached --others --exclude-standard | rsync -a --ignore-missing-args --from0 --files-from=- ./ "$dest/"  # a file deleted but not yet committed is left out
 
 # ansible-test bootstraps pip in its venvs with a get-pip.py downloaded from a
 # host these machines cannot reach: put a stand-in in its cache, in a HOME
