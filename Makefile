@@ -10,7 +10,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/build/collections
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?=
 
-.PHONY: help demo test deps-demo deps-test venv collection sanity lint units integration pytest molecule clean
+.PHONY: help demo test deps-demo deps-test venv venv-demo collection sanity lint units integration pytest molecule clean
 
 help:
 	@echo "make demo   back up, verify and restore the demo tenants on localhost (no server needed)"
@@ -22,12 +22,27 @@ deps-demo:
 deps-test:
 	@scripts/install-deps.sh test
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt
+# Two stamps, one venv. `make demo` installs only what it runs (requirements-demo.txt:
+# ansible-core and the engine's libraries); `make test` adds the test tools
+# (requirements-dev.txt, which includes the demo's list) to the same venv, and
+# its stamp counts for the demo too, so neither order installs anything twice.
+$(BIN)/.installed-demo: requirements.txt requirements-demo.txt
+	@if [ -f $(BIN)/.installed ] && [ $(BIN)/.installed -nt requirements.txt ] && \
+	    [ $(BIN)/.installed -nt requirements-demo.txt ]; then touch $@; exit 0; fi; \
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+	echo "Installing the demo's Python requirements into $(VENV) (log: build/pip.log)"; \
+	mkdir -p build; \
+	$(BIN)/python -m pip install -q -r requirements-demo.txt >build/pip.log 2>&1 || { tail -30 build/pip.log; exit 1; }; \
+	touch $@
+
+$(BIN)/.installed: requirements.txt requirements-demo.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing Python requirements into $(VENV) (log: build/pip.log)"
 	@mkdir -p build
 	@$(BIN)/python -m pip install -q -r requirements-dev.txt >build/pip.log 2>&1 || { tail -30 build/pip.log; exit 1; }
-	@touch $@
+	@touch $@ $(BIN)/.installed-demo
+
+venv-demo: $(BIN)/.installed-demo
 
 venv: $(BIN)/.installed
 
@@ -37,7 +52,7 @@ $(COLL_LINK):
 
 collection: $(COLL_LINK)
 
-demo: deps-demo venv collection
+demo: deps-demo venv-demo collection
 	$(BIN)/ansible-playbook -i inventories/local playbooks/demo.yml
 
 test: deps-test venv collection
