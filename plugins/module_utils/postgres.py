@@ -132,8 +132,8 @@ def system_identifier(conn):
     try:
         with conn.transaction():
             row = conn.execute("SELECT system_identifier::text FROM pg_catalog.pg_control_system()").fetchone()
-    except Exception:  # pylint: disable=broad-except  (a server without it, or a role refused it)
-        return None
+    except Exception:  # pylint: disable=broad-except
+        return None  # a server without it, or a role that may not call it
     return row[0] if row else None
 
 
