@@ -33,11 +33,12 @@ counts a crashed run reported may then be too high; the data stays
 consistent, and idempotency (decided from the data) makes the next run right.
 """
 
+import contextlib
 import time
 
 from . import anonymize_scrub as scrub
 from . import postgres
-from .anonymize_rules import new_entry, q, rules_error
+from .anonymize_rules import Tenant, new_entry, q, rules_error
 from .errors import LifeboatError
 
 APP = "lifeboat-anonymize"
@@ -96,11 +97,9 @@ def _first_line(e):
     return postgres.first_line(str(e)) or e.__class__.__name__
 
 
-class PgTenant(object):
+class PgTenant(Tenant):
     def __init__(self, req, check_mode):
-        self.req = req
-        self.check_mode = check_mode
-        self.conn = None
+        super(PgTenant, self).__init__(req, check_mode)
         self.schema_name = req.schema
         self.sql = None
 
@@ -130,24 +129,12 @@ class PgTenant(object):
             raise
         return self
 
-    def __exit__(self, *exc):
-        if self.conn is not None:
-            self.conn.close()
-        return False
-
     # -- catalog -----------------------------------------------------------------
-    def plan(self, rules):
-        problems = []
-        plans = []
+    @contextlib.contextmanager
+    def _catalog(self):
         with self.conn.transaction():
             self.conn.execute("SET TRANSACTION READ ONLY")
-            for rule in rules:
-                plan = self._plan_rule(rule, problems)
-                if plan is not None:
-                    plans.append(plan)
-        if problems:
-            raise rules_error(problems)
-        return plans
+            yield
 
     def _plan_rule(self, rule, problems):
         label = rule.label
@@ -325,11 +312,9 @@ class PgTenant(object):
             return S("date_trunc(%({p})s::text, {c}::timestamp)::date").format(c=ref, p=S(p))
         return S("date_trunc(%({p})s::text, {c})").format(c=ref, p=S(p))
 
-    def _error(self, plan, e, what):
-        rule = plan.rule
-        hint = " Check %s.where." % rule.label if rule.where else ""
-        option = rule.label + (".where" if rule.where else ".table")
-        return (option, "%s: %s of table %s failed: %s.%s" % (rule.label, what, q(plan.table), _first_line(e), hint))
+    @staticmethod
+    def _describe(e):
+        return _first_line(e)
 
     # -- counting ------------------------------------------------------------------
     def count(self, plans, cutoff):

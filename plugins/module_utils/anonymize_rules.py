@@ -8,6 +8,7 @@ Shared by ``anonymize`` and its backends (``anonymize_pg``,
 (``rules[2].columns.email``) and what to do about it.
 """
 
+import contextlib
 import re
 
 from . import anonymize_scrub as scrub
@@ -265,3 +266,50 @@ def new_entry(rule, schema, check_mode):
         "columns": {},
         "check_mode": bool(check_mode),
     }
+
+
+class Tenant(object):
+    """What the PostgreSQL and SQLite tenants of tenant_anonymize share: the connection's end,
+    planning the rules against the catalog, and the message of a failed statement."""
+
+    schema_name = None
+
+    def __init__(self, req, check_mode):
+        self.req = req
+        self.check_mode = check_mode
+        self.conn = None
+
+    def __exit__(self, *exc):
+        if self.conn is not None:
+            self.conn.close()
+        return False
+
+    def _catalog(self):
+        """The context the catalog is read in (PostgreSQL: one read-only transaction)."""
+        return contextlib.nullcontext()
+
+    def plan(self, rules):
+        """One table plan per rule; every problem of every rule at once (``rules_error``)."""
+        problems = []
+        plans = []
+        with self._catalog():
+            for rule in rules:
+                plan = self._plan_rule(rule, problems)
+                if plan is not None:
+                    plans.append(plan)
+        if problems:
+            raise rules_error(problems)
+        return plans
+
+    def _plan_rule(self, rule, problems):
+        raise NotImplementedError
+
+    @staticmethod
+    def _describe(e):
+        return str(e)
+
+    def _error(self, plan, e, what):
+        rule = plan.rule
+        hint = " Check %s.where." % rule.label if rule.where else ""
+        option = rule.label + (".where" if rule.where else ".table")
+        return (option, "%s: %s of table %s failed: %s.%s" % (rule.label, what, q(plan.table), self._describe(e), hint))

@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from . import anonymize_scrub as scrub
 from . import sqlite as sqlite_engine
-from .anonymize_rules import new_entry, q, rules_error
+from .anonymize_rules import Tenant, new_entry, q, rules_error
 from .errors import LifeboatError
 
 
@@ -63,14 +63,7 @@ class TablePlan(object):
         self.columns = []           # (Column, catalog name)
 
 
-class SqliteTenant(object):
-    schema_name = None
-
-    def __init__(self, req, check_mode):
-        self.req = req
-        self.check_mode = check_mode
-        self.conn = None
-
+class SqliteTenant(Tenant):
     def __enter__(self):
         sqlite_engine.check_source(self.req.path)
         timeout = max(1, self.req.lock_timeout)
@@ -85,22 +78,7 @@ class SqliteTenant(object):
             raise LifeboatError("Cannot open the SQLite file %s: %s (path)." % (self.req.path, e), option="path")
         return self
 
-    def __exit__(self, *exc):
-        if self.conn is not None:
-            self.conn.close()
-        return False
-
     # -- catalog -----------------------------------------------------------------
-    def plan(self, rules):
-        problems = []
-        plans = []
-        for rule in rules:
-            plan = self._plan_rule(rule, problems)
-            if plan is not None:
-                plans.append(plan)
-        if problems:
-            raise rules_error(problems)
-        return plans
 
     def _plan_rule(self, rule, problems):
         label = rule.label
@@ -246,11 +224,6 @@ class SqliteTenant(object):
         except sqlite3.Error as e:
             raise _QueryError(e)
 
-    def _error(self, plan, e, what):
-        rule = plan.rule
-        hint = " Check %s.where." % rule.label if rule.where else ""
-        option = rule.label + (".where" if rule.where else ".table")
-        return (option, "%s: %s of table %s failed: %s.%s" % (rule.label, what, q(plan.table), e, hint))
 
     # -- counting ------------------------------------------------------------------
     def count(self, plans, cutoff):
