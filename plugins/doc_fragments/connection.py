@@ -6,8 +6,8 @@ from __future__ import annotations
 
 
 class ModuleDocFragment(object):
-    # How to reach a PostgreSQL server (argspec.LOGIN): lifeboat.backup.connection.login
-    LOGIN = r"""
+    # How to reach a PostgreSQL server (argspec.LOGIN): lifeboat.backup.connection
+    DOCUMENTATION = r"""
 options:
   login_host:
     description:
@@ -34,8 +34,10 @@ options:
     type: str
 """
 
-    # ... and its client tools (argspec.CONNECTION), for every module that runs them: lifeboat.backup.connection
-    DOCUMENTATION = LOGIN + r"""
+    # Where its client tools are (argspec.CONNECTION adds it to LOGIN), for every module that runs them:
+    # lifeboat.backup.connection.pg_tools
+    PG_TOOLS = r"""
+options:
   pg_bin_dir:
     description:
       - Folder holding C(pg_dump), C(pg_dumpall) and C(pg_restore).

@@ -21,9 +21,10 @@ options:
     type: path
 """
 
-    # The repository and age recipients (argspec.REPOSITORY), shared by modules that write artifacts:
+    # The repository of the modules that write artifacts (argspec.REPOSITORY, with the recipients above):
     # lifeboat.backup.repository
-    DOCUMENTATION = RECIPIENTS + r"""
+    DOCUMENTATION = r"""
+options:
   repository:
     description:
       - Where artifacts live, as C(<repository>/<tenant>/<tenant>-<YYYYMMDDTHHMMSSZ>.<format>[.zst][.age])

@@ -20,7 +20,7 @@ import copy
 
 from .errors import LifeboatError
 
-# How to reach a PostgreSQL server: lifeboat.backup.connection.login
+# How to reach a PostgreSQL server: lifeboat.backup.connection
 LOGIN = dict(
     login_host=dict(type="str"),
     login_port=dict(type="int", default=5432),
@@ -29,7 +29,7 @@ LOGIN = dict(
     login_unix_socket=dict(type="str"),
 )
 
-# ... and where its client tools are: lifeboat.backup.connection
+# ... and where its client tools are: lifeboat.backup.connection and lifeboat.backup.connection.pg_tools
 CONNECTION = dict(LOGIN, pg_bin_dir=dict(type="path"))
 
 # Who decrypts: an age identity or SSH private key, or a file of them (each module documents its own)
@@ -38,12 +38,14 @@ IDENTITY = dict(
     identity_file=dict(type="path"),
 )
 
-# lifeboat.backup.repository
-REPOSITORY = dict(
-    repository=dict(type="str", required=True),
+# Whom artifacts are encrypted to: lifeboat.backup.repository.recipients
+RECIPIENTS = dict(
     recipients=dict(type="list", elements="str"),
     recipients_file=dict(type="path"),
 )
+
+# Where artifacts are written, and to whom: lifeboat.backup.repository and lifeboat.backup.repository.recipients
+REPOSITORY = dict(RECIPIENTS, repository=dict(type="str", required=True))
 
 # The S3 options that only say how to reach the store: lifeboat.backup.s3
 S3_CONNECTION = dict(

@@ -27,7 +27,7 @@ description:
     tenant without a complete artifact within its RPO (O(max_age)), or a database or schema that no listed tenant and
     no rule covers, or whose name is invalid or taken. Without O(discover) the server is not contacted.
 author: [Lifeboat maintainers (@lifeboat)]
-extends_documentation_fragment: [lifeboat.backup.connection.login, lifeboat.backup.s3]
+extends_documentation_fragment: [lifeboat.backup.connection, lifeboat.backup.s3]
 attributes:
   check_mode:
     support: full

@@ -22,7 +22,14 @@ description:
     artifact under its final name and no manifest.
   - A lock in the tenant's folder keeps two backups of one tenant from overlapping.
 author: [Lifeboat maintainers (@lifeboat)]
-extends_documentation_fragment: [lifeboat.backup.connection, lifeboat.backup.repository, lifeboat.backup.s3, lifeboat.backup.s3.storage, lifeboat.backup.tenant]
+extends_documentation_fragment:
+  - lifeboat.backup.connection
+  - lifeboat.backup.connection.pg_tools
+  - lifeboat.backup.repository
+  - lifeboat.backup.repository.recipients
+  - lifeboat.backup.s3
+  - lifeboat.backup.s3.storage
+  - lifeboat.backup.tenant
 attributes:
   check_mode:
     support: full

@@ -33,7 +33,7 @@ description:
     hold personal data past it, and, with O(retention_days), when rotation removes them.
   - Results hold counts, never row data, and never the HMAC secret.
 author: [Lifeboat maintainers (@lifeboat)]
-extends_documentation_fragment: [lifeboat.backup.connection, lifeboat.backup.s3, lifeboat.backup.tenant]
+extends_documentation_fragment: [lifeboat.backup.connection, lifeboat.backup.connection.pg_tools, lifeboat.backup.s3, lifeboat.backup.tenant]
 attributes:
   check_mode:
     support: full

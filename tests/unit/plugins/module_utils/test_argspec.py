@@ -45,23 +45,31 @@ def test_ansible_kwargs_are_copies():
     assert backup.SPEC.ansible_kwargs()["required_if"] == [("engine", "sqlite", ("path",))]
 
 
-def _fragment(name, var="DOCUMENTATION"):
-    spec = importlib.util.spec_from_file_location("fragment_" + name, FRAGMENTS / (name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return yaml.safe_load(getattr(module.ModuleDocFragment, var))["options"]
+def _fragments(*names):
+    """The options of the doc fragments ``names`` (as in extends_documentation_fragment, without the collection)."""
+    options = {}
+    for name in names:
+        file, _dot, var = name.partition(".")
+        spec = importlib.util.spec_from_file_location("fragment_" + file, FRAGMENTS / (file + ".py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        text = getattr(module.ModuleDocFragment, (var or "documentation").upper())
+        assert isinstance(text, str)  # a literal: ansible-test's yamllint reads fragments without running them
+        options.update(yaml.safe_load(text)["options"])
+    return options
 
 
-@pytest.mark.parametrize("group,fragment,var", [
-    (argspec.LOGIN, "connection", "LOGIN"),
-    (argspec.CONNECTION, "connection", "DOCUMENTATION"),
-    (argspec.REPOSITORY, "repository", "DOCUMENTATION"),
-    (argspec.S3_CONNECTION, "s3", "DOCUMENTATION"),
-    (argspec.S3_STORAGE, "s3", "STORAGE"),
-    (argspec.TENANT, "tenant", "DOCUMENTATION"),
+@pytest.mark.parametrize("group,fragments", [
+    (argspec.LOGIN, ["connection"]),
+    (argspec.CONNECTION, ["connection", "connection.pg_tools"]),
+    (argspec.RECIPIENTS, ["repository.recipients"]),
+    (argspec.REPOSITORY, ["repository", "repository.recipients"]),
+    (argspec.S3_CONNECTION, ["s3"]),
+    (argspec.S3_STORAGE, ["s3.storage"]),
+    (argspec.TENANT, ["tenant"]),
 ])
-def test_each_shared_group_is_documented_by_its_fragment(group, fragment, var):
-    docs = _fragment(fragment, var)
+def test_each_shared_group_is_documented_by_its_fragments(group, fragments):
+    docs = _fragments(*fragments)
     assert sorted(docs) == sorted(group)
     for name, option in group.items():
         for key in ("type", "default", "choices", "required", "elements"):
