@@ -19,6 +19,8 @@ STATES = ("encrypted", "decrypted", "keypair", "rekeyed")
 SPEC = argspec.ArgumentSpec(
     argspec.merged(
         argspec.S3,  # s3://bucket/prefix repositories: where bundles are stored
+        argspec.RECIPIENTS,
+        argspec.IDENTITY,
         state=dict(type="str", default="encrypted", choices=list(STATES)),
         src=dict(type="path"),
         dest=dict(type="path"),
@@ -26,11 +28,7 @@ SPEC = argspec.ArgumentSpec(
         tenant=dict(type="str"),
         # state decrypted with a repository: which artifact of the tenant
         artifact=dict(type="str"),
-        recipients=dict(type="list", elements="str"),
-        recipients_file=dict(type="path"),
         passphrase=dict(type="str", no_log=True),
-        identity=dict(type="str", no_log=True),
-        identity_file=dict(type="path"),
         armor=dict(type="bool", default=False),
         format=dict(type="str", default="auto", choices=["auto", "file", "tar"]),
         compression=dict(type="str", default="auto", choices=["auto", "zstd", "none"]),
