@@ -339,11 +339,26 @@ def interleaved(entries, owner_of, wanted=None):
     return out
 
 
-def split_prefix(head, owner_of, schema):
-    """The header and TOC of the archive of ``schema``: its entries and the common ones, in dump order."""
-    picked = [e for e in head.entries if owner_of.get(e.dump_id) in ("", schema)]
+def split_prefix(head, owner_of, schema, by_owner=None):
+    """The header and TOC of the archive of ``schema``: its entries and the common ones, in dump order.
+
+    ``by_owner`` (from ``entries_by_owner``) saves a walk over every entry of the archive for each
+    schema, which a group of hundreds of schemas would otherwise pay hundreds of times.
+    """
+    if by_owner is None:
+        picked = [e for e in head.entries if owner_of.get(e.dump_id) in ("", schema)]
+    else:
+        picked = [e for _i, e in sorted(by_owner.get("", []) + by_owner.get(schema, []), key=lambda ie: ie[0])]
     return b"".join([head.raw, encode_int(len(picked), head.int_size)]
                     + [e.split_raw(head.off_size) for e in picked])
+
+
+def entries_by_owner(entries, owner_of):
+    """{owner: [(position in the TOC, entry)]}, owner "" for the entries every split archive holds."""
+    out = {}
+    for i, e in enumerate(entries):
+        out.setdefault(owner_of.get(e.dump_id), []).append((i, e))
+    return out
 
 
 class Splitter(object):
@@ -366,6 +381,7 @@ class Splitter(object):
         self.wanted = list(wanted)
         self.hs = 1 + head.int_size
         self._data = head.data_entries()
+        self._by_owner = entries_by_owner(head.entries, owner_of)
         self._next = 0  # index in self._data of the next block in the stream
         self._kind = None  # the type and entry of the block being read
         self._entry = None
@@ -399,7 +415,7 @@ class Splitter(object):
         if not self._order:
             raise StopIteration
         schema = self._order[0]
-        count = sum(1 for e in self._data if self.owner_of.get(e.dump_id) == schema)
+        count = sum(1 for _i, e in self._by_owner.get(schema, []) if e.has_data())
         self.current = _Output(schema, self._pieces(schema, count), self)
         self._order.pop(0)
         return schema, self.current
@@ -418,7 +434,7 @@ class Splitter(object):
                                % self.current.schema)
 
     def _pieces(self, schema, count):
-        yield split_prefix(self.head, self.owner_of, schema)
+        yield split_prefix(self.head, self.owner_of, schema, self._by_owner)
         while count:
             e, header = self._block_header()
             if self.owner_of.get(e.dump_id) == schema:
