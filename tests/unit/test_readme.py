@@ -14,6 +14,8 @@ Static checks: running every command takes minutes (the demo, a backup, a
 collection build); the commands were run by hand on a fresh clone.
 """
 
+import fnmatch
+import os
 import pathlib
 import re
 import shlex
@@ -120,7 +122,22 @@ def path_problem(md, word):
                 return None
         elif c.exists():
             return None
+    if not word.startswith("../") and any(fnmatch.fnmatchcase(p, "*/" + word.rstrip("/")) for p in repository_paths()):
+        return None  # relative to a folder the text speaks of: a role's meta/argument_specs.yml
     return "names a file that does not exist in the repository"
+
+
+_PATHS = []
+
+
+def repository_paths():
+    """Every file and folder of the repository (generated ones left out), relative to its root."""
+    if not _PATHS:
+        for folder, dirs, files in os.walk(ROOT):
+            dirs[:] = sorted(d for d in dirs if d not in GENERATED)
+            base = pathlib.Path(folder).relative_to(ROOT).as_posix()
+            _PATHS.extend(n if base == "." else base + "/" + n for n in dirs + files)
+    return _PATHS
 
 
 def link_problem(md, target):
@@ -163,6 +180,8 @@ def test_the_path_check_catches_what_issue_23_found(tmp_path):
     assert path_problem(doc, "../../shared/TESTING.md") == "points outside the repository"
     assert link_problem(readme, "../shared/DESIGN.md") == "links outside the repository"
     assert path_problem(readme, "docs/NOPE.md") == "names a file that does not exist in the repository"
+    assert path_problem(readme, "meta/argument_specs.yml") is None  # each role's
+    assert path_problem(readme, "meta/nope.yml") == "names a file that does not exist in the repository"
     assert path_problem(readme, "docs/DESIGN.md") is None
     assert path_problem(doc, "../README.md") is None
     assert path_problem(readme, "roles/*/meta/argument_specs.yml") is None
