@@ -43,9 +43,12 @@ HEADER_MAX = 1 << 20
 
 # The child process runs _age.worker.main() in this interpreter. The engine's package is re-created in the child
 # from its folders, whatever its name and wherever it lives (a folder, or the zip of an Ansible module), so that
-# the worker parses keys with crypto.py like this process does.
+# the worker parses keys with crypto.py like this process does. The packages above it (ansible_collections...,
+# which the child cannot import) stand empty: a relative import looks them up.
 BOOTSTRAP = (
     "import importlib, json, sys, types\n"
+    "parts = sys.argv[1].split('.')\n"
+    "sys.modules.update(('.'.join(parts[:i]), types.ModuleType('.'.join(parts[:i]))) for i in range(1, len(parts)))\n"
     "package = types.ModuleType(sys.argv[1])\n"
     "package.__path__ = json.loads(sys.argv[2])\n"
     "sys.modules[sys.argv[1]] = package\n"
