@@ -158,6 +158,24 @@ def test_header_and_toc_of_each_version_are_read(version, int_size, off_size):
     assert [e.dump_id for e in head.data_entries()] == [30, 31, 32, 43]
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("int_size, off_size", [(4, 8), (8, 8), (4, 4)])
+def test_the_fast_toc_reader_reads_what_the_field_by_field_one_reads(monkeypatch, version, int_size, off_size):
+    layout = Layout(version, int_size, off_size)
+    entries = [dict(dump_id=1, desc="ENCODING", tag="ENCODING", defn="SET client_encoding = 'LATIN1';\n"),
+               dict(dump_id=2, desc="SCHEMA", tag="caf\xe9".encode("latin-1"))]
+    _layout, head_raw, toc, blocks = build(layout)
+    datas = [head_raw + toc + blocks, layout.head() + layout.toc(entries)]
+    fast = [pgarchive.read_head(io.BytesIO(d)) for d in datas]
+    monkeypatch.setattr(pgarchive, "_fast_entry", lambda stream, v, i, o, codec: (None, codec))
+    slow = [pgarchive.read_head(io.BytesIO(d)) for d in datas]
+    for a, b in zip(fast, slow):
+        assert a.stream.pos == b.stream.pos and len(a.entries) == len(b.entries)
+        for x, y in zip(a.entries, b.entries):
+            assert [getattr(x, k) for k in pgarchive.Entry.__slots__] == [getattr(y, k) for k in pgarchive.Entry.__slots__]
+    assert fast[1].entries[1].tag == "caf\xe9"
+
+
 def test_strings_null_empty_and_in_the_archive_encoding():
     layout = Layout()
     entries = [dict(dump_id=1, desc="ENCODING", tag="ENCODING", defn="SET client_encoding = 'LATIN1';\n"),
