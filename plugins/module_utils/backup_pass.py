@@ -120,25 +120,30 @@ class Pass(object):
             self.shared_schemas, self.excluded_schemas = self._split_schemas(all_schemas)
             tenant_order = schema_pass.dump_order([s for t, s in req.members if s in facts
                                                    and jobs[t][1] == "write"])
-            depends = schema_pass.dependencies(self.conn, tenant_order) if tenant_order else {}
-            self.lo_refs = {}
-            for entry in large_objects.referenced(self.conn):  # in the shared part, which holds them
-                self.lo_refs.setdefault(entry["schema"], []).append(entry)
-            tables = self.conn.execute(postgres._TABLES, {"schema": None}).fetchall()
-            by_schema = {}
-            for nsp, rel in tables:
-                by_schema.setdefault(nsp, []).append((nsp, rel))
             shared_job = jobs.get(naming.shared_tenant(req.database)) if req.shared else None
-            order = (self.shared_schemas if shared_job and shared_job[1] == "write" else []) + tenant_order
-            self.counter = schema_pass.PassCounter(req.conn, req.database, self.snapshot,
-                                                   [t for nsp in order for t in by_schema.get(nsp, [])],
-                                                   backup.BACKUP_APP + "-count").start()
+            shared_dump = self._shared_plan(shared_job, facts) if shared_job is not None else None
+            # The pg_dump runs start now: their catalog work overlaps the queries below.
+            dumper = _Dumper(self, schema_pass.groups_within(tenant_order, facts, self.budget), shared_dump)
+            dumper.start()
+            self.counter = None
             try:
-                if shared_job is not None:
-                    self._shared(shared_job, facts)
-                self._tenant_groups(schema_pass.groups_within(tenant_order, facts, self.budget), jobs, depends)
+                depends = schema_pass.dependencies(self.conn, tenant_order) if tenant_order else {}
+                self.lo_refs = {}
+                for entry in large_objects.referenced(self.conn):  # in the shared part, which holds them
+                    self.lo_refs.setdefault(entry["schema"], []).append(entry)
+                tables = self.conn.execute(postgres._TABLES, {"schema": None}).fetchall()
+                by_schema = {}
+                for nsp, rel in tables:
+                    by_schema.setdefault(nsp, []).append((nsp, rel))
+                order = (self.shared_schemas if shared_job and shared_job[1] == "write" else []) + tenant_order
+                self.counter = schema_pass.PassCounter(req.conn, req.database, self.snapshot,
+                                                       [t for nsp in order for t in by_schema.get(nsp, [])],
+                                                       backup.BACKUP_APP + "-count").start()
+                self._tenant_groups(dumper, jobs, depends)
             finally:
-                self.counter.cancel()
+                dumper.stop()
+                if self.counter is not None:
+                    self.counter.cancel()
         for job, action, reason, fresh in self.steps:
             if action == "skip":
                 self.result["artifacts"].append(_skipped(req, job, reason, fresh))
@@ -168,41 +173,56 @@ class Pass(object):
 
     # -- the shared part -----------------------------------------------------------------------------
 
-    def _shared(self, entry, facts):
+    def _shared_plan(self, entry, facts):
+        """``(job, argv, what)`` of the shared part's pg_dump, or None: a fresh one is kept (skip), or it is
+        too large for one run (recorded as a failed tenant, with the setting to raise)."""
         job, action, reason, fresh = entry
         req = self.req
         if action == "skip":
             doc = req.repository.read_json(job.tenant, fresh["manifest"]) or {}
             self.shared_ref = _ref(job.tenant, fresh["name"], fresh["stamp"], doc.get("sha256"))
-            return
-        excluded = sorted(set(self.schema_of.values()) | set(self.excluded_schemas))
+            return None
+        job.extra = {"shared_part": {"database": req.database, "schemas": self.shared_schemas,
+                                     "excluded_tenant_schemas": len(self.schema_of)}}
         shared_locked = sum(facts.get(s, (0, 0))[0] for s in self.shared_schemas)
+        if shared_locked > self.budget:
+            def refuse(writer):
+                raise LifeboatError(_lock_message(req, "the shared part", shared_locked, self.budget), option="database")
+            job.store = refuse
+            self._write(job)
+            return None
+        excluded = sorted(set(self.schema_of.values()) | set(self.excluded_schemas))
+        argv = self._dump_argv() + ["--exclude-schema=" + postgres.schema_pattern(s) for s in excluded]
+        job.extra["excluded_schemas"] = len(excluded)
+        return job, argv, "pg_dump of the shared part of database %r" % req.database
+
+    def _shared_write(self, job, spool):
+        """The shared part's artifact, from the dump thread's spool (written before any tenant's: their
+        manifests name it)."""
+        req = self.req
+        excluded = job.extra.pop("excluded_schemas")
 
         def store(writer):
-            if shared_locked > self.budget:
-                raise LifeboatError(_lock_message(req, "the shared part", shared_locked, self.budget), option="database")
-            argv = self._dump_argv() + ["--exclude-schema=" + postgres.schema_pattern(s) for s in excluded]
-            self.runs += 1
-            sizes, warnings = self._stream(argv, writer, "pg_dump of the shared part of database %r" % req.database)
+            sizes = pipeline.store(spool, writer, req.recipients, req.level, req.threads, None)
             counts = {}
             for nsp in self.shared_schemas:
                 counts.update(self.counter.wait_for(nsp))
-            source = self._source(None, warnings)
+            source = self._source(None, spool.warnings)
             source["shared_part_of"] = req.database
-            source["excluded_schemas"] = len(excluded)
+            source["excluded_schemas"] = excluded
             return sizes, counts, source
 
         job.store = store
-        job.extra = {"shared_part": {"database": req.database, "schemas": self.shared_schemas,
-                                     "excluded_tenant_schemas": len(self.schema_of)}}
         entry_out = self._write(job)
-        if entry_out is not None:
-            self.shared_ref = _ref(job.tenant, entry_out["artifact_name"], entry_out["stamp"], entry_out["sha256"])
-            self.result["shared_artifact"] = entry_out["artifact"]
+        if entry_out is None:
+            spool.abandon()
+            return
+        self.shared_ref = _ref(job.tenant, entry_out["artifact_name"], entry_out["stamp"], entry_out["sha256"])
+        self.result["shared_artifact"] = entry_out["artifact"]
 
     # -- tenant groups -------------------------------------------------------------------------------
 
-    def _tenant_groups(self, groups, jobs, depends):
+    def _tenant_groups(self, dumper, jobs, depends):
         """Every group's pg_dump -n, split into one artifact a schema; what fails is retried alone, last.
 
         The groups' pg_dump runs go one after another in a thread of their own (``_Dumper``), which
@@ -225,13 +245,13 @@ class Pass(object):
             self._unfail(job.tenant)  # it gets its own pg_dump, below
             return spool.name
 
-        dumper = _Dumper(self, groups)
-        dumper.start()
         pool = concurrent.futures.ThreadPoolExecutor(WRITERS, thread_name_prefix="lifeboat-pass-write")
         futures = []
         try:
             for event in dumper.events():
-                if event[0] == "alone":
+                if event[0] == "shared":
+                    self._shared_write(event[1], event[2])
+                elif event[0] == "alone":
                     alone.extend(event[1])
                     if event[2]:
                         self.result.setdefault("warnings", []).append(event[2])
@@ -282,11 +302,15 @@ class Pass(object):
             return backup._stream_tool(self.req, argv, self.req.conn.env(backup.BACKUP_APP + "-pg_dump"), writer,
                                        self.progress, what)
         except LifeboatError as e:
-            if "max_locks_per_transaction" in str(e) or "out of shared memory" in str(e):
-                raise LifeboatError("%s Raise max_locks_per_transaction in postgresql.conf (lifeboat sizes each pg_dump "
-                                    "to at most %d locked tables, half the lock table) and restart the server."
-                                    % (e, self.budget), option="database")
-            raise
+            raise self._lock_hint(e)
+
+    def _lock_hint(self, e):
+        """``e``, or with the setting to raise when it is the lock table's error."""
+        if "max_locks_per_transaction" in str(e) or "out of shared memory" in str(e):
+            return LifeboatError("%s Raise max_locks_per_transaction in postgresql.conf (lifeboat sizes each pg_dump "
+                                 "to at most %d locked tables, half the lock table) and restart the server."
+                                 % (e, self.budget), option="database")
+        return e
 
     def _source(self, schema, warnings):
         req = self.req
@@ -368,16 +392,18 @@ def _lock_message(req, what, need, budget):
 class _Dumper(threading.Thread):
     """The groups' pg_dump runs, one at a time, each split into one ``Spool`` a schema as it streams.
 
-    ``events()`` yields, in order, ``("spool", spool, group_size)`` for each schema's archive
+    ``events()`` yields, in order, ``("shared", job, spool)`` for the shared part's dump when there
+    is one, ``("spool", spool, group_size)`` for each schema's archive
     (to be read to its end, or abandoned) and ``("alone", schemas, warning)`` for the schemas
     a group could not give (a group of one, interleaved data, or what a failed run left).
     """
 
-    def __init__(self, owner, groups):
+    def __init__(self, owner, groups, shared=None):
         super(_Dumper, self).__init__(name="lifeboat-pass-dump")
         self.daemon = True
         self.owner = owner
         self.groups = [list(g) for g in groups]
+        self.shared = shared
         self.budget = Budget(SPOOL_BYTES)
         self._queue = queue.Queue()
         self._tool = None
@@ -402,6 +428,8 @@ class _Dumper(threading.Thread):
 
     def run(self):
         try:
+            if self.shared is not None:
+                self._shared(*self.shared)
             for schemas in self.groups:
                 if self._stopping:
                     break
@@ -415,6 +443,26 @@ class _Dumper(threading.Thread):
             self._queue.put(("crash", e))
         finally:
             self._queue.put(("end",))
+
+    def _shared(self, job, argv, what):
+        """The shared part's pg_dump, whole, into one spool; it ends (or fails) once pg_dump has exited."""
+        tool = self._tool = Tool.reading(argv, self.owner.req.conn.env(backup.BACKUP_APP + "-pg_dump"))
+        self.owner.runs += 1
+        spool = Spool(job.tenant, self.budget)
+        self._queue.put(("shared", job, spool))
+        try:
+            for chunk in iter(lambda: tool.proc.stdout.read(pipeline.CHUNK), b""):
+                spool.put(chunk)
+            spool.warnings = tool.finish(what)
+            spool.finish()
+        except LifeboatError as e:
+            spool.fail(self.owner._lock_hint(e))
+        except BaseException as e:
+            spool.fail(e)
+            raise
+        finally:
+            self._tool = None
+            tool.close()
 
     def _group(self, schemas):
         owner = self.owner

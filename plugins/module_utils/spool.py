@@ -42,6 +42,7 @@ class Spool(object):
         self._done = False
         self._error = None
         self._abandoned = False
+        self.warnings = None  # what the producer has to say besides the bytes (a tool's messages)
 
     # -- the producer ------------------------------------------------------------------------------
 
