@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The two host fixes that podman needs on these machines before any
-# `podman run` works (see ../shared/TESTING.md, "systemd hosts with Podman").
+# `podman run` works (see docs/TESTING.md).
 # Idempotent: run it as often as you like (root, or sudo).
 #
 #  1. ulimits: crun fails with "setrlimit RLIMIT_NOFILE: Operation not
