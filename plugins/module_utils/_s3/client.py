@@ -3,10 +3,13 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The S3 client, its errors and its retries.
 
-Transient failures (connection errors, time-outs, HTTP 5xx, SlowDown and
-other throttling) are retried with full-jitter exponential backoff; botocore's
-own retries are off so that the policy and its messages are ours. Errors name
-the AWS error code and the option that fixes them.
+Transient failures (connection errors, time-outs, HTTP 5xx other than 501,
+SlowDown and other throttling) are retried with full-jitter exponential
+backoff; botocore's own retries are off so that the policy and its messages
+are ours. A 501 NotImplemented (and the NotImplemented or Unsupported codes of
+S3-compatible stores) is not transient: the store does not implement that call,
+and ``is_unsupported`` tells it apart. Errors name the AWS error code, what the
+store answered and what it usually means, and the option that fixes them.
 """
 
 import random
@@ -43,6 +46,9 @@ except ImportError as _e:  # pragma: no cover - depends on the interpreter
 _THROTTLING = frozenset(("SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
                          "TooManyRequestsException", "RequestThrottled", "ServiceUnavailable",
                          "InternalError", "RequestTimeout", "503", "500", "502", "504"))
+# What S3-compatible stores answer for a call they do not implement (HTTP 501, or these codes with another status).
+_UNSUPPORTED = frozenset(("NotImplemented", "Unsupported", "UnsupportedOperation", "NotSupported",
+                          "XNotImplemented", "501"))
 
 
 class PurgeError(LifeboatError):
@@ -96,20 +102,27 @@ _HINTS_BY_OPTION = {
         "InvalidObjectState": "the object is archived (GLACIER or DEEP_ARCHIVE): restore it first "
                               "(aws s3api restore-object), wait until it is readable, then run again",
         "NoSuchKey": "the object does not exist",
-        "NoSuchUpload": "the multipart upload was aborted meanwhile (by another run on another host, or by a "
-                        "lifecycle rule whose abort_incomplete_multipart_upload_days is shorter than a backup)",
+        "NoSuchUpload": "the store knows no multipart upload of that id (some stores, such as rclone serve s3, "
+                        "also answer so when listing finds no open upload)",
         "PreconditionFailed": "an object of that name already exists",
         "SlowDown": "S3 is throttling this prefix: run fewer backups at once or spread them over time",
         "EntityTooLarge": "the object exceeds S3's limits",
+        "NotImplemented": "the store does not implement this call (an S3-compatible store without this feature); "
+                          "retrying cannot help",
     },
 }
 # AWS error code -> (hint, option).
 _HINTS = dict((code, (hint, option)) for option, hints in _HINTS_BY_OPTION.items() for code, hint in hints.items())
+for _code in _UNSUPPORTED:
+    _HINTS.setdefault(_code, _HINTS["NotImplemented"])
 _STATUS_HINTS = {
     301: ("the bucket lives in another region: set s3_region to it", "s3_region"),
     403: _HINTS["AccessDenied"],
     404: _HINTS["NoSuchBucket"],
+    501: _HINTS["NotImplemented"],
 }
+# Said after the hint when the call ran out of attempts on a transient failure.
+_GAVE_UP = "it was retried and kept failing: try again later"
 
 
 def error_code(e):
@@ -122,12 +135,28 @@ def http_status(e):
     return e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
 
 
+def is_unsupported(e):
+    """True when the store answered that it does not implement the call: HTTP 501, or a NotImplemented or
+    Unsupported error code (a LifeboatError made by describe() counts by its recorded code and status)."""
+    if isinstance(e, LifeboatError):
+        details = e.details or {}
+        return bool(details.get("unsupported")) or details.get("aws_error_code") in _UNSUPPORTED or \
+            details.get("http_status") == 501
+    if isinstance(e, ClientError):
+        return error_code(e) in _UNSUPPORTED or http_status(e) == 501
+    return False
+
+
 def describe(e, what, endpoint=None, attempts=None):
-    """A LifeboatError for a boto3/botocore exception ``e`` raised while doing ``what``."""
+    """A LifeboatError for a boto3/botocore exception ``e`` raised while doing ``what``.
+
+    ``attempts``: how many times the call was tried before giving up on a transient failure."""
     if isinstance(e, LifeboatError):
         return e
     err = _describe(e, what, endpoint or "the S3 endpoint")
     if attempts and attempts > 1:
+        if isinstance(e, ClientError) and not getattr(err, "hinted", False):
+            err.msg = "%s; %s." % (err.msg.rstrip("."), _GAVE_UP)
         err.msg = "%s (gave up after %d attempts)." % (err.msg.rstrip("."), attempts)
         err.args = (err.msg,)
         err.details["attempts"] = attempts
@@ -146,14 +175,16 @@ def _describe(e, what, where):
             region = e.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
             if region:
                 hint = "the bucket lives in region %s: set s3_region: %s" % (region, region)
-        if status and status >= 500 and not hint:
-            hint = "the server failed; it was retried and kept failing: try again later"
         text = "%s failed: AWS error %s (HTTP %s%s)" % (what, code, status, (": %s" % message) if message else "")
         if hint:
             text += "; %s" % hint
+        elif status and status >= 500:
+            text += "; the store failed to answer (a server-side error)"
         if option:
             text += " (option %s)" % option
-        return LifeboatError(text + ".", option=option, details={"aws_error_code": code, "http_status": status})
+        err = LifeboatError(text + ".", option=option, details={"aws_error_code": code, "http_status": status})
+        err.hinted = bool(hint)
+        return err
     if isinstance(e, (NoCredentialsError, PartialCredentialsError)):
         return LifeboatError(
             "%s failed: no usable AWS credentials (%s). Set s3_access_key and s3_secret_key, or configure "
@@ -179,8 +210,10 @@ def _describe(e, what, where):
 
 
 def is_transient(e):
-    """True for failures worth retrying: the network, time-outs, 5xx, throttling."""
+    """True for failures worth retrying: the network, time-outs, 5xx but 501 NotImplemented, throttling."""
     if isinstance(e, ClientError):
+        if is_unsupported(e):
+            return False  # the store does not implement the call: the same answer every time
         code = error_code(e)
         status = http_status(e) or 0
         return code in _THROTTLING or status >= 500 or status == 429

@@ -15,14 +15,26 @@ complete or are aborted, so the next run (under the lock) aborts those a
 killed run left open, whatever their age; uploads of other hosts are aborted
 only when older than ``stale_upload_age`` (a day), so that a live upload of
 another host is never cut.
+
+Housekeeping never decides whether a backup happens: listing and aborting
+stale uploads, and reading the bucket's versioning where the store does not
+implement it, are best effort. A failure there goes into ``warnings`` (each
+message once, naming the store's answer) and the operation goes on; engines
+add the repository's warnings to their results. Where a guarantee depends on a
+feature of the store, the store is probed once per endpoint and process:
+``conditional_writes()`` tells whether it honours ``If-Match`` (the rekey's
+protection against a concurrent replacement), and a store that ignores it is
+said plainly, once, in ``warnings``.
 """
 
 import hashlib
 import json
 import os
 import re
+import secrets
 import stat
 import tempfile
+import threading
 import time
 
 from .. import naming
@@ -30,7 +42,7 @@ from .._repository.base import Repository
 from ..errors import LifeboatError
 from ..files import json_bytes
 from ..locking import FileLock, lock_holder
-from .client import ClientError, PurgeError, Retry, error_code, http_status, make_client
+from .client import ClientError, PurgeError, Retry, error_code, http_status, is_unsupported, make_client
 from .download import S3Reader
 from .upload import (MAX_UPLOAD_CONCURRENCY, MIN_PART_SIZE, S3_MAX_PART, S3_MIN_PART, UPLOAD_BUDGET,
                      UPLOAD_CONCURRENCY, S3Writer, _PartBody)
@@ -41,6 +53,11 @@ STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING
 SSE_ALGORITHMS = ("AES256", "aws:kms")
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+# Whether a store honours conditional writes (If-Match), by endpoint and bucket: probed once per process.
+_CONDITIONAL_WRITES = {}
+_PROBE_LOCK = threading.Lock()
+PROBE_PREFIX = ".lifeboat-probe-"  # probe keys: not a tenant name (naming refuses a leading dot)
 
 
 def valid_bucket(name):
@@ -159,6 +176,18 @@ class S3Repository(Repository):
                                             s3_session_token, connect_timeout, read_timeout,
                                             pool=max(4, upload_concurrency + 1))
         self.checksums = getattr(self.client.meta.config, "request_checksum_calculation", None) == "when_supported"
+        # Housekeeping that failed and guarantees this store does not give, each said once: engines add them to
+        # the warnings of their results.
+        self.warnings = []
+
+    def warn(self, msg):
+        """Record a warning for the result (once)."""
+        if msg not in self.warnings:
+            self.warnings.append(msg)
+
+    def _housekeeping_failed(self, error, consequence):
+        """A best-effort step failed: warn with the store's answer (``error``) and what it leaves; go on."""
+        self.warn("%s %s; the operation went on without it." % (str(error).rstrip(".") + ".", consequence))
 
     def __str__(self):
         return self.root.rstrip("/") if self.prefix else "s3://%s" % self.bucket
@@ -299,7 +328,85 @@ class S3Repository(Repository):
         leaves the old object current and untouched.
         """
         self.key(tenant, name)
+        if if_match:
+            self.check_conditional_writes()
         return S3Writer(self, tenant, name, replace=True, if_match=if_match, metadata=metadata)
+
+    # -- what the store honours ------------------------------------------------------
+    def conditional_writes(self):
+        """Whether the store honours If-Match on PutObject: True, False, or None (the probe itself failed).
+
+        Probed once per endpoint and bucket in this process, on a probe object under the prefix (never a
+        tenant's name): PutObject it, PutObject it again with a wrong If-Match (a store that honours the
+        condition answers 412 PreconditionFailed and writes nothing), then delete it (each version written,
+        on a versioned bucket). A store that does not implement the header (501) does not honour it. AWS S3
+        itself (no s3_endpoint_url) documents conditional writes: it is not probed.
+        """
+        if not self.endpoint_url:
+            return True
+        ident = (self.endpoint_url, self.bucket)
+        with _PROBE_LOCK:
+            if ident in _CONDITIONAL_WRITES:
+                return _CONDITIONAL_WRITES[ident]
+        key = "%s%s%s" % (self.prefix, PROBE_PREFIX, secrets.token_hex(8))
+        what = "Probing whether %s honours conditional writes (If-Match) on s3://%s/%s" % (
+            self.endpoint_name, self.bucket, key)
+        written = []
+
+        def put(**condition):
+            resp = self.client.put_object(Bucket=self.bucket, Key=key, Body=b"lifeboat probe\n", **condition)
+            written.append(resp.get("VersionId"))
+            return resp
+
+        def conditional():
+            try:
+                put(IfMatch='"%s"' % ("0" * 32))
+            except ClientError as e:
+                if error_code(e) == "PreconditionFailed" or http_status(e) == 412:
+                    return True
+                raise
+            return False
+
+        honoured = None
+        try:
+            self.retry.call(put, what, self.endpoint_name)
+            honoured = self.retry.call(conditional, what, self.endpoint_name)
+        except LifeboatError as e:
+            if is_unsupported(e):
+                honoured = False
+            else:
+                self._housekeeping_failed(e, "Whether the store honours If-Match is unknown; the rekey still "
+                                             "sends it")
+        finally:
+            self._delete_probe(key, written)
+        if honoured is not None:
+            with _PROBE_LOCK:
+                _CONDITIONAL_WRITES[ident] = honoured
+        return honoured
+
+    def _delete_probe(self, key, versions):
+        """Delete the probe object (each version written, when the bucket is versioned); best effort."""
+        ids = [v for v in versions if v and v != "null"] or ([None] if versions else [])
+        for vid in ids:
+            args = {"Bucket": self.bucket, "Key": key}
+            if vid:
+                args["VersionId"] = vid
+            try:
+                self.retry.call(lambda args=args: self.client.delete_object(**args),
+                                "Deleting the probe object s3://%s/%s" % (self.bucket, key), self.endpoint_name)
+            except LifeboatError as e:
+                self._housekeeping_failed(e, "The probe object s3://%s/%s stays; delete it by hand"
+                                             % (self.bucket, key))
+
+    def check_conditional_writes(self):
+        """Warn once when the store ignores If-Match: the rekey then cannot tell a concurrent replacement."""
+        if self.conditional_writes() is False:
+            self.warn(
+                "The S3 store at %s does not honour conditional writes: a PutObject with a wrong If-Match "
+                "succeeded on a probe object. The rekey's protection is lost there: an artifact replaced by someone "
+                "else while it is being rekeyed is overwritten without notice, where AWS S3 would refuse it (412 "
+                "PreconditionFailed). Run no other writer of these artifacts (another rekey, a restore of files "
+                "into the repository) at the same time." % self.endpoint_name)
 
     def replaced_meanwhile(self, location):
         return LifeboatError("Rekeying %s failed: the object was replaced by someone else while it was being rekeyed "
@@ -377,9 +484,19 @@ class S3Repository(Repository):
 
     # -- versions --------------------------------------------------------------------
     def versioning(self):
-        """The bucket's versioning status: "Enabled", "Suspended", or None (never enabled)."""
-        resp = self.retry.call(lambda: self.client.get_bucket_versioning(Bucket=self.bucket),
-                               "Reading the versioning of the bucket %s" % self.bucket, self.endpoint_name)
+        """The bucket's versioning status: "Enabled", "Suspended", or None (never enabled).
+
+        A store that does not implement GetBucketVersioning (HTTP 501, NotImplemented) keeps no versions: None,
+        and a warning that says so. Other failures are raised (the caller decides)."""
+        try:
+            resp = self.retry.call(lambda: self.client.get_bucket_versioning(Bucket=self.bucket),
+                                   "Reading the versioning of the bucket %s" % self.bucket, self.endpoint_name)
+        except LifeboatError as e:
+            if not is_unsupported(e):
+                raise
+            self._housekeeping_failed(e, "The bucket is taken as one without versioning (no earlier versions "
+                                         "to list or delete)")
+            return None
         return resp.get("Status") or None
 
     def old_versions(self, tenant, name):
@@ -571,11 +688,26 @@ class S3Repository(Repository):
         self.retry.call(abort, "Aborting the upload of s3://%s/%s" % (self.bucket, key), self.endpoint_name)
 
     def remove_partials(self, tenant):
-        """Abort uploads left open by killed runs. Call only while holding the lock."""
-        stale, mine = self.stale_uploads(tenant)
+        """Abort uploads left open by killed runs. Call only while holding the lock.
+
+        Best effort: when the store cannot list or abort them, the failure (the store's answer) is a warning in
+        ``warnings`` and the caller goes on; the uploads stay for a later run or a lifecycle rule."""
+        left = ("Multipart uploads that killed runs may have left open under s3://%s/%s were not cleaned up (a "
+                "later run, or a lifecycle rule with abort_incomplete_multipart_upload_days, removes them)"
+                % (self.bucket, self.tenant_prefix(tenant)))
+        try:
+            stale, mine = self.stale_uploads(tenant)
+        except LifeboatError as e:
+            self._housekeeping_failed(e, left)
+            return []
         removed = []
         for up in stale:
-            self.abort_upload(up["key"], up["upload_id"])
+            try:
+                self.abort_upload(up["key"], up["upload_id"])
+            except LifeboatError as e:
+                self._housekeeping_failed(e, left)
+                mine.pop(up["upload_id"], None)  # its record stays: the next run tries again
+                continue
             removed.append("%s (upload %s)" % (up["name"], up["upload_id"][:12]))
             if up["upload_id"] in mine:
                 self.journal_remove(mine.pop(up["upload_id"]))

@@ -26,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import LifeboatError
-from .client import ClientError, describe, error_code
+from .client import ClientError, describe, error_code, http_status
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -288,20 +288,26 @@ class S3Writer(object):
             return _Stopped("Uploading part %d of %s was stopped: the upload is being aborted."
                             % (number, self.location))
 
+        what = "Uploading part %d (%d bytes) of %s" % (number, length, self.location)
+
         def upload():
             if self._stop.is_set():
                 raise stopped()
             body.seek(0)
-            return repo.client.upload_part(Bucket=repo.bucket, Key=self.key, UploadId=self.upload_id,
-                                           PartNumber=number, Body=body)
+            try:
+                return repo.client.upload_part(Bucket=repo.bucket, Key=self.key, UploadId=self.upload_id,
+                                               PartNumber=number, Body=body)
+            except ClientError as e:
+                if error_code(e) == "NoSuchUpload":
+                    raise self._aborted_meanwhile(what, e) from e
+                raise
 
         def before_retry():
             self._slowed = True
             if self._stop.is_set():
                 raise stopped()
 
-        resp = retry.call(upload, "Uploading part %d (%d bytes) of %s" % (number, length, self.location),
-                          repo.endpoint_name, before_retry=before_retry)
+        resp = retry.call(upload, what, repo.endpoint_name, before_retry=before_retry)
         part = {"PartNumber": number, "ETag": resp["ETag"]}
         if resp.get("ChecksumCRC32"):
             part["ChecksumCRC32"] = resp["ChecksumCRC32"]
@@ -379,6 +385,8 @@ class S3Writer(object):
                 if error_code(e) == "PreconditionFailed":
                     raise LifeboatError("Refusing to replace %s, which already exists; nothing was changed."
                                         % self.location)
+                if error_code(e) == "NoSuchUpload":
+                    raise self._aborted_meanwhile("Completing the upload of %s" % self.location, e) from e
                 raise
 
         def mark():
@@ -386,6 +394,15 @@ class S3Writer(object):
 
         repo.retry.call(complete, "Completing the upload of %s (%d parts)" % (self.location, len(self._parts)),
                         repo.endpoint_name, before_retry=mark)
+
+    def _aborted_meanwhile(self, what, e):
+        """The store no longer knows the multipart upload this run started: someone aborted it."""
+        return LifeboatError(
+            "%s failed: AWS error NoSuchUpload (HTTP %s): the multipart upload this run started (upload %s) is no "
+            "longer open, so it was aborted meanwhile: by another run on another host that took it for a stale "
+            "upload (stale_upload_age), or by a lifecycle rule whose abort_incomplete_multipart_upload_days is "
+            "shorter than a backup. Nothing was published; run again." % (what, http_status(e), self.upload_id[:12]),
+            details={"aws_error_code": "NoSuchUpload", "http_status": http_status(e)})
 
     def abort(self):
         """Abort the multipart upload (nothing becomes visible). Safe to call twice, after commit, or while parts
