@@ -15,6 +15,13 @@ The rules, their canonical form and the constraints AWS enforces (checked
 before any call) are in ``_s3/lifecycle_rules.py``; the other aspects and the
 S3 calls that read and write them all in ``_s3/bucket.py``. Here: the options
 and the run, which reads and compares every aspect before writing any.
+
+An aspect the store does not implement (501 NotImplemented, a NotImplemented or
+Unsupported code: many S3-compatible stores lack some) is reported per aspect
+in ``unsupported`` and the others are managed all the same. It fails the run
+only when the options ask for it (versioning, encryption, object_lock, rules),
+naming the aspect and how to leave it unmanaged; the public access block, on
+by default, and aspects read only to check others are a warning.
 """
 
 from . import argspec, s3
@@ -48,6 +55,7 @@ from ._s3.lifecycle_rules import (
     to_aws_rule,
     validate_rule,
 )
+from ._s3.client import is_unsupported
 from .errors import LifeboatError
 
 __all__ = [
@@ -58,6 +66,15 @@ __all__ = [
     "check_retention", "normalize_aws_rule", "plan_rules", "rule_from_options", "to_aws_rule", "validate_rule",
     "SPEC", "OPTIONS", "run",
 ]
+
+# How to leave an aspect unmanaged, by aspect: (the option, what to do).
+_UNMANAGED = {
+    "versioning": ("versioning", "leave versioning unset"),
+    "encryption": ("encryption", "leave encryption (and encryption_key_id, bucket_key_enabled) unset"),
+    "public_access_block": ("public_access_block", "set public_access_block: unmanaged"),
+    "object_lock": ("object_lock", "leave object_lock unset"),
+    "lifecycle_rules": ("rules", "leave rules unset"),
+}
 
 
 # -- the run ------------------------------------------------------------------------
@@ -156,6 +173,31 @@ def run(params, check_mode=False, client=None, retry=None):
             result["changes"].append(aspect)
             writes.append(write)
 
+    unsupported = []
+
+    def lacking(aspect, error, explicit, consequence=""):
+        """The store does not implement ``aspect``: fail when the options ask for it, else warn and go on."""
+        option, how = _UNMANAGED[aspect]
+        said = "%s The store at %s does not implement the %s of a bucket" % (
+            str(error).rstrip(".") + ".", endpoint_name, aspect.replace("_", " "))
+        if explicit:
+            raise LifeboatError("%s, which the options ask for: %s to leave it unmanaged on this store." % (said, how),
+                                option=option, details=dict(error.details or {}, unsupported_aspect=aspect))
+        if aspect not in unsupported:
+            unsupported.append(aspect)
+            result["warnings"].append("%s: left unmanaged%s (%s to say so and silence this)." % (
+                said, consequence, how))
+
+    def read(aspect, fn, explicit, fallback, consequence=""):
+        """``fn()``, or ``fallback`` when the store does not implement the aspect and the options do not ask."""
+        try:
+            return fn()
+        except LifeboatError as e:
+            if not is_unsupported(e):
+                raise
+            lacking(aspect, e, explicit, consequence)
+            return fallback
+
     exists = bucket.exists()
     if not exists:
         if not p["create_bucket"]:
@@ -169,14 +211,18 @@ def run(params, check_mode=False, client=None, retry=None):
              "object_lock": {"enabled": wanted_lock is not None}, "encryption": None,
              "public_access_block": normalize_public_access(None), "lifecycle": ([], None)}
 
-    def current(read, aspect):
-        return read() if exists else fresh[aspect]
+    def current(reader, aspect, explicit=True, fallback=None, consequence=""):
+        if not exists:
+            return fresh[aspect]
+        return read("lifecycle_rules" if aspect == "lifecycle" else aspect, reader, explicit, fallback, consequence)
 
     # Versioning first: object lock and noncurrent-version rules depend on it.
-    cur_versioning = current(bucket.versioning, "versioning")
+    cur_versioning = current(bucket.versioning, "versioning", p["versioning"] is not None or wanted_lock is not None,
+                             "disabled", ", taken as never enabled")
     cur_lock = None
     if wanted_lock is not None or p["versioning"] is False:
-        cur_lock = current(bucket.object_lock, "object_lock")
+        cur_lock = current(bucket.object_lock, "object_lock", wanted_lock is not None, {"enabled": False},
+                           ", taken as not enabled")
     new_versioning = cur_versioning
     if p["versioning"] is True:
         new_versioning = "enabled"
@@ -198,11 +244,25 @@ def run(params, check_mode=False, client=None, retry=None):
         result["encryption"] = want
 
     if p["public_access_block"] != "unmanaged":
+        # Never a failure: the option is on by default, and the operator did not necessarily ask for it.
         block = p["public_access_block"] == "block"
-        cur = current(bucket.public_access, "public_access_block")
-        want = dict((flag, block) for flag in PUBLIC_ACCESS_FLAGS)
-        change("public_access_block", cur, want, lambda on=block: bucket.put_public_access(on))
-        result["public_access_block"] = want
+        cur = current(bucket.public_access, "public_access_block", False, None)
+        if "public_access_block" not in unsupported:
+            want = dict((flag, block) for flag in PUBLIC_ACCESS_FLAGS)
+
+            def write_block(on=block):
+                try:
+                    bucket.put_public_access(on)
+                except LifeboatError as e:
+                    if not is_unsupported(e):
+                        raise
+                    lacking("public_access_block", e, False)
+                    result["changes"].remove("public_access_block")
+                    after["public_access_block"] = before["public_access_block"]
+                    result.pop("public_access_block", None)
+
+            change("public_access_block", cur, want, write_block)
+            result["public_access_block"] = want
 
     if wanted_lock is not None:
         change("object_lock", cur_lock, wanted_lock, lambda lock=wanted_lock: bucket.put_object_lock(lock))
@@ -220,12 +280,23 @@ def run(params, check_mode=False, client=None, retry=None):
         result.update(rules_added=added, rules_changed=modified, rules_removed=removed, lifecycle_rules=want)
         change("lifecycle_rules", cur, want, lambda rules=new_raw, size=min_size: bucket.put_lifecycle(rules, size))
     elif p["min_retention_days"] is not None:
-        raw, _min = current(bucket.lifecycle, "lifecycle")
+        raw, _min = current(bucket.lifecycle, "lifecycle", False, ([], None),
+                            ": min_retention_days had no rules to check")
         check_retention([normalize_aws_rule(r) for r in raw], p["min_retention_days"], p["retention_prefix"])
 
     if not check_mode:
-        for write in writes:
-            write()
+        done = []
+        for aspect, write in zip(list(result["changes"]), writes):
+            try:
+                write()
+            except LifeboatError as e:
+                if not is_unsupported(e) or aspect not in _UNMANAGED:
+                    raise
+                lacking(aspect, LifeboatError(
+                    "%s%s" % (e, (" (already written: %s)" % ", ".join(done)) if done else ""),
+                    details=e.details), True)
+            done.append(aspect)
+    result["unsupported"] = unsupported
     result["changed"] = bool(result["changes"])
     result["diff"] = {"before": before, "after": after}
     result["msg"] = _summary(result, check_mode)

@@ -26,6 +26,11 @@ description:
   - With O(min_retention_days), a rule that would expire backups sooner than the retention the collection keeps is
     refused, naming both numbers.
   - Nothing is written when anything is refused.
+  - S3-compatible stores often lack some aspects. An aspect the store does not implement (it answers 501
+    NotImplemented, a C(NotImplemented) or C(Unsupported) error code, or takes the write of a bucket setting for
+    CreateBucket) is never retried; it is listed in RV(unsupported) and the other aspects are managed all the same.
+    The run fails only when an option asks for that aspect (O(versioning), O(encryption), O(object_lock),
+    O(rules)), naming it and how to leave it unmanaged. See C(docs/S3-COMPATIBILITY.md).
 author: [Lifeboat maintainers (@lifeboat)]
 extends_documentation_fragment: [lifeboat.backup.s3]
 attributes:
@@ -159,6 +164,9 @@ options:
       - V(block) blocks every kind of public access (all four settings of the bucket's public access block);
         V(remove) deletes the bucket's public access block; V(unmanaged) leaves it alone.
       - V(block) by default, so that a bucket of backups is never public by omission.
+      - On a store that does not implement the public access block (for example SeaweedFS, rclone serve s3), V(block)
+        and V(remove) are a warning, not a failure, and the aspect is listed in RV(unsupported); V(unmanaged) says
+        nothing.
     type: str
     choices: [block, remove, unmanaged]
     default: block
@@ -280,6 +288,14 @@ object_lock:
   description: Object lock after the task.
   returned: when O(object_lock) is set
   type: dict
+unsupported:
+  description: The aspects the store does not implement, left unmanaged (each also said in a warning), among
+    C(versioning), C(object_lock), C(public_access_block) and C(lifecycle_rules). On such a store RV(versioning) is
+    V(disabled).
+  returned: always
+  type: list
+  elements: str
+  sample: [public_access_block]
 """
 
 from ansible.module_utils.basic import AnsibleModule

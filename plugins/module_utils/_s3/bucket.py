@@ -7,7 +7,12 @@ Versioning, default encryption, public access block and object lock are each
 normalized into the shape of the options (normalize_*), the wanted state built
 from the options (wanted_*), and turned into what S3 takes (*_to_aws).
 BucketSettings reads and writes every aspect of one bucket through the retry
-policy of the S3 client; a missing configuration reads as None.
+policy of the S3 client; a missing configuration reads as None. A store that
+does not implement an aspect answers 501 NotImplemented (or a NotImplemented
+or Unsupported code), never retried; a write of a bucket setting answered with
+BucketAlreadyExists means the store took it for CreateBucket, i.e. it does not
+implement that setting either: both raise a LifeboatError for which
+client.is_unsupported() is true.
 """
 
 import functools
@@ -144,15 +149,25 @@ class BucketSettings(object):
         self.client = client
         self._retried = functools.partial(retry.call, endpoint=endpoint_name)  # (fn, what)
 
-    def _call(self, what, fn, missing=()):
+    def _call(self, what, fn, missing=(), setting=False):
+        """``fn()`` with retries; None when S3 answers one of the codes ``missing``. ``setting``: a write of a
+        bucket setting (a sub-resource), which a store that lacks it may take for CreateBucket."""
+        label = "%s of bucket %s" % (what, self.bucket)
+
         def call():
             try:
                 return fn()
             except ClientError as e:
                 if error_code(e) in missing:
                     return None
+                if setting and error_code(e) in ("BucketAlreadyExists", "BucketAlreadyOwnedByYou"):
+                    raise LifeboatError(
+                        "%s failed: AWS error %s (HTTP %s): the store took the request for CreateBucket, so it does "
+                        "not implement this setting." % (label, error_code(e), http_status(e)),
+                        details={"aws_error_code": error_code(e), "http_status": http_status(e),
+                                 "unsupported": True}) from e
                 raise
-        return self._retried(call, "%s of bucket %s" % (what, self.bucket))
+        return self._retried(call, label)
 
     def exists(self):
         def head():
@@ -190,7 +205,7 @@ class BucketSettings(object):
         if min_size:
             args["TransitionDefaultMinimumObjectSize"] = min_size  # keep the bucket's, not the API default
         return self._call("Writing the lifecycle rules",
-                          lambda: self.client.put_bucket_lifecycle_configuration(**args))
+                          lambda: self.client.put_bucket_lifecycle_configuration(**args), setting=True)
 
     def versioning(self):
         return normalize_versioning(self._call("Reading the versioning",
@@ -199,7 +214,7 @@ class BucketSettings(object):
     def put_versioning(self, enabled):
         status = "Enabled" if enabled else "Suspended"
         return self._call("Writing the versioning", lambda: self.client.put_bucket_versioning(
-            Bucket=self.bucket, VersioningConfiguration={"Status": status}))
+            Bucket=self.bucket, VersioningConfiguration={"Status": status}), setting=True)
 
     def _read(self, aspect):
         what, method, key, missing, normalize = _READ[aspect]
@@ -211,7 +226,7 @@ class BucketSettings(object):
 
     def put_encryption(self, enc):
         return self._call("Writing the default encryption", lambda: self.client.put_bucket_encryption(
-            Bucket=self.bucket, ServerSideEncryptionConfiguration=encryption_to_aws(enc)))
+            Bucket=self.bucket, ServerSideEncryptionConfiguration=encryption_to_aws(enc)), setting=True)
 
     def public_access(self):
         return self._read("public_access_block")
@@ -220,7 +235,7 @@ class BucketSettings(object):
         if block:
             conf = dict((flag, True) for flag in PUBLIC_ACCESS_FLAGS)
             return self._call("Writing the public access block", lambda: self.client.put_public_access_block(
-                Bucket=self.bucket, PublicAccessBlockConfiguration=conf))
+                Bucket=self.bucket, PublicAccessBlockConfiguration=conf), setting=True)
         return self._call("Deleting the public access block",
                           lambda: self.client.delete_public_access_block(Bucket=self.bucket))
 
@@ -229,4 +244,4 @@ class BucketSettings(object):
 
     def put_object_lock(self, lock):
         return self._call("Writing the object lock configuration", lambda: self.client.put_object_lock_configuration(
-            Bucket=self.bucket, ObjectLockConfiguration=object_lock_to_aws(lock)))
+            Bucket=self.bucket, ObjectLockConfiguration=object_lock_to_aws(lock)), setting=True)

@@ -1,0 +1,254 @@
+"""S3-compatible stores as they are, without a server: a stubbed client answers as rclone, SeaweedFS or
+another store without a feature would (issue 24). 501 NotImplemented is never retried and says the store
+does not implement the call; housekeeping (listing and aborting stale uploads, reading versioning) is best
+effort and ends as a warning naming the store's answer; the If-Match probe; s3_lifecycle per aspect.
+The real stores are exercised in test_s3_compat_rclone.py."""
+
+import types
+
+import pytest
+from botocore.exceptions import ClientError, ConnectionClosedError
+
+from lifeboat_engine import lifecycle, s3
+from lifeboat_engine._s3 import repository as s3repo
+from lifeboat_engine.errors import LifeboatError
+
+
+def client_error(code, status, message=None, op="Op"):
+    return ClientError({"Error": {"Code": code, "Message": message or code},
+                        "ResponseMetadata": {"HTTPStatusCode": status}}, op)
+
+
+class StubClient(object):
+    """Answers from scripted lists (an exception is raised, anything else returned; the last answer repeats);
+    records every call."""
+
+    def __init__(self, **script):
+        self.script = dict((k, list(v) if isinstance(v, list) else [v]) for k, v in script.items())
+        self.calls = []
+        self.meta = types.SimpleNamespace(config=types.SimpleNamespace(request_checksum_calculation="when_required"),
+                                          region_name="us-east-1")
+
+    def __getattr__(self, op):
+        if op.startswith("_") or op in ("script", "calls", "meta"):
+            raise AttributeError(op)
+
+        def call(**kwargs):
+            self.calls.append((op, kwargs))
+            queue = self.script.get(op)
+            answer = (queue.pop(0) if len(queue) > 1 else queue[0]) if queue else {}
+            if callable(answer):
+                answer = answer(**kwargs)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+        return call
+
+    def count(self, op):
+        return len([c for c in self.calls if c[0] == op])
+
+
+def repo_with(client, tmp_path, endpoint="http://127.0.0.1:9"):
+    return s3.S3Repository("s3://bucket/pg", s3_endpoint_url=endpoint, client=client, retries=4, backoff=0,
+                           lock_dir=str(tmp_path / "locks"))
+
+
+@pytest.fixture(autouse=True)
+def fresh_probe_cache():
+    s3repo._CONDITIONAL_WRITES.clear()
+    yield
+    s3repo._CONDITIONAL_WRITES.clear()
+
+
+# -- retries -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("error", [client_error("NotImplemented", 501), client_error("XNotImplemented", 501),
+                                   client_error("Whatever", 501), client_error("NotImplemented", 400),
+                                   client_error("Unsupported", 400)])
+def test_not_implemented_is_not_transient(error):
+    assert s3.is_transient(error) is False
+
+
+@pytest.mark.parametrize("error", [client_error("InternalError", 500), client_error("Whatever", 502),
+                                   client_error("SlowDown", 503), client_error("Throttling", 400),
+                                   client_error("TooManyRequests", 429), ConnectionClosedError(endpoint_url="http://x")])
+def test_what_can_succeed_on_retry_still_is_retried(error):
+    assert s3.is_transient(error) is True
+
+
+def test_a_501_is_tried_once_and_says_the_store_does_not_implement_the_call():
+    sleeps, calls = [], []
+
+    def fn():
+        calls.append(1)
+        raise client_error("NotImplemented", 501, "A header you provided implies functionality that is not "
+                                                  "implemented")
+
+    retry = s3.Retry(attempts=5, sleep=sleeps.append)
+    with pytest.raises(LifeboatError) as e:
+        retry.call(fn, "Writing the public access block of bucket b")
+    msg = str(e.value)
+    assert len(calls) == 1 and sleeps == []
+    assert "NotImplemented" in msg and "HTTP 501" in msg and "does not implement this call" in msg, msg
+    assert "try again later" not in msg and "attempts" not in msg and "retried" not in msg.replace("retrying", ""), msg
+    assert e.value.details["http_status"] == 501 and "attempts" not in e.value.details
+
+
+def test_a_500_that_keeps_failing_says_it_was_retried_and_gave_up():
+    retry = s3.Retry(attempts=3, sleep=lambda s: None)
+    with pytest.raises(LifeboatError) as e:
+        retry.call(lambda: (_ for _ in ()).throw(client_error("InternalError", 500)), "Listing x")
+    msg = str(e.value)
+    assert "retried and kept failing: try again later" in msg and "gave up after 3 attempts" in msg, msg
+
+
+def test_a_500_tried_once_does_not_claim_retries():
+    msg = str(s3.describe(client_error("InternalError", 500), "Listing x"))
+    assert "retried" not in msg and "server-side error" in msg, msg
+
+
+def test_no_such_upload_in_general_invents_no_abort():
+    msg = str(s3.describe(client_error("NoSuchUpload", 404), "Listing the open uploads under s3://b/p/"))
+    assert "aborted" not in msg and "NoSuchUpload" in msg and "no multipart upload of that id" in msg, msg
+
+
+# -- best-effort housekeeping --------------------------------------------------------------
+
+def test_listing_stale_uploads_that_fails_is_a_warning_naming_the_answer(tmp_path):
+    client = StubClient(list_multipart_uploads=client_error("NoSuchUpload", 404))
+    repo = repo_with(client, tmp_path)
+    assert repo.remove_partials("acme") == []
+    assert client.count("list_multipart_uploads") == 1  # a 404 is not retried
+    assert len(repo.warnings) == 1
+    warning = repo.warnings[0]
+    assert "Listing the open uploads under s3://bucket/pg/acme/ failed: AWS error NoSuchUpload (HTTP 404" in warning
+    assert "were not cleaned up" in warning and "went on" in warning and "aborted meanwhile" not in warning, warning
+    repo.remove_partials("acme")
+    assert len(repo.warnings) == 1  # said once
+
+
+@pytest.mark.parametrize("error", [client_error("AccessDenied", 403), client_error("NotImplemented", 501),
+                                   client_error("InternalError", 500)])
+def test_any_failure_of_the_listing_is_best_effort(tmp_path, error):
+    repo = repo_with(StubClient(list_multipart_uploads=error), tmp_path)
+    assert repo.remove_partials("acme") == []
+    assert repo.warnings and error.response["Error"]["Code"] in repo.warnings[0]
+
+
+def test_an_abort_that_fails_is_a_warning_and_the_other_uploads_are_still_aborted(tmp_path):
+    old = __import__("datetime").datetime(2020, 1, 1, tzinfo=__import__("datetime").timezone.utc)
+    page = {"Uploads": [{"Key": "pg/acme/a", "UploadId": "u1", "Initiated": old},
+                        {"Key": "pg/acme/b", "UploadId": "u2", "Initiated": old}], "IsTruncated": False}
+    client = StubClient(list_multipart_uploads=page,
+                        abort_multipart_upload=[client_error("AccessDenied", 403), {}])
+    repo = repo_with(client, tmp_path)
+    removed = repo.remove_partials("acme")
+    assert [r.split(" ")[0] for r in removed] == ["b"]
+    assert len(repo.warnings) == 1 and "Aborting the upload of s3://bucket/pg/acme/a failed: AWS error " \
+                                       "AccessDenied" in repo.warnings[0]
+
+
+def test_a_store_without_versioning_calls_reads_as_never_versioned_with_a_warning(tmp_path):
+    repo = repo_with(StubClient(get_bucket_versioning=client_error("NotImplemented", 501)), tmp_path)
+    assert repo.versioning() is None
+    assert len(repo.warnings) == 1 and "NotImplemented" in repo.warnings[0]
+
+
+def test_other_failures_of_reading_versioning_are_still_raised(tmp_path):
+    repo = repo_with(StubClient(get_bucket_versioning=client_error("AccessDenied", 403)), tmp_path)
+    with pytest.raises(LifeboatError):
+        repo.versioning()
+
+
+def test_our_own_upload_gone_at_completion_says_it_was_aborted_meanwhile(tmp_path):
+    client = StubClient(create_multipart_upload={"UploadId": "up-123456789012345"},
+                        upload_part={"ETag": '"e"'},
+                        complete_multipart_upload=client_error("NoSuchUpload", 404))
+    repo = repo_with(client, tmp_path)
+    repo.part_size = s3.S3_MIN_PART
+    repo.upload_concurrency = 1
+    w = repo.new_writer("acme", "acme-20260101T000000Z.sqlite.zst.age")
+    w.write(b"x" * (s3.S3_MIN_PART + 10))
+    with pytest.raises(LifeboatError) as e:
+        w.commit()
+    assert "aborted meanwhile" in str(e.value) and "upload up-123456789" in str(e.value), str(e.value)
+
+
+# -- the If-Match probe --------------------------------------------------------------------
+
+def test_a_store_that_ignores_if_match_is_said_once_and_cached_per_endpoint(tmp_path):
+    client = StubClient(put_object={"ETag": '"x"'})
+    repo = repo_with(client, tmp_path)
+    name = "acme-20260101T000000Z.sqlite.zst.age"
+    repo.new_replacing_writer("acme", name, if_match='"abc"').abort()
+    repo.new_replacing_writer("acme", name, if_match='"abc"').abort()
+    assert client.count("put_object") == 2 and client.count("delete_object") == 1  # probed once, cleaned up
+    probe_key = client.calls[0][1]["Key"]
+    assert probe_key.startswith("pg/.lifeboat-probe-") and client.calls[1][1]["IfMatch"]
+    assert len(repo.warnings) == 1 and "does not honour conditional writes" in repo.warnings[0]
+    other = repo_with(StubClient(), tmp_path)
+    assert other.conditional_writes() is False and other.client.calls == []  # cached for the process
+
+
+def test_a_store_that_honours_if_match_gives_no_warning(tmp_path):
+    client = StubClient(put_object=[{"ETag": '"x"'}, client_error("PreconditionFailed", 412)])
+    repo = repo_with(client, tmp_path)
+    assert repo.conditional_writes() is True and repo.warnings == []
+    assert client.count("delete_object") == 1
+
+
+def test_aws_itself_is_not_probed(tmp_path):
+    client = StubClient()
+    repo = s3.S3Repository("s3://bucket/pg", client=client, lock_dir=str(tmp_path / "locks"))
+    assert repo.conditional_writes() is True and client.calls == []
+
+
+# -- s3_lifecycle per aspect ---------------------------------------------------------------
+
+def lifecycle_run(client, **params):
+    p = {"bucket": "bkt", "s3_endpoint_url": "http://127.0.0.1:9"}
+    p.update(params)
+    return lifecycle.run(p, client=client, retry=s3.Retry(attempts=3, sleep=lambda s: None))
+
+
+def seaweed_like(**extra):
+    """A store whose public access block calls answer 501, as SeaweedFS 4.48 does."""
+    script = dict(head_bucket={}, get_bucket_versioning={},
+                  get_public_access_block=client_error("NotImplemented", 501),
+                  put_public_access_block=client_error("NotImplemented", 501),
+                  get_bucket_lifecycle_configuration=client_error("NoSuchLifecycleConfiguration", 404))
+    script.update(extra)
+    return StubClient(**script)
+
+
+def test_the_default_public_access_block_on_a_store_without_it_is_a_warning(tmp_path):
+    client = seaweed_like()
+    result = lifecycle_run(client, versioning=True)
+    assert result["changes"] == ["versioning"] and client.count("put_bucket_versioning") == 1
+    assert result["unsupported"] == ["public_access_block"]
+    assert client.count("get_public_access_block") == 1  # not retried
+    assert any("public access block" in w and "NotImplemented" in w and "public_access_block: unmanaged" in w
+               for w in result["warnings"]), result["warnings"]
+
+
+def test_a_default_block_that_fails_only_when_written_is_a_warning_too(tmp_path):
+    client = seaweed_like(get_public_access_block={"PublicAccessBlockConfiguration": {}})
+    result = lifecycle_run(client, versioning=True)
+    assert client.count("put_public_access_block") == 1 and result["unsupported"] == ["public_access_block"]
+    assert "public_access_block" not in result["changes"] and result["changes"] == ["versioning"]
+
+
+def test_an_aspect_asked_for_explicitly_that_the_store_lacks_fails_naming_it(tmp_path):
+    client = seaweed_like(get_bucket_versioning=client_error("NotImplemented", 501))
+    with pytest.raises(LifeboatError) as e:
+        lifecycle_run(client, versioning=True)
+    msg = str(e.value)
+    assert e.value.option == "versioning" and "does not implement" in msg and "leave versioning unset" in msg, msg
+    assert client.count("put_bucket_versioning") == 0
+
+
+def test_unset_aspects_the_store_lacks_are_only_reported(tmp_path):
+    client = seaweed_like(get_bucket_versioning=client_error("NotImplemented", 501))
+    result = lifecycle_run(client, public_access_block="unmanaged")
+    assert result["changed"] is False and result["unsupported"] == ["versioning"]
+    assert result["warnings"]
