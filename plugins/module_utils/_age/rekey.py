@@ -122,6 +122,7 @@ def rekeyed(req, check_mode):
     if purged:
         result["changed"] = True
     _purge_notes(result, req, repo, s3, versioning, done, check_mode)
+    result["warnings"].extend(getattr(repo, "warnings", None) or [])  # S3 housekeeping, guarantees the store lacks
     result["msg"] = "Rekeyed %d artifact(s) to %d recipient(s); %d already used them." % (
         len(done), len(texts), len(skipped))
     if purge and s3 and versioning:

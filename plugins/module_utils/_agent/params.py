@@ -98,6 +98,7 @@ def summarize_backup(result):
         "rows": first.get("rows"),
         "bytes": first.get("size_raw") or 0,
         "reason": first.get("reason"),
+        "warnings": "; ".join(result.get("warnings") or []) or None,
     }
 
 
