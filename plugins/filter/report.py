@@ -222,8 +222,8 @@ def drill_row(tenant, verify, started, host, rto="4h", rpo="24h", now=None):
     status = report.get("status", "FAIL")
     problems = []
     if not (status == "PASS" and not _failed(verify)):
-        problems.append("verify FAILED: " + (verify.get("msg", "") if _failed(verify)
-                                              else ",".join(report.get("failed_checks") or [])))
+        why = verify.get("msg", "") if _failed(verify) else ",".join(report.get("failed_checks") or [])
+        problems.append("verify FAILED: " + why)
     if rto_budget <= 0 or rpo_budget <= 0:
         problems.append("budgets are malformed (use seconds or a number with s, m, h, d or w)")
     if rto_seconds > rto_budget:

@@ -62,7 +62,7 @@ def test_table_prints_the_same_text_as_the_template_it_replaces():
     values = [None, 0, 1, 0.0, 12.5, "", "x", "acme-20260101T030000Z.pgdump.zst.age", True, False, [], ["a"], "  lead",
               "trail  ", "a longer value than the title"]
     keys = ["a", "b", "c", "d"]
-    for _ in range(2000):
+    for _round in range(2000):
         columns = [{"key": k, "title": rnd.choice(["HOST", "T", "A LONG TITLE", "X"])}
                    for k in rnd.sample(keys, rnd.randint(1, len(keys)))]
         rows = [dict((k, rnd.choice(values)) for k in rnd.sample(keys, rnd.randint(0, len(keys))))
@@ -109,8 +109,8 @@ def test_dr_choice_takes_the_newest_complete_artifact_only_when_allowed():
     assert choice["initech"]["verified"] is False and choice["initech"]["server_version"] == ""
     assert choice["initech"]["note"].startswith("NOT VERIFIED: restored the newest complete artifact")
     assert choice["hooli"]["artifact"] == ""
-    one = {"tenants": {"acme": dict(INFO["tenants"]["acme"], latest_verified=artifact("acme", "20260101T030000Z",
-                                                                                        "2026-01-02T00:00:00Z", []))}}
+    verified = artifact("acme", "20260101T030000Z", "2026-01-02T00:00:00Z", [])
+    one = {"tenants": {"acme": dict(INFO["tenants"]["acme"], latest_verified=verified)}}
     assert report.dr_choice([{"name": "acme"}], one)["acme"]["note"] == "newest verified artifact (verified 2026-01-02T00:00:00Z)"
 
 
