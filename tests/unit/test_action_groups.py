@@ -1,5 +1,7 @@
 """meta/runtime.yml's action groups, which the playbooks' module_defaults use: `all`
-holds every module, `connection` every module with the PostgreSQL connection options."""
+holds every module, `connection` every module with all the PostgreSQL connection options
+(the doc fragments lifeboat.backup.connection and lifeboat.backup.connection.pg_tools: login_* and
+pg_bin_dir), so that the playbooks' module_defaults for the group reach no module without them."""
 
 import ast
 
@@ -27,6 +29,7 @@ def test_the_group_all_holds_every_module():
 
 
 def test_the_group_connection_holds_the_modules_with_the_connection_options():
+    fragments = set(["lifeboat.backup.connection", "lifeboat.backup.connection.pg_tools"])
     with_connection = [m for m in MODULES
-                       if "lifeboat.backup.connection" in (documentation(m).get("extends_documentation_fragment") or [])]
+                       if fragments <= set(documentation(m).get("extends_documentation_fragment") or [])]
     assert sorted(action_groups()["connection"]) == with_connection
