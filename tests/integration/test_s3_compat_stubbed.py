@@ -4,6 +4,7 @@ does not implement the call; housekeeping (listing and aborting stale uploads, r
 effort and ends as a warning naming the store's answer; the If-Match probe; s3_lifecycle per aspect.
 The real stores are exercised in test_s3_compat_rclone.py."""
 
+import datetime
 import types
 
 import pytest
@@ -95,9 +96,12 @@ def test_a_501_is_tried_once_and_says_the_store_does_not_implement_the_call():
 
 
 def test_a_500_that_keeps_failing_says_it_was_retried_and_gave_up():
+    def fn():
+        raise client_error("InternalError", 500)
+
     retry = s3.Retry(attempts=3, sleep=lambda s: None)
     with pytest.raises(LifeboatError) as e:
-        retry.call(lambda: (_ for _ in ()).throw(client_error("InternalError", 500)), "Listing x")
+        retry.call(fn, "Listing x")
     msg = str(e.value)
     assert "retried and kept failing: try again later" in msg and "gave up after 3 attempts" in msg, msg
 
@@ -136,7 +140,7 @@ def test_any_failure_of_the_listing_is_best_effort(tmp_path, error):
 
 
 def test_an_abort_that_fails_is_a_warning_and_the_other_uploads_are_still_aborted(tmp_path):
-    old = __import__("datetime").datetime(2020, 1, 1, tzinfo=__import__("datetime").timezone.utc)
+    old = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
     page = {"Uploads": [{"Key": "pg/acme/a", "UploadId": "u1", "Initiated": old},
                         {"Key": "pg/acme/b", "UploadId": "u2", "Initiated": old}], "IsTruncated": False}
     client = StubClient(list_multipart_uploads=page,
