@@ -224,7 +224,6 @@ class SqliteTenant(Tenant):
         except sqlite3.Error as e:
             raise _QueryError(e)
 
-
     # -- counting ------------------------------------------------------------------
     def count(self, plans, cutoff):
         problems = []
