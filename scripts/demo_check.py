@@ -1,8 +1,9 @@
-"""The demo's closing table: for each tenant, its backup, its verification,
-and whether the restored copy holds the same data as the source (every
-table's rows compared). Input: JSON on stdin with the demo's tenants, the
-pg_backup and backup_verify results (in the same order) and the folder of
-restored copies.
+"""The rows of the demo's closing table: for each tenant, its backup, its
+verification, and whether the restored copy holds the same data as the source
+(every table's rows compared). Input: JSON on stdin with the demo's tenants,
+the pg_backup and backup_verify results (in the same order) and the folder of
+restored copies. Output: JSON {rows, failed}; the playbook prints the table
+with lifeboat.backup.report_table, as every playbook prints its tables.
 """
 import hashlib
 import json
@@ -30,7 +31,7 @@ def tables(path):
 
 
 def main():
-    rows = [("TENANT", "ARTIFACT", "SIZE", "SECS", "VERIFY", "ROWS", "SAME")]
+    rows = []
     failed = 0
     data = json.load(sys.stdin)
     for tenant, backup, verify in zip(data["tenants"], data["backups"], data["verify"]):
@@ -38,13 +39,10 @@ def main():
         restored = tables(os.path.join(data["restored"], tenant["name"] + ".db"))
         equal = source == restored
         failed += (not equal) or verify["status"] != "PASS"
-        rows.append((tenant["name"], os.path.basename(backup["artifact"]), "%.1f KB" % (backup["size_stored"] / 1000.0),
-                     "%.2f" % backup["seconds"], verify["status"], str(sum(c for c, _h in restored.values())),
-                     "yes" if equal else "NO"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    sys.exit(1 if failed else 0)
+        rows.append({"tenant": tenant["name"], "artifact": os.path.basename(backup["artifact"]),
+                     "size": backup["size_stored"], "seconds": backup["seconds"], "verify": verify["status"],
+                     "rows": str(sum(c for c, _h in restored.values())), "same": "yes" if equal else "NO"})
+    json.dump({"rows": rows, "failed": failed}, sys.stdout)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ rows of the dr_restore and drill reports, built from the modules' registered res
 
 Pure functions of their arguments (the clock can be passed in), so that unit tests
 reach every branch; the playbooks call them as lifeboat.backup.report_table,
-lifeboat.backup.dr_choice, lifeboat.backup.dr_rows and lifeboat.backup.drill_row.
+lifeboat.backup.dr_choice, lifeboat.backup.dr_rows and lifeboat.backup.drill_row; sizes are shown by
+lifeboat.backup.human_size (the engine's naming.human_size), in tables and reports alike.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import datetime
 import os
 import re
+
+from ansible_collections.lifeboat.backup.plugins.module_utils.naming import human_size
 
 _STAMP = re.compile(r"-([0-9]{8}T[0-9]{6}Z)\.")
 _BUDGET = re.compile(r"^([0-9]+)([smhdw]?)$")
@@ -34,7 +37,7 @@ def report_table(rows, columns):
     cell shows an empty, zero, false or missing value as empty. Lines carry no
     trailing blanks; the second line underlines each column with dashes.
     """
-    rows = list(rows or [])
+    rows = [_formatted(row, columns) for row in rows or []]
     widths = []
     for col in columns:
         cells = [len(str(row.get(col["key"], ""))) for row in rows]
@@ -44,6 +47,25 @@ def report_table(rows, columns):
     for row in rows:
         lines.append("  ".join(str(row.get(col["key"]) or "").ljust(w) for col, w in zip(columns, widths)).strip())
     return "\n".join(lines).splitlines()
+
+
+# A column's ``format``: one way to show a size (decimal units, as the engine's messages) or a
+# duration, in every table of every playbook.
+_FORMATS = {"size": human_size, "seconds": lambda value: "%.2f" % float(value)}
+
+
+def _formatted(row, columns):
+    row = dict(row)
+    for col in columns:
+        fmt = col.get("format")
+        if fmt is None:
+            continue
+        if fmt not in _FORMATS:
+            raise ValueError("report_table: unknown column format %r (one of %s)" % (fmt, ", ".join(sorted(_FORMATS))))
+        value = row.get(col["key"])
+        if value is not None and value != "":
+            row[col["key"]] = _FORMATS[fmt](value)
+    return row
 
 
 # -- helpers -----------------------------------------------------------------------
@@ -242,6 +264,7 @@ class FilterModule(object):
     def filters(self):
         return {
             "report_table": report_table,
+            "human_size": human_size,
             "dr_choice": dr_choice,
             "dr_rows": dr_rows,
             "drill_row": drill_row,

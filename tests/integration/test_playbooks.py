@@ -7,6 +7,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
 import time
 
 import pytest
@@ -271,3 +272,28 @@ def test_verify_fails_fleet_wide_on_a_corrupt_artifact_and_shows_all(fleet):
     report = json.load(open(reports(base, "verify")[-1]))
     statuses = {r["tenant"]: r["status"] for r in report["rows"]}
     assert statuses == {"pbacme": "PASS", "pbinitech": "FAIL"}, report
+
+
+@pytest.mark.parametrize("name, kind, failed", [("backup", "backup", "FAILED"), ("verify", "verify", "FAIL")])
+def test_an_unreachable_host_is_a_failed_row_of_the_table_and_the_report(fleet, tmp_path, name, kind, failed):
+    """Every host of the play unreachable: Ansible would run no later play, so no summary at all."""
+    inv = tmp_path / "unreachable"
+    (inv / "group_vars").mkdir(parents=True)
+    host = {"ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_user": "nobody", "ansible_connection": "ssh",
+            "lifeboat_tenants": [{"name": "gone", "engine": "sqlite", "path": "/srv/gone.db"}]}
+    (inv / "hosts.yml").write_text(json.dumps({"all": {
+        "children": {"lifeboat_database_hosts": {"hosts": {"db-gone": host}},
+                     "lifeboat_verifiers": {"hosts": {"db-gone": host}}},
+        "hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
+    (inv / "group_vars" / "all.yml").write_text(json.dumps({
+        "lifeboat_repository": str(tmp_path / "repository"), "lifeboat_recipients": [fleet["keys"]["public"]],
+        "lifeboat_identity_file": fleet["keys"]["identity"], "lifeboat_report_dir": str(tmp_path / "reports")}))
+    run = playbook(name, inv)
+    assert run.rc != 0, run
+    found = sorted(glob.glob(str(tmp_path / "reports" / ("%s-*.json" % kind))))
+    assert len(found) == 1, run  # the summary ran: report written
+    rows = json.load(open(found[0]))["rows"]
+    assert [(r["host"], r["status"]) for r in rows] == [("db-gone", failed)], rows
+    message = rows[0].get("message") or ""
+    assert message.startswith("unreachable:") and "port 1" in message, rows
+    assert "db-gone" in run.out and "TENANT" in run.out, run  # and the table printed

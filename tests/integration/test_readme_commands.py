@@ -60,6 +60,10 @@ def checkout_after_make_demo(tmp_path_factory):
     proc = subprocess.run(["make", "-o", ".venv/bin/.installed-demo", "demo"], cwd=str(src), env=env,
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # the demo's table: sizes and seconds as every playbook table shows them, and the rotation it did
+    assert "SIZE" in proc.stdout and "SECONDS" in proc.stdout and " kB " in proc.stdout, proc.stdout[-3000:]
+    said = " ".join(proc.stdout.split())  # the YAML callback folds long lines
+    assert "Rotation (keep_daily 7" in said and "kept 3 artifact(s), deleted 0" in said, proc.stdout[-3000:]
     return src, env
 
 

@@ -2,17 +2,17 @@
 summary prints, what dr_restore chooses and reports per tenant, and a drill's row."""
 
 import datetime
-import importlib.util
 import random
+import sys
 
 import jinja2
 import pytest
 
 import lbtest
 
-_SPEC = importlib.util.spec_from_file_location("lifeboat_report_filters", lbtest.ROOT / "plugins" / "filter" / "report.py")
-report = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(report)
+sys.path.insert(0, str(lbtest.COLLECTIONS))  # the filter imports the engine's naming through the collection
+
+from ansible_collections.lifeboat.backup.plugins.filter import report  # noqa: E402  pylint: disable=wrong-import-position
 
 # The table as the playbooks printed it before the filter (playbooks/templates/lifeboat_table.j2): the filter must
 # print the very same text.
@@ -222,4 +222,21 @@ def test_drill_row_of_a_failed_verification():
 
 
 def test_filters_are_registered_under_their_names():
-    assert sorted(report.FilterModule().filters()) == ["dr_choice", "dr_rows", "drill_row", "report_table"]
+    assert sorted(report.FilterModule().filters()) == ["dr_choice", "dr_rows", "drill_row", "human_size", "report_table"]
+
+
+def test_sizes_and_seconds_look_the_same_in_every_table():
+    columns = [{"key": "tenant", "title": "TENANT"}, {"key": "size", "title": "SIZE", "format": "size"},
+               {"key": "seconds", "title": "SECONDS", "format": "seconds"}]
+    rows = [{"tenant": "acme", "size": 112900, "seconds": 0.5}, {"tenant": "globex", "size": None, "seconds": ""},
+            {"tenant": "initech", "size": 999, "seconds": 12}]
+    assert report.report_table(rows, columns) == [
+        "TENANT   SIZE      SECONDS",
+        "-------  --------  -------",
+        "acme     112.9 kB  0.50",
+        "globex",
+        "initech  999 B     12.00",
+    ]
+    assert rows[0]["size"] == 112900  # the caller's rows are not changed
+    with pytest.raises(ValueError, match="unknown column format 'KB'"):
+        report.report_table(rows, [{"key": "size", "title": "SIZE", "format": "KB"}])
