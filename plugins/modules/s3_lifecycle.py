@@ -276,6 +276,14 @@ versioning:
   description: Versioning after the task, V(enabled), V(suspended) or V(disabled) (never enabled).
   returned: always
   type: str
+unsupported:
+  description: The aspects the store does not implement, left unmanaged (each also said in a warning), among
+    C(versioning), C(object_lock), C(public_access_block) and C(lifecycle_rules). On such a store RV(versioning) is
+    V(disabled).
+  returned: always
+  type: list
+  elements: str
+  sample: [public_access_block]
 encryption:
   description: Default encryption after the task.
   returned: when O(encryption) is set
@@ -288,14 +296,6 @@ object_lock:
   description: Object lock after the task.
   returned: when O(object_lock) is set
   type: dict
-unsupported:
-  description: The aspects the store does not implement, left unmanaged (each also said in a warning), among
-    C(versioning), C(object_lock), C(public_access_block) and C(lifecycle_rules). On such a store RV(versioning) is
-    V(disabled).
-  returned: always
-  type: list
-  elements: str
-  sample: [public_access_block]
 """
 
 from ansible.module_utils.basic import AnsibleModule
