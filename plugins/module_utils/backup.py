@@ -306,7 +306,7 @@ def _run_steps(req, steps, writes, facts, check_mode, progress):
         result[key] = first.get(key)
     glob = [a for a in result["artifacts"] if a["format"] == "globals"]
     result["globals_artifact"] = glob[0].get("artifact") if glob else None
-    if getattr(req.repository, "warnings", None):  # S3 housekeeping that failed, guarantees the store lacks
+    if req.repository.warnings:  # S3 housekeeping that failed, guarantees the store lacks
         result["warnings"] = list(req.repository.warnings)
     result["msg"] = _summary(result)
     return result

@@ -152,7 +152,7 @@ class Pass(object):
         self.result["seconds"] = round(time.monotonic() - t0, 3)
         self.result["pg_dump_runs"] = self.runs
         self.result["lock_budget"] = self.budget
-        if getattr(req.repository, "warnings", None):  # S3 housekeeping that failed, guarantees the store lacks
+        if req.repository.warnings:  # S3 housekeeping that failed, guarantees the store lacks
             self.result.setdefault("warnings", []).extend(req.repository.warnings)
         self.result["msg"] = self._summary(written)
         return self.result

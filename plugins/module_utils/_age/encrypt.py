@@ -337,7 +337,7 @@ def _encrypted_repository(req, check_mode, recipient_texts):
                   msg="Encrypted %s (%s) to %s (%s)" % (
                       src, naming.human_size(stats["raw"]), published, naming.human_size(cipher.count)))
     result["diff"]["after"] = {"artifact": published}
-    if getattr(repo, "warnings", None):  # S3 housekeeping that failed, guarantees the store lacks
+    if repo.warnings:  # S3 housekeeping that failed, guarantees the store lacks
         result.setdefault("warnings", []).extend(repo.warnings)
     if req.p["remove_src"]:
         _remove_src_if_present(req, result, is_dir)

@@ -122,7 +122,8 @@ def rekeyed(req, check_mode):
     if purged:
         result["changed"] = True
     _purge_notes(result, req, repo, s3, versioning, done, check_mode)
-    result["warnings"].extend(getattr(repo, "warnings", None) or [])  # S3 housekeeping, guarantees the store lacks
+    if repo is not None:  # a lone file has no repository
+        result["warnings"].extend(repo.warnings)  # S3 housekeeping, guarantees the store lacks
     result["msg"] = "Rekeyed %d artifact(s) to %d recipient(s); %d already used them." % (
         len(done), len(texts), len(skipped))
     if purge and s3 and versioning:

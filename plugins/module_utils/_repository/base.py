@@ -22,6 +22,9 @@ class Repository(object):
     # Whether earlier versions of an object may survive a replacement (S3 buckets with versioning), so that
     # rekeying can purge them and records its progress in the object's metadata.
     supports_versions = False
+    # What went wrong beside the data path (S3 housekeeping that failed, a guarantee the store lacks):
+    # the operations put these in their results' warnings. A local repository has none.
+    warnings = ()
 
     @property
     def is_local(self):
