@@ -7,9 +7,8 @@ Layout is the one of DESIGN.md: ``<prefix>/<tenant>/<tenant>-<stamp>.<format>...
 beside ``<tenant>-<stamp>.manifest.json``, uploaded last (through upload.S3Writer).
 
 S3 has no locks: the lock of a tenant is a flock on a file of this host
-(``/run/lifeboat`` for root, else ``$XDG_RUNTIME_DIR/lifeboat`` or the temp
-folder), keyed by endpoint, bucket, prefix and tenant. It keeps two runs on
-the same host apart, not two hosts: give each tenant one backup host.
+(``hostlocks.py``), keyed by endpoint, bucket, prefix and tenant. It keeps two
+runs on the same host apart, not two hosts: give each tenant one backup host.
 Multipart uploads this host starts are recorded beside the lock until they
 complete or are aborted, so the next run (under the lock) aborts those a
 killed run left open, whatever their age; uploads of other hosts are aborted
@@ -27,13 +26,9 @@ protection against a concurrent replacement), and a store that ignores it is
 said plainly, once, in ``warnings``.
 """
 
-import hashlib
 import json
-import os
 import re
 import secrets
-import stat
-import tempfile
 import threading
 import time
 
@@ -41,9 +36,9 @@ from .. import naming
 from .._repository.base import Repository
 from ..errors import LifeboatError
 from ..files import json_bytes
-from ..locking import FileLock, lock_holder
 from .client import ClientError, PurgeError, Retry, error_code, http_status, is_unsupported, make_client
 from .download import S3Reader
+from .hostlocks import HostLocks, default_lock_dir
 from .upload import (MAX_UPLOAD_CONCURRENCY, MIN_PART_SIZE, S3_MAX_PART, S3_MIN_PART, UPLOAD_BUDGET,
                      UPLOAD_CONCURRENCY, S3Writer, _PartBody)
 
@@ -87,41 +82,6 @@ def parse_url(spec):
     return bucket, key_prefix
 
 
-def default_lock_dir():
-    """Where S3 repository locks live on this host (host-local by nature)."""
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return "/run/lifeboat"
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime):
-        return os.path.join(runtime, "lifeboat")
-    return os.path.join(tempfile.gettempdir(), "lifeboat-%d" % os.getuid())
-
-
-def _private_dir(path, create):
-    """``path`` as a private folder of this user (0700, not a symlink)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        if not create:
-            return False
-        try:
-            os.makedirs(path, 0o700)
-        except FileExistsError:
-            pass
-        except OSError as e:
-            raise LifeboatError("Cannot create the lock folder %s for S3 repositories: %s." % (path, e.strerror),
-                                option="repository")
-        st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise LifeboatError("The lock folder %s is not a plain folder; remove it and run again." % path,
-                            option="repository")
-    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        raise LifeboatError(
-            "The lock folder %s must belong to this user and be private (0700), since it holds the locks and the "
-            "pending uploads of S3 repositories; fix its owner and mode." % path, option="repository")
-    return True
-
-
 def _json_payload(data):
     """A manifest or record as stored: indented, sorted keys, a final newline."""
     return memoryview(json_bytes(data))
@@ -146,7 +106,7 @@ def _upload_args(storage_class, sse, sse_kms_key_id):
     return ({"StorageClass": storage_class} if storage_class else {}), encryption
 
 
-class S3Repository(Repository):
+class S3Repository(HostLocks, Repository):
     kind = "s3"
     supports_versions = True
 
@@ -587,65 +547,7 @@ class S3Repository(Repository):
         self.retry.call(lambda: self.client.delete_object(Bucket=self.bucket, Key=key),
                         "Deleting %s" % self.location(tenant, name), self.endpoint_name)
 
-    # -- locks and leftovers ---------------------------------------------------------
-    def _lock_base(self, tenant):
-        naming.validate_repo_tenant(tenant)
-        ident = "\0".join([self.endpoint_url or "aws", self.bucket, self.prefix, tenant])
-        return os.path.join(self.lock_dir, "s3-%s-%s" % (hashlib.sha256(ident.encode("utf-8")).hexdigest()[:20],
-                                                         tenant))
-
-    def lock_path(self, tenant):
-        return self._lock_base(tenant) + ".lock"
-
-    def lock(self, tenant, operation, timeout=0):
-        _private_dir(self.lock_dir, create=True)
-        return FileLock(self.lock_path(tenant), operation, timeout,
-                        subject="tenant %s in %s (a lock of this host only)" % (tenant, self))
-
-    def lock_holder(self, tenant):
-        return lock_holder(self.lock_path(tenant))
-
-    def _journal_dir(self, tenant):
-        return self._lock_base(tenant) + ".uploads"
-
-    def journal_add(self, tenant, key, upload_id):
-        """Record an upload this host started, until it completes or is aborted."""
-        try:
-            _private_dir(self.lock_dir, create=True)
-            _private_dir(self._journal_dir(tenant), create=True)
-            path = os.path.join(self._journal_dir(tenant), hashlib.sha256(upload_id.encode()).hexdigest()[:32])
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump({"key": key, "upload_id": upload_id, "pid": os.getpid(), "started": time.time()}, f)
-            return path
-        except (OSError, LifeboatError):
-            return None  # only an optimisation for the next run: the age rule still applies
-
-    def journal_remove(self, path):
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-
-    def _journal(self, tenant):
-        directory = self._journal_dir(tenant)
-        out = {}
-        try:
-            if not _private_dir(directory, create=False):
-                return out
-            entries = os.listdir(directory)
-        except (OSError, LifeboatError):
-            return out
-        for entry in entries:
-            path = os.path.join(directory, entry)
-            try:
-                with open(path) as f:
-                    rec = json.load(f)
-                out[rec["upload_id"]] = path
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-        return out
-
+    # -- leftovers (the host-local locks and the upload journal: hostlocks.HostLocks) --------
     def open_uploads(self, tenant):
         """Multipart uploads still open under the tenant's prefix."""
         prefix = self.tenant_prefix(tenant)
