@@ -57,7 +57,6 @@ def _private_dir(path, create):
     return True
 
 
-
 class HostLocks(object):
     """The host-local part of ``S3Repository`` (needs its endpoint_url, bucket, prefix and lock_dir)."""
 
