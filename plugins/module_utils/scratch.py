@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 _JANITOR = r"""
-import json, os, shutil, sys
+import json, os, shutil, sys, time
 items = []
 for line in sys.stdin:
     try:
@@ -46,10 +46,19 @@ for item in items:
                             for q in ("ALTER SUBSCRIPTION {} DISABLE", "ALTER SUBSCRIPTION {} SET (slot_name = NONE)",
                                       "DROP SUBSCRIPTION {}"):
                                 sub.execute(sql.SQL(q).format(sql.Identifier(name)))
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(item["name"])))
-                if back:
-                    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(back),
-                                                                                  sql.Identifier(item["name"])))
+                # The killed run's pg_restore --create may outlive it and make the database again between the
+                # drop and the rename: drop (FORCE ends its session) and rename until the name is free.
+                for attempt in range(20):
+                    try:
+                        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(item["name"])))
+                        if back:
+                            conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(back),
+                                                                                          sql.Identifier(item["name"])))
+                        break
+                    except psycopg.Error:
+                        if attempt == 19:
+                            raise
+                        time.sleep(0.5)
     except Exception as e:
         sys.stderr.write("lifeboat janitor: could not remove %s: %s\n" % (item.get("path") or item.get("name"), e))
 """
