@@ -124,33 +124,11 @@ class Request(object):
     def __init__(self, params, environ=None):
         p = SPEC.resolve(params)
         self.p = p
-        self.engine = p["engine"]
-        if self.engine not in naming.ENGINES:
-            raise LifeboatError("Unknown engine %r: use postgresql or sqlite." % (self.engine,), option="engine")
+        self.engine = naming.check_engine(p["engine"])
         if not p["tenant"]:
             raise LifeboatError("tenant is required: the tenant whose data is anonymized.", option="tenant")
         self.tenant = naming.validate_tenant(p["tenant"])
-        if self.engine == "sqlite":
-            if not p["path"]:
-                raise LifeboatError("engine sqlite needs path: the tenant's SQLite database file.", option="path")
-            if p["database"] or p["schema"]:
-                raise LifeboatError("database and schema apply to engine postgresql, not sqlite; remove them.",
-                                    option="database" if p["database"] else "schema")
-            self.path = os.path.abspath(p["path"])
-            self.database = self.schema = None
-        else:
-            if p["path"]:
-                raise LifeboatError("path applies to engine sqlite; for PostgreSQL use database (and schema).",
-                                    option="path")
-            self.path = None
-            self.database = p["database"] or self.tenant
-            self.schema = p["schema"]
-            for opt in ("database", "schema"):
-                value = getattr(self, opt)
-                if value is not None and (not isinstance(value, str) or "\0" in value or not value
-                                          or len(value.encode("utf-8")) > 63):
-                    raise LifeboatError("Invalid %s %r: a PostgreSQL name of 1 to 63 bytes without NUL." % (opt, value),
-                                        option=opt)
+        self.path, self.database, self.schema = naming.tenant_target(p, self.tenant)
         self.days, self.days_from = resolve_days(p["older_than_days"], environ)
         for opt, low in (("batch_size", 1), ("lock_timeout", 0)):
             if not is_int(p[opt]) or p[opt] < low:

@@ -70,11 +70,7 @@ class BackupRequest(object):
     def __init__(self, params):
         p = SPEC.resolve(params)
         self.p = p
-        self.engine = p["engine"]
-        if self.engine not in naming.ENGINES:
-            raise LifeboatError(
-                "Unknown engine %r: use postgresql or sqlite." % (self.engine,), option="engine"
-            )
+        self.engine = naming.check_engine(p["engine"])
         self.tenant = p["tenant"]
         self.globals = bool(p["globals"])
         self.members = None
@@ -90,26 +86,11 @@ class BackupRequest(object):
                                 option="tenant")
         if self.tenant is not None:
             naming.validate_tenant(self.tenant)
+        self.path, self.database, self.schema = naming.tenant_target(p, self.tenant)
         if self.engine == "sqlite":
-            if not p["path"]:
-                raise LifeboatError("engine sqlite needs path: the tenant's SQLite database file.", option="path")
-            if p["database"] or p["schema"]:
-                raise LifeboatError("database and schema apply to engine postgresql, not sqlite; remove them.",
-                                    option="database" if p["database"] else "schema")
             if self.globals:
                 raise LifeboatError("globals applies to engine postgresql only.", option="globals")
-            self.path = os.path.abspath(p["path"])
-        else:
-            if p["path"]:
-                raise LifeboatError("path applies to engine sqlite; for PostgreSQL use database (and schema).",
-                                    option="path")
-            self.path = None
-        self.database = p["database"] or self.tenant
-        self.schema = p["schema"]
-        for opt in ("database", "schema"):
-            value = getattr(self, opt)
-            if value is not None and (not isinstance(value, str) or "\0" in value or not value or len(value.encode("utf-8")) > 63):
-                raise LifeboatError("Invalid %s %r: a PostgreSQL name of 1 to 63 bytes without NUL." % (opt, value), option=opt)
+            self.database = self.tenant  # as before: a SQLite tenant's manifest names it there
         if p["compression"] not in ("zstd", "none"):
             raise LifeboatError("Unknown compression %r: use zstd or none." % (p["compression"],), option="compression")
         level = p["compression_level"]

@@ -5,6 +5,7 @@
 
 import datetime
 import hashlib
+import os
 import re
 
 from .errors import LifeboatError
@@ -256,3 +257,36 @@ def by_recency(artifacts, now=None):
     """
     now = now or utcnow()
     return sorted(artifacts, key=lambda a: (not in_future(a["stamp"], now), a["stamp"], a["name"]))
+
+
+# -- a tenant's data ---------------------------------------------------------------------------
+
+def check_engine(engine):
+    """``engine`` when lifeboat knows it (postgresql, sqlite), else the error that names the option."""
+    if engine not in ENGINES:
+        raise LifeboatError("Unknown engine %r: use postgresql or sqlite." % (engine,), option="engine")
+    return engine
+
+
+def tenant_target(p, tenant):
+    """``(path, database, schema)`` of a tenant's data, from the options engine, path, database and schema.
+
+    A SQLite tenant needs ``path`` and takes no database or schema (both None); a PostgreSQL tenant
+    takes no path, and its database defaults to the tenant's name; both names must be PostgreSQL names.
+    """
+    if p["engine"] == "sqlite":
+        if not p["path"]:
+            raise LifeboatError("engine sqlite needs path: the tenant's SQLite database file.", option="path")
+        if p["database"] or p["schema"]:
+            raise LifeboatError("database and schema apply to engine postgresql, not sqlite; remove them.",
+                                option="database" if p["database"] else "schema")
+        return os.path.abspath(p["path"]), None, None
+    if p["path"]:
+        raise LifeboatError("path applies to engine sqlite; for PostgreSQL use database (and schema).", option="path")
+    database, schema = p["database"] or tenant, p["schema"]
+    for opt, value in (("database", database), ("schema", schema)):
+        if value is not None and (not isinstance(value, str) or "\0" in value or not value
+                                  or len(value.encode("utf-8")) > 63):
+            raise LifeboatError("Invalid %s %r: a PostgreSQL name of 1 to 63 bytes without NUL." % (opt, value),
+                                option=opt)
+    return None, database, schema

@@ -83,9 +83,7 @@ class RestoreRequest(object):
     def __init__(self, params):
         p = SPEC.resolve(params)
         self.p = p
-        self.engine = p["engine"]
-        if self.engine not in naming.ENGINES:
-            raise LifeboatError("Unknown engine %r: use postgresql or sqlite." % (self.engine,), option="engine")
+        self.engine = naming.check_engine(p["engine"])
         self.tenant = p["tenant"]
         if self.tenant is not None:
             naming.validate_tenant(self.tenant)
