@@ -202,13 +202,17 @@ def test_a_create_mode_restore_killed_mid_stream_puts_the_original_database_back
         before = lbtest.table_checksums(conn)
     params = dict(big.login, tenant="rel", repository=root, artifact="latest", allow_create_in_dump=True,
                   force=True, keep_safety_copy=False, identity_file=keys["identity"])
+    earlier = set((big.psql("SELECT string_agg(datname, ',') FROM pg_database WHERE datname LIKE 'lb\\_s\\_%'")
+                   or "").split(","))
     proc = subprocess.run([sys.executable, "-c", RESTORE_KILLER, str(2 << 20)], input=json.dumps(params).encode(),
                           capture_output=True, timeout=300, check=False)
     assert proc.returncode == -9 and b"finished" not in proc.stdout, proc.stderr.decode()[-2000:]
 
     def state():
-        return big.psql("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database "
-                        "WHERE datname = 'rel' OR datname LIKE 'lb\\_s\\_%'")
+        # the session's cluster may hold other tests' safety copies: only this restore's count
+        found = big.psql("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database "
+                         "WHERE datname = 'rel' OR datname LIKE 'lb\\_s\\_%'").split(",")
+        return ",".join(n for n in found if n not in earlier)
 
     deadline = time.monotonic() + 30
     while state() != "rel" and time.monotonic() < deadline:
