@@ -205,16 +205,13 @@ def interleaved(entries, owner_of, wanted=None):
     return out
 
 
-def split_prefix(head, owner_of, schema, by_owner=None):
+def split_prefix(head, by_owner, schema):
     """The header and TOC of the archive of ``schema``: its entries and the common ones, in dump order.
 
-    ``by_owner`` (from ``entries_by_owner``) saves a walk over every entry of the archive for each
-    schema, which a group of hundreds of schemas would otherwise pay hundreds of times.
+    ``by_owner`` is ``entries_by_owner``'s index, made once per archive: no walk over every entry
+    for each schema, which a group of hundreds of schemas would pay hundreds of times.
     """
-    if by_owner is None:
-        picked = [e for e in head.entries if owner_of.get(e.dump_id) in ("", schema)]
-    else:
-        picked = [e for _i, e in sorted(by_owner.get("", []) + by_owner.get(schema, []), key=lambda ie: ie[0])]
+    picked = [e for _i, e in sorted(by_owner.get("", []) + by_owner.get(schema, []), key=lambda ie: ie[0])]
     return b"".join([head.raw, encode_int(len(picked), head.int_size)]
                     + [e.split_raw(head.off_size) for e in picked])
 
@@ -300,7 +297,7 @@ class Splitter(object):
                                % self.current.schema)
 
     def _pieces(self, schema, count):
-        yield split_prefix(self.head, self.owner_of, schema, self._by_owner)
+        yield split_prefix(self.head, self._by_owner, schema)
         while count:
             e, header = self._block_header()
             if self.owner_of.get(e.dump_id) == schema:
