@@ -153,9 +153,6 @@ class BackupRequest(object):
         self.shared_exclude = exclude
 
 
-CLOCK_SKEW = naming.CLOCK_SKEW  # seconds: a stamp further in the future than this is a clock problem, never "fresh"
-
-
 def _fresh_enough(repo, job, skip_seconds, now):
     """The artifact that makes this run unnecessary under ``skip_if_newer_than``, or None.
 
@@ -168,9 +165,9 @@ def _fresh_enough(repo, job, skip_seconds, now):
         return None
     complete = [a for a in repo.artifacts(job.tenant) if a["complete"] and a["format"] == job.format]
     for art in reversed(complete):
-        age = (now - naming.parse_stamp(art["stamp"])).total_seconds()
-        if age < -CLOCK_SKEW:
+        if naming.in_future(art["stamp"], now):
             continue
+        age = (now - naming.parse_stamp(art["stamp"])).total_seconds()
         if age >= skip_seconds or _verification_failed(repo, job.tenant, art):
             return None
         return art

@@ -95,9 +95,6 @@ class Policy(object):
         return d
 
 
-CLOCK_SKEW = naming.CLOCK_SKEW  # seconds: a stamp further in the future is a clock problem
-
-
 def _moment(a):
     return naming.parse_stamp(a["stamp"])
 
@@ -112,7 +109,7 @@ def select(artifacts, policy, now, grace_seconds=86400, lock_free=True):
     # Stamped in the future (a host whose clock ran ahead): kept, flagged, and never counted as the
     # newest, so that it cannot make the rules delete the real newest artifacts.
     for a in out:
-        if a["complete"] and (now - _moment(a)).total_seconds() < -CLOCK_SKEW:
+        if a["complete"] and naming.in_future(a["stamp"], now):
             a["decision"], a["future"] = "keep", True
             a["reasons"].append("stamped in the future (clock skew on the host that wrote it?): kept, and not "
                                 "counted as the newest; fix the clock, then remove it by hand")

@@ -549,7 +549,7 @@ def run(params, check_mode=False, progress=None):
         result["warnings"].append(older)
     if globals_note:
         result["warnings"].append(globals_note)
-    if art is not None and (naming.utcnow() - naming.parse_stamp(art.stamp)).total_seconds() < -300:
+    if art is not None and naming.in_future(art.stamp):
         result["warnings"].append(
             "%s is stamped in the future (%s, now %s): the clock of the host that wrote it, or of this one, is "
             "wrong, and it may not be the newest backup. Check the clocks (timedatectl), and name the artifact you "

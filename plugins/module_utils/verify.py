@@ -32,7 +32,6 @@ from .files import atomic_write_json
 from .repository import LocalRepository, open_repository, s3_options
 from .version import TOOL_VERSION
 
-CLOCK_SKEW = naming.CLOCK_SKEW  # seconds: a stamp further in the future is a clock problem
 
 # The options of backup_verify and of the agent's verify (see argspec.py); the agent passes every S3 option.
 SPEC = argspec.ArgumentSpec(argspec.merged(
@@ -246,7 +245,7 @@ def _freshness(ctx, complete):
         return [c.done(SKIP, "max_age not set")]
     if not complete:
         return [c.done(FAIL, "no complete artifact at all (max_age %ds)" % ctx.max_age)]
-    future = [a for a in complete if (ctx.now - naming.parse_stamp(a["stamp"])).total_seconds() < -CLOCK_SKEW]
+    future = [a for a in complete if naming.in_future(a["stamp"], ctx.now)]
     if future:
         return [c.done(FAIL, "%s is stamped %.1f h in the future: the clock of the host that wrote it (or of this "
                              "one) is wrong. A future stamp is never taken as fresh: fix the clock (timedatectl, "
