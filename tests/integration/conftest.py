@@ -79,6 +79,26 @@ def s3(moto, tmp_path):
     return env
 
 
+@pytest.fixture(scope="session")
+def rclone(tmp_path_factory):
+    """``rclone serve s3`` on 127.0.0.1: a second S3 implementation (tests/integration/test_s3_compat_rclone.py)."""
+    server = s3server.RcloneServer(tmp_path_factory.mktemp("rclone")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def rc(rclone, tmp_path):
+    """One bucket on the rclone server, as ``s3`` gives one on moto."""
+    from lifeboat_engine._s3 import repository as s3repo
+
+    bucket = "rbkt-%s" % secrets.token_hex(4)
+    env = S3Env(rclone, bucket, tmp_path)
+    env.client.create_bucket(Bucket=bucket)
+    s3repo._CONDITIONAL_WRITES.clear()  # a fresh probe per test (the cache is per process)
+    return env
+
+
 @pytest.fixture
 def fault_proxy(moto):
     proxy = s3server.FaultProxy(moto.port, lifetime=240)

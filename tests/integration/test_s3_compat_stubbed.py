@@ -5,48 +5,20 @@ effort and ends as a warning naming the store's answer; the If-Match probe; s3_l
 The real stores are exercised in test_s3_compat_rclone.py."""
 
 import datetime
-import types
 
 import pytest
-from botocore.exceptions import ClientError, ConnectionClosedError
+from botocore.exceptions import ConnectionClosedError
 
 from lifeboat_engine import lifecycle, s3
 from lifeboat_engine._s3 import repository as s3repo
 from lifeboat_engine.errors import LifeboatError
+from s3stub import ScriptedClient, client_error
 
 
-def client_error(code, status, message=None, op="Op"):
-    return ClientError({"Error": {"Code": code, "Message": message or code},
-                        "ResponseMetadata": {"HTTPStatusCode": status}}, op)
+class StubClient(ScriptedClient):
+    """A store that says the same again once its script runs out."""
 
-
-class StubClient(object):
-    """Answers from scripted lists (an exception is raised, anything else returned; the last answer repeats);
-    records every call."""
-
-    def __init__(self, **script):
-        self.script = dict((k, list(v) if isinstance(v, list) else [v]) for k, v in script.items())
-        self.calls = []
-        self.meta = types.SimpleNamespace(config=types.SimpleNamespace(request_checksum_calculation="when_required"),
-                                          region_name="us-east-1")
-
-    def __getattr__(self, op):
-        if op.startswith("_") or op in ("script", "calls", "meta"):
-            raise AttributeError(op)
-
-        def call(**kwargs):
-            self.calls.append((op, kwargs))
-            queue = self.script.get(op)
-            answer = (queue.pop(0) if len(queue) > 1 else queue[0]) if queue else {}
-            if callable(answer):
-                answer = answer(**kwargs)
-            if isinstance(answer, Exception):
-                raise answer
-            return answer
-        return call
-
-    def count(self, op):
-        return len([c for c in self.calls if c[0] == op])
+    repeat_last = True
 
 
 def repo_with(client, tmp_path, endpoint="http://127.0.0.1:9"):

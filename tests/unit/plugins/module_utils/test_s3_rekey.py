@@ -2,44 +2,17 @@
 are reported, the conditions the replacing writer sends, and the recognition of its own upload after a lost
 answer. The server itself is exercised in tests/integration/test_age_encrypt_s3_rekey.py."""
 
-import types
-
 import pytest
-from botocore.exceptions import ClientError
 
 from lifeboat_engine import agefile, s3
 from lifeboat_engine.errors import LifeboatError
+from s3stub import ScriptedClient, client_error
 
 KEY = "p/acme/acme-20260101T000000Z.sqlite.zst.age"
 MANIFEST = "p/acme/acme-20260101T000000Z.manifest.json"
 
 
-def client_error(code, status, op="Op"):
-    return ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, op)
-
-
-class FakeClient(object):
-    """Answers from scripted lists (an exception is raised, anything else returned); records every call."""
-
-    def __init__(self, **script):
-        self.script = dict((k, list(v)) for k, v in script.items())
-        self.calls = []
-        self.meta = types.SimpleNamespace(config=types.SimpleNamespace(request_checksum_calculation="when_required"))
-
-    def __getattr__(self, op):
-        if op.startswith("_") or op in ("script", "calls", "meta"):
-            raise AttributeError(op)
-
-        def call(**kwargs):
-            self.calls.append((op, kwargs))
-            queue = self.script.get(op)
-            answer = queue.pop(0) if queue else {}
-            if callable(answer):
-                answer = answer(**kwargs)
-            if isinstance(answer, Exception):
-                raise answer
-            return answer
-        return call
+FakeClient = ScriptedClient  # answers {} once a script runs out
 
 
 def repo_with(client, tmp_path):
@@ -71,7 +44,7 @@ def test_purge_deletes_artifact_and_manifest_versions_and_reports_refusals_by_ke
     client = FakeClient(
         list_object_versions=[versions_page(versions=[(KEY, "new", True), (KEY, "old", False), (KEY, "older", False)]),
                               versions_page(versions=[(MANIFEST, "mnew", True), (MANIFEST, "mold", False)])],
-        delete_object=[client_error("AccessDenied", 403, "DeleteObject"), {}, {}],
+        delete_object=[client_error("AccessDenied", 403, op="DeleteObject"), {}, {}],
     )
     with pytest.raises(s3.PurgeError) as e:
         repo_with(client, tmp_path).purge_old_versions("acme", KEY.rsplit("/", 1)[1])
@@ -106,7 +79,7 @@ def test_small_replacing_upload_is_conditional_on_the_etag_read_and_carries_the_
 
 
 def test_new_artifacts_still_refuse_to_replace(tmp_path):
-    client = FakeClient(put_object=[client_error("PreconditionFailed", 412, "PutObject")])
+    client = FakeClient(put_object=[client_error("PreconditionFailed", 412, op="PutObject")])
     w = repo_with(client, tmp_path).new_writer("acme", KEY.rsplit("/", 1)[1])
     w.write(b"hello")
     with pytest.raises(LifeboatError) as e:
@@ -120,12 +93,12 @@ def test_replacing_upload_recognises_its_own_object_after_a_lost_answer(tmp_path
 
     def remember(**kwargs):
         token["value"] = kwargs["Metadata"]["lifeboat-upload"]
-        return client_error("InternalError", 500, "PutObject")  # the write happened, the answer was lost
+        return client_error("InternalError", 500, op="PutObject")  # the write happened, the answer was lost
 
     def ours(**kwargs):
         return {"ContentLength": 5, "Metadata": {"lifeboat-upload": token["value"]}}
 
-    client = FakeClient(put_object=[remember, client_error("PreconditionFailed", 412, "PutObject")],
+    client = FakeClient(put_object=[remember, client_error("PreconditionFailed", 412, op="PutObject")],
                         head_object=[ours, {"ContentLength": 5}])
     w = repo_with(client, tmp_path).new_replacing_writer("acme", KEY.rsplit("/", 1)[1], if_match='"abc"')
     w.write(b"hello")
@@ -134,7 +107,7 @@ def test_replacing_upload_recognises_its_own_object_after_a_lost_answer(tmp_path
 
 
 def test_replacing_upload_refuses_when_someone_else_replaced_the_object(tmp_path):
-    client = FakeClient(put_object=[client_error("PreconditionFailed", 412, "PutObject")])
+    client = FakeClient(put_object=[client_error("PreconditionFailed", 412, op="PutObject")])
     w = repo_with(client, tmp_path).new_replacing_writer("acme", KEY.rsplit("/", 1)[1], if_match='"abc"')
     w.write(b"hello")
     with pytest.raises(LifeboatError) as e:
@@ -144,7 +117,7 @@ def test_replacing_upload_refuses_when_someone_else_replaced_the_object(tmp_path
 
 def test_multipart_replacing_upload_completes_with_if_match_and_aborts_on_failure(tmp_path):
     client = FakeClient(create_multipart_upload=[{"UploadId": "u1"}], upload_part=[{"ETag": '"p1"'}, {"ETag": '"p2"'}],
-                        complete_multipart_upload=[client_error("PreconditionFailed", 412, "Complete")])
+                        complete_multipart_upload=[client_error("PreconditionFailed", 412, op="Complete")])
     repo = repo_with(client, tmp_path)
     repo.part_size = s3.S3_MIN_PART
     w = repo.new_replacing_writer("acme", KEY.rsplit("/", 1)[1], if_match='"etag-read"', metadata={"x": "y"})
@@ -162,7 +135,7 @@ def test_multipart_replacing_upload_completes_with_if_match_and_aborts_on_failur
 def test_rekey_marker_reads_object_metadata(tmp_path):
     client = FakeClient(head_object=[{"ContentLength": 1, "ETag": '"e"', "Metadata": {
         "lifeboat-rekey-of": "a" * 64, "lifeboat-rekey-to": "b" * 64}}, {"ContentLength": 1, "Metadata": {}},
-        client_error("404", 404, "HeadObject")])
+        client_error("404", 404, op="HeadObject")])
     repo = repo_with(client, tmp_path)
     name = KEY.rsplit("/", 1)[1]
     assert repo.rekey_marker("acme", name) == {"of": "a" * 64, "to": "b" * 64, "etag": '"e"'}
