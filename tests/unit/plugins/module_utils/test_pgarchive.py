@@ -113,11 +113,15 @@ class Pipe(io.RawIOBase):
         return out
 
 
-def split(data, wanted=None, step=7, size=5):
+def splitter(reader, wanted=None):
+    """A Splitter over the archive ``reader`` gives, for ``wanted`` (default WANTED)."""
     wanted = wanted or WANTED
-    head = pgarchive.read_head(Pipe(data, step))
-    owner_of = pgarchive.owners(head.entries, wanted)
-    sp = pgarchive.Splitter(None, head, owner_of, wanted)
+    head = pgarchive.read_head(reader)
+    return head, pgarchive.Splitter(None, head, pgarchive.owners(head.entries, wanted), wanted)
+
+
+def split(data, wanted=None, step=7, size=5):
+    head, sp = splitter(Pipe(data, step), wanted)
     out = {}
     for schema, reader in sp.outputs():
         out[schema] = b"".join(iter(lambda r=reader: r.read(size), b""))
@@ -415,8 +419,7 @@ def test_buffer_boundaries_anywhere_change_nothing(monkeypatch, read_size, step)
 
 def test_reads_of_any_size():
     _layout, head_raw, toc, blocks = build()
-    head = pgarchive.read_head(io.BytesIO(head_raw + toc + blocks))
-    sp = pgarchive.Splitter(None, head, pgarchive.owners(head.entries, WANTED), WANTED)
+    _head, sp = splitter(io.BytesIO(head_raw + toc + blocks))
     outputs = sp.outputs()
     _schema, empty = next(outputs)
     whole = empty.read()
@@ -453,8 +456,7 @@ def test_large_object_blocks_are_read_past():
 
 def test_each_archive_is_read_in_turn_and_to_its_end():
     _layout, head_raw, toc, blocks = build()
-    head = pgarchive.read_head(io.BytesIO(head_raw + toc + blocks))
-    sp = pgarchive.Splitter(None, head, pgarchive.owners(head.entries, WANTED), WANTED)
+    _head, sp = splitter(io.BytesIO(head_raw + toc + blocks))
     outputs = sp.outputs()
     _schema, empty = next(outputs)
     empty.read(3)
