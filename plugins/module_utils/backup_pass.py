@@ -74,6 +74,7 @@ class Pass(object):
         self.server_version = postgres.server_version(conn)
         self.system_identifier = postgres.system_identifier(conn)
         self.shared_ref = None
+        self.shared_excluded = 0
         self.counter = None
         self.runs = 0
 
@@ -195,14 +196,13 @@ class Pass(object):
             return None
         excluded = sorted(set(self.schema_of.values()) | set(self.excluded_schemas))
         argv = self._dump_argv() + ["--exclude-schema=" + postgres.schema_pattern(s) for s in excluded]
-        job.extra["excluded_schemas"] = len(excluded)
+        self.shared_excluded = len(excluded)  # told in the shared artifact's manifest
         return job, argv, "pg_dump of the shared part of database %r" % req.database
 
     def _shared_write(self, job, spool):
         """The shared part's artifact, from the dump thread's spool (written before any tenant's: their
         manifests name it)."""
         req = self.req
-        excluded = job.extra.pop("excluded_schemas")
 
         def store(writer):
             sizes = pipeline.store(spool, writer, req.recipients, req.level, req.threads, None)
@@ -211,7 +211,7 @@ class Pass(object):
                 counts.update(self.counter.wait_for(nsp))
             source = self._source(None, spool.warnings)
             source["shared_part_of"] = req.database
-            source["excluded_schemas"] = excluded
+            source["excluded_schemas"] = self.shared_excluded
             return sizes, counts, source
 
         job.store = store
