@@ -73,6 +73,7 @@ class Pass(object):
         self.schema_of = dict(req.members)
         self.server_version = postgres.server_version(conn)
         self.system_identifier = postgres.system_identifier(conn)
+        self.extensions = postgres.extensions(conn)  # in the shared part's manifest (a restore checks them first)
         self.shared_ref = None
         self.shared_excluded = 0
         self.counter = None
@@ -212,6 +213,7 @@ class Pass(object):
             source = self._source(None, spool.warnings)
             source["shared_part_of"] = req.database
             source["excluded_schemas"] = self.shared_excluded
+            source["extensions"] = self.extensions
             return sizes, counts, source
 
         job.store = store

@@ -217,6 +217,14 @@ def database_settings(conn):
     return [{"role": role, "settings": list(config or [])} for role, config in rows]
 
 
+def extensions(conn):
+    """The current database's extensions but plpgsql (every server has it): [{"name", "version"}], by name.
+    A restore checks that the target server can create them (``pg_available_extensions``) before it starts."""
+    rows = conn.execute("SELECT extname, extversion FROM pg_catalog.pg_extension WHERE extname <> 'plpgsql' "
+                        "ORDER BY 1").fetchall()
+    return [{"name": name, "version": version} for name, version in rows]
+
+
 _SUBSCRIPTIONS = """
 SELECT s.subname FROM pg_catalog.pg_subscription s JOIN pg_catalog.pg_database d ON d.oid = s.subdbid
  WHERE d.datname = %s ORDER BY 1
@@ -262,6 +270,9 @@ class Snapshot(object):
         return False
 
 
+PG_LIB = "/usr/lib/postgresql"  # Debian's folder of <major>/bin
+
+
 def _candidates(name, bin_dir=None):
     """Executables named ``name``: in ``bin_dir`` alone; else the newest /usr/lib/postgresql/*/bin first, then PATH."""
     if bin_dir:
@@ -269,7 +280,7 @@ def _candidates(name, bin_dir=None):
         if not os.access(path, os.X_OK):
             raise LifeboatError("%s not found in pg_bin_dir %s." % (name, bin_dir), option="pg_bin_dir")
         return [path]
-    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: major(d.split("/")[-2]), reverse=True)
+    dirs = sorted(glob.glob(os.path.join(PG_LIB, "*", "bin")), key=lambda d: major(d.split("/")[-2]), reverse=True)
     candidates = [os.path.join(d, name) for d in dirs if os.access(os.path.join(d, name), os.X_OK)]
     on_path = shutil.which(name)
     if on_path:
@@ -277,12 +288,17 @@ def _candidates(name, bin_dir=None):
     return candidates
 
 
-def find_binary(name, bin_dir=None, min_major=0):
+def find_binary(name, bin_dir=None, min_major=0, prefer_major=0):
     """Path of a PostgreSQL client tool at least as new as ``min_major``.
 
-    ``bin_dir`` wins; else the newest /usr/lib/postgresql/*/bin (Debian); else PATH.
+    ``bin_dir`` wins; else /usr/lib/postgresql/``prefer_major``/bin when it is new enough (a restore uses
+    the target server's own pg_restore); else the newest /usr/lib/postgresql/*/bin (Debian); else PATH.
     """
     candidates = _candidates(name, bin_dir)
+    if prefer_major >= min_major and not bin_dir:
+        own = os.path.join(PG_LIB, str(prefer_major), "bin", name)
+        if own in candidates and major(tool_version(own)) >= min_major:
+            return own, tool_version(own)
     if not candidates:
         raise LifeboatError(
             "%s was not found: install the PostgreSQL client tools (Debian: postgresql-client-%s) or "

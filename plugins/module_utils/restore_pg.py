@@ -32,6 +32,7 @@ connection), ``pg_stream`` (running pg_restore), ``pg_database``, ``pg_schema`` 
 """
 
 from . import restore_guard
+from ._restore import compat
 from ._restore.pg_database import DatabasePlan
 from ._restore.pg_globals import GlobalsPlan, apply_globals, plan_globals, transform_globals
 from ._restore.pg_schema import SchemaPlan
@@ -53,6 +54,7 @@ def plan_tenant(server, req, art, shared=(None, None), owners=None):
             option="schema",
         )
     owners = owners or restore_guard.Owners(None)
-    if schema:
-        return SchemaPlan(server, req, art, schema, shared, owners)
-    return DatabasePlan(server, req, art, owners)
+    plan = SchemaPlan(server, req, art, schema, shared, owners) if schema else DatabasePlan(server, req, art, owners)
+    # the server's version and extensions, for the tenant and the shared part restored first (if any)
+    compat.check(server, [art, getattr(plan, "shared", None)])
+    return plan

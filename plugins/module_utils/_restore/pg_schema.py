@@ -15,6 +15,7 @@ from .. import naming, restore_guard, shared_part
 from ..errors import LifeboatError
 from ..restore_common import compare_counts
 from ..tools import Tool
+from . import compat
 from .pg_server import APP, describe_session, session_of
 from .pg_stream import describe_contents, failing_with, manifest_figures, restore_failed, stream_into
 
@@ -334,7 +335,7 @@ class SchemaPlan(object):
                 argv += ["-f", "/dev/fd/%d" % fd]
             psql = Tool(argv, server.env(APP + "-psql"), pass_fds=tuple(reads))
             _close(fds, *reads)
-            rargv = [server.tool("pg_restore"), "--format=custom", "--file=-"]
+            rargv = [server.tool("pg_restore", compat.dump_major(art, self.shared)), "--format=custom", "--file=-"]
             if not req.owners:
                 rargv.append("--no-owner")
             if not req.privileges:

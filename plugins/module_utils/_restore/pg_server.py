@@ -88,10 +88,13 @@ class Server(object):
         self.maint = "template1"
         self.conn = self.c.connect(self.maint, app=APP, option="login_host")
 
-    def tool(self, name):
-        if name not in self._tools:
-            self._tools[name] = postgres.find_binary(name, self.bin_dir, self.major)[0]
-        return self._tools[name]
+    def tool(self, name, need=0):
+        """The client tool of this server's own major version when the host has it (and it reads archives of
+        pg_dump major ``need``), else the newest one at least as new as both."""
+        key = (name, need)
+        if key not in self._tools:
+            self._tools[key] = postgres.find_binary(name, self.bin_dir, max(self.major, need), prefer_major=self.major)[0]
+        return self._tools[key]
 
     def env(self, app):
         return self.c.env(app)

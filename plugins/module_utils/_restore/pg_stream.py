@@ -14,6 +14,7 @@ from ..errors import LifeboatError
 from ..repository import describe_os_error
 from ..restore_common import PipeSink, PrivateDir
 from ..tools import Tool
+from . import compat
 from .pg_server import APP
 
 
@@ -79,8 +80,8 @@ def restore_failed(what, failure, req, outcome):
                          option=("owners" if req.owners else "privileges") if missing_role else None)
 
 
-def pg_restore_argv(server, req, dbname, create=False):
-    argv = [server.tool("pg_restore"), "--format=custom", "--no-password", "--exit-on-error",
+def pg_restore_argv(server, req, dbname, create=False, art=None):
+    argv = [server.tool("pg_restore", compat.dump_major(art)), "--format=custom", "--no-password", "--exit-on-error",
             "--dbname=" + server.conninfo(dbname, APP + "-pg_restore")]
     if not req.owners:
         argv.append("--no-owner")
@@ -94,7 +95,7 @@ def pg_restore_argv(server, req, dbname, create=False):
 def run_pg_restore(server, req, art, identities, dbname, progress, what, outcome, create=False):
     """pg_restore the artifact into ``dbname`` (with ``create``: connected to it, creating the
     archive's database). Raises with pg_restore's first errors; returns the sizes read."""
-    argv = pg_restore_argv(server, req, dbname, create)
+    argv = pg_restore_argv(server, req, dbname, create, art)
     env = server.env(APP + "-pg_restore")
     if req.jobs > 1:
         with PrivateDir(req.p["tmp_dir"]) as tmp:

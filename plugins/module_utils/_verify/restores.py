@@ -56,8 +56,19 @@ def restore_pg(ctx, repo, tenant, art, doc, identities, compressed):
     with Janitor() as janitor:
         admin = ctx.conn.connect("postgres", app="lifeboat-verify", option="login_host")
         try:
-            server_major = postgres.major(postgres.server_version(admin))
-            pg_restore, _v = postgres.find_binary("pg_restore", ctx.p["pg_bin_dir"], server_major)
+            server_version = postgres.server_version(admin)
+            server_major = postgres.major(server_version)
+            source = doc.get("source") or {}
+            source_major = postgres.major(str(source.get("server_version") or ""))
+            if source_major > server_major:
+                return None, Check("restore").done(FAIL, (
+                    "the artifact was dumped from PostgreSQL %s and the verifier's server %s runs PostgreSQL %s: "
+                    "PostgreSQL restores a dump into the same or a newer major version only, so it cannot be "
+                    "proven here (nothing says the artifact itself is faulty). Verify it on a server of PostgreSQL "
+                    "%d or newer." % (source.get("server_version"), ctx.conn.server, server_version, source_major))), []
+            dump_major = postgres.major(str(source.get("pg_dump_version") or ""))
+            pg_restore, _v = postgres.find_binary("pg_restore", ctx.p["pg_bin_dir"], max(server_major, dump_major),
+                                                  prefer_major=server_major)
             scratch = naming.derived_name("v", tenant, art["stamp"], secrets.token_hex(4))
             jid = janitor.register_database_of(ctx.conn, scratch, "lifeboat-verify-janitor")
             from psycopg import sql

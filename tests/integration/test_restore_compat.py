@@ -1,0 +1,154 @@
+"""Can the target server take the artifact? (issue 17: restore onto another PostgreSQL version)
+
+A restore checks, in its plan and so in check mode too, before it touches anything, that the target
+server is not older than the source and has every extension the artifact creates (which the
+manifests record since this change). Real PostgreSQL 15 on loopback; the "newer source" and the
+"missing extension" are written into copies of real manifests, since this host has one PostgreSQL
+version and every contrib extension (the Molecule dr scenario restores onto PostgreSQL 17 for real).
+"""
+
+import json
+import os
+import shutil
+
+import pytest
+
+import lbtest
+import saas
+from lifeboat_engine import backup, backup_pass, postgres, restore, verify
+from lifeboat_engine.errors import LifeboatError
+
+
+@pytest.fixture(scope="module")
+def world(pg, keys, tmp_path_factory):
+    """compat_db (a database tenant with citext and hstore), saas_compat (schema tenants with the shared part)."""
+    d = tmp_path_factory.mktemp("compat")
+    repo = str(d / "repo")
+    pg.psql("DROP DATABASE IF EXISTS compat_db WITH (FORCE)")
+    pg.psql("CREATE DATABASE compat_db")
+    pg.psql("CREATE EXTENSION citext; CREATE EXTENSION hstore; "
+            "CREATE TABLE people (id int PRIMARY KEY, email citext, attrs hstore); "
+            "INSERT INTO people SELECT i, 'P' || i || '@Example.org', 'tier=>gold' FROM generate_series(1, 40) i",
+            db="compat_db")
+    pg.psql("DROP DATABASE IF EXISTS saas_compat WITH (FORCE)")
+    saas.build(pg, db="saas_compat", tenants=("acme", "globex"), rows=20)
+    common = dict(repository=repo, recipients=[keys["public"]])
+    db = backup.run(dict(pg.login, tenant="compat_db", **common))
+    res = backup_pass.run(dict(pg.login, database="saas_compat", schemas=["acme", "globex"], **common))
+    assert res["failed_tenants"] == []
+    yield {"repo": repo, "db": db, "pass": res, "dir": d}
+    for name in ("compat_db", "saas_compat", "compat_copy"):
+        pg.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
+
+
+def manifest(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_manifests_record_the_extensions_a_restore_needs(world):
+    doc = manifest(world["db"]["manifest"])
+    assert [e["name"] for e in doc["source"]["extensions"]] == ["citext", "hstore"]
+    assert all(e["version"] for e in doc["source"]["extensions"])
+    shared = [a for a in world["pass"]["artifacts"] if a["tenant"].startswith("_shared_")]
+    assert shared, world["pass"]
+    names = [e["name"] for e in manifest(shared[0]["manifest"])["source"]["extensions"]]
+    assert "plpgsql" not in names
+
+
+def doctored_repo(world, tmp_path, edit):
+    """A copy of the repository whose compat_db manifest was edited by ``edit(doc)``."""
+    repo = str(tmp_path / "repo")
+    shutil.copytree(world["repo"], repo)
+    path = os.path.join(repo, "compat_db", os.path.basename(world["db"]["manifest"]))
+    doc = manifest(path)
+    edit(doc)
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    return repo
+
+
+def databases(pg):
+    return pg.psql("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database")
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_a_source_newer_than_the_target_server_is_refused_before_anything(pg, keys, world, tmp_path, check_mode):
+    def newer(doc):
+        doc["source"]["server_version"] = "99.1"
+    repo = doctored_repo(world, tmp_path, newer)
+    before = databases(pg)
+    with pytest.raises(LifeboatError) as e:
+        restore.run(dict(pg.login, repository=repo, tenant="compat_db", target_database="compat_copy",
+                         identity_file=keys["identity"]), check_mode=check_mode)
+    text = str(e.value)
+    assert "dumped from PostgreSQL 99.1" in text and "PostgreSQL 99 or newer" in text, text
+    assert "Nothing was changed" in text and "dr_postgresql_version=99" in text, text
+    assert e.value.option == "login_host"
+    assert databases(pg) == before
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_a_missing_extension_on_the_target_is_named_before_anything(pg, keys, world, tmp_path, check_mode):
+    def exotic(doc):
+        doc["source"]["extensions"].append({"name": "lb_no_such_extension", "version": "1.0"})
+    repo = doctored_repo(world, tmp_path, exotic)
+    before = databases(pg)
+    with pytest.raises(LifeboatError) as e:
+        restore.run(dict(pg.login, repository=repo, tenant="compat_db", target_database="compat_copy",
+                         identity_file=keys["identity"]), check_mode=check_mode)
+    text = str(e.value)
+    assert "needs the extension lb_no_such_extension" in text and "Nothing was changed" in text, text
+    assert "citext" not in text.split("needs the extension")[1].split(",")[0]
+    assert e.value.details["missing_extensions"] == ["lb_no_such_extension"]
+    assert databases(pg) == before
+
+
+def test_a_manifest_without_the_extension_list_still_restores(pg, keys, world, tmp_path):
+    """Manifests written before the list existed: no check, the restore goes on as before."""
+    def older(doc):
+        del doc["source"]["extensions"]
+    repo = doctored_repo(world, tmp_path, older)
+    res = restore.run(dict(pg.login, repository=repo, tenant="compat_db", target_database="compat_copy",
+                           identity_file=keys["identity"]))
+    assert res["row_counts_match"] is True
+    with pg.connect("compat_copy") as conn:
+        assert lbtest.table_checksums(conn) == lbtest.table_checksums(pg.connect("compat_db"))
+    pg.psql("DROP DATABASE compat_copy WITH (FORCE)")
+
+
+def test_verify_on_an_older_server_says_it_cannot_prove_it_here(pg, keys, world, tmp_path):
+    def newer(doc):
+        doc["source"]["server_version"] = "99.1"
+    repo = doctored_repo(world, tmp_path, newer)
+    res = verify.run(dict(pg.login, repository=repo, tenant="compat_db", identity_file=keys["identity"],
+                          fail_on_error=False))
+    checks = dict((c["name"], c) for c in res["checks"])
+    assert checks["restore"]["status"] == "FAIL", checks
+    assert "cannot be proven here" in checks["restore"]["detail"] and "PostgreSQL 99 or newer" in checks["restore"]["detail"]
+    assert res["status"] == "FAIL"
+
+
+def fake_tool(root, major_version, name="pg_restore"):
+    bindir = os.path.join(root, str(major_version), "bin")
+    os.makedirs(bindir)
+    path = os.path.join(bindir, name)
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\necho '%s (PostgreSQL) %d.3'\n" % (name, major_version))
+    os.chmod(path, 0o755)
+    return path
+
+
+def test_the_target_servers_own_pg_restore_is_preferred(tmp_path, monkeypatch):
+    """Several PostgreSQL versions on one host: the restore uses the target server's own pg_restore when it
+    is new enough for the archive, else the newest one (fake bin folders that only answer --version)."""
+    root = str(tmp_path / "pglib")
+    own15, own17 = fake_tool(root, 15), fake_tool(root, 17)
+    monkeypatch.setattr(postgres, "PG_LIB", root)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert postgres.find_binary("pg_restore", None, 15, prefer_major=15)[0] == own15
+    assert postgres.find_binary("pg_restore", None, 17, prefer_major=17)[0] == own17
+    # an archive of pg_dump 17 on a PostgreSQL 15 server: 15's pg_restore cannot read it
+    assert postgres.find_binary("pg_restore", None, 17, prefer_major=15)[0] == own17
+    # no preference: the newest, as before
+    assert postgres.find_binary("pg_restore", None, 15)[0] == own17
