@@ -33,7 +33,11 @@ given), ``session`` (a run: lock, user, tenants, outcomes, exit codes), ``operat
 console script's entry point (``lifeboat = lifeboat_engine.agent:main``) and their face.
 """
 
-from . import agent_config
+import calendar
+import os
+import time
+
+from . import agent_config, agent_metrics
 from ._agent.alert import cmd_alert, post_webhook
 from ._agent.operations import cmd_anonymize, cmd_backup, cmd_prune, cmd_restore, cmd_verify
 from ._agent.params import (CREDENTIAL_DEFAULT, connection_params, credential_path, filter_params, globals_label,
@@ -45,6 +49,7 @@ from ._agent.session import (EXIT_CONFIG, EXIT_FAILED, EXIT_LATE, EXIT_LOCKED, E
 from ._agent.status import cmd_check_config, cmd_status, tenant_status
 from .agent_output import Log
 from .errors import LifeboatError, LockBusy
+from .locking import lock_holder
 
 __all__ = ["CREDENTIAL_DEFAULT", "COMMANDS", "EXIT_CONFIG", "EXIT_FAILED", "EXIT_LATE", "EXIT_LOCKED", "EXIT_OK",
            "EXIT_UNPROTECTED", "LOCKED", "Session", "acquire_lock", "become", "build_parser", "cmd_alert",
@@ -75,6 +80,7 @@ def main(argv=None):
             setattr(args, name, None)
     log = Log()
     operation = args.command
+    config = None
     try:
         if operation == "check-config" and args.file:
             return cmd_check_config(args, None, log)
@@ -86,16 +92,19 @@ def main(argv=None):
         if operation in LOCKED:
             wait = args.wait if args.wait is not None else config["lock_wait"]
             lock = acquire_lock(config, operation, wait, log)
+            record_start(args, config, operation, None)
         try:
             return COMMANDS[operation](args, config, log)
         finally:
             if lock is not None:
                 lock.release()
     except LockBusy as e:
-        log.line([("op", operation), ("status", "locked"), ("error", e.msg)], "err")
+        log.line([("op", operation), ("status", "locked"), ("error", e.msg)] + record_start(args, config, operation,
+                                                                                            "locked"), "err")
         return EXIT_LOCKED
     except agent_config.ConfigError as e:
-        log.line([("op", operation), ("status", "config-error"), ("key", e.key), ("error", e.msg)], "err")
+        log.line([("op", operation), ("status", "config-error"), ("key", e.key), ("error", e.msg)]
+                 + record_start(args, config, operation, "config-error"), "err")
         return EXIT_CONFIG
     except LifeboatError as e:
         log.line([("op", operation), ("status", "failed"), ("error", e.msg), ("option", e.option)], "err")
@@ -103,6 +112,33 @@ def main(argv=None):
     except KeyboardInterrupt:
         log.line([("op", operation), ("status", "interrupted")], "err")
         return 130
+
+
+STARTS = ("backup", "verify", "prune", "anonymize")  # timer runs: lifeboat_agent_<op>.prom says whether they started
+
+
+def record_start(args, config, operation, refused):
+    """Write whether this run started (agent_metrics.write_start); log pairs when that failed.
+
+    A configuration that did not load has no metrics_dir: the default's folder is used.
+    """
+    if operation not in STARTS or getattr(args, "check", False):
+        return []
+    metrics_dir = config["metrics_dir"] if config is not None else agent_config.DEFAULTS["metrics_dir"]
+    if not metrics_dir or (config is None and not os.path.isdir(metrics_dir)):
+        return []
+    since = None
+    if refused == "locked":
+        holder = lock_holder(config["lock_file"]) or {}
+        try:
+            since = calendar.timegm(time.strptime(holder.get("since") or "", "%Y-%m-%dT%H:%M:%SZ"))
+        except ValueError:
+            since = None
+    try:
+        agent_metrics.write_start(metrics_dir, operation, refused, agent_metrics.now(), since)
+    except LifeboatError as e:
+        return [("metrics", "not written: " + e.msg)]
+    return []
 
 
 if __name__ == "__main__":

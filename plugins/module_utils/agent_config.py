@@ -304,7 +304,9 @@ VERIFY = {
     "parallel": integer(1, 32),
     "artifact": string,
     "options": anything,
+    "budget": duration,
 }
+VERIFY_BUDGET = 8 * 86400  # verify.budget: a weekly verification, a day late at most
 
 PRUNE = {
     "options": anything,

@@ -16,6 +16,7 @@ import os
 import re
 import time
 
+from . import naming
 from .errors import LifeboatError
 from .files import write_atomic
 
@@ -97,9 +98,27 @@ _FIGURES = {
     "backup": (("size_bytes", "Stored size of the newest artifact written by a successful backup (bytes).",
                 "size_stored"),
                ("raw_size_bytes", "Size before compression and encryption of that artifact (bytes).", "size_raw")),
-    "anonymize": (("rows_scrubbed", "Rows scrubbed by the last successful anonymize run.", "rows_scrubbed"),),
+    "verify": (("artifact_timestamp_seconds", "Snapshot time of the artifact that the last successful verification "
+                "of the tenant passed (Unix time).", "artifact_time"),),
+    "anonymize": (("rows_scrubbed", "Rows scrubbed by the last successful anonymize run.", "rows_scrubbed"),
+                  ("cutoff_timestamp_seconds", "Rows older than this had no personal data left after the last "
+                   "successful anonymize run of the tenant (Unix time).", "cutoff_time"),
+                  ("pii_budget_seconds", "How old personal data may get before anonymize scrubs it (older_than_days, "
+                   "PII_DAYS), as of the last successful run.", "pii_budget")),
     "prune": (("artifacts_deleted", "Artifacts deleted by the last successful prune run.", "deleted"),),
 }
+
+# Figures of a whole run (``run_info``): suffix, help, key.
+_RUN_FIGURES = {
+    "verify": (("budget_seconds", "How old the newest verified artifact of a tenant may get (verify.budget in "
+                "lifeboat.yml).", "budget"),),
+}
+
+
+def artifact_time(name):
+    """The snapshot time (Unix seconds) in an artifact's name, or None."""
+    parsed = naming.parse_artifact_name(name or "")
+    return naming.parse_stamp(parsed["stamp"]).timestamp() if parsed else None
 
 
 def render(operation, entries, run_info):
@@ -126,6 +145,10 @@ def render(operation, entries, run_info):
             value = entries[tenant].get(key)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 lines.append('%s{tenant="%s"} %s' % (name, _label(tenant), _number(value)))
+    for suffix, helptext, key in _RUN_FIGURES.get(operation, ()):
+        if run_info.get(key) is not None:
+            lines += ["# HELP %s%s %s" % (prefix, suffix, helptext), "# TYPE %s%s gauge" % (prefix, suffix),
+                      "%s%s %s" % (prefix, suffix, _number(run_info[key]))]
     name = prefix + "run_timestamp_seconds"
     lines.append("# HELP %s When the agent's last %s run finished (Unix time)." % (name, operation))
     lines.append("# TYPE %s gauge" % name)
@@ -138,16 +161,20 @@ def render(operation, entries, run_info):
     return "\n".join(lines) + "\n"
 
 
-def write(metrics_dir, operation, entries, run_info):
-    """Write ``lifeboat_<operation>.prom`` atomically; returns its path."""
-    path = os.path.join(metrics_dir, "lifeboat_%s.prom" % operation)
+def _write_textfile(metrics_dir, stem, text):
+    path = os.path.join(metrics_dir, "lifeboat_%s.prom" % stem)
     try:
-        atomic_write(path, render(operation, entries, run_info).encode("utf-8"), 0o644)
+        atomic_write(path, text.encode("utf-8"), 0o644)
     except OSError as e:
         raise LifeboatError("Cannot write the metrics file %s: %s. Make metrics_dir in lifeboat.yml writable by "
                             "the agent's user (or set it to null to write no metrics)." % (path, e.strerror),
                             option="metrics_dir")
     return path
+
+
+def write(metrics_dir, operation, entries, run_info):
+    """Write ``lifeboat_<operation>.prom`` atomically; returns its path."""
+    return _write_textfile(metrics_dir, operation, render(operation, entries, run_info))
 
 
 PROTECTION = "protection"
@@ -184,6 +211,18 @@ def render_protection(entries, run_info):
                  % name)
     lines.append("# TYPE %s gauge" % name)
     lines.append("%s %d" % (name, count))
+    for suffix, helptext, key in (
+            ("rpo_seconds", "The tenant's RPO: how old its newest complete artifact may get (rpo in lifeboat.yml, or "
+             "its discover rule's).", "rpo_seconds"),
+            ("newest_artifact_timestamp_seconds", "Snapshot time of the tenant's newest complete artifact (Unix time); "
+             "no sample when it has none.", "newest_time")):
+        name = "lifeboat_tenant_" + suffix
+        lines += ["# HELP %s %s" % (name, helptext), "# TYPE %s gauge" % name]
+        done = set()
+        for e in sorted(entries, key=lambda x: x.get("tenant") or ""):
+            if e.get(key) is not None and e.get("tenant") not in done:
+                done.add(e.get("tenant"))
+                lines.append('%s{tenant="%s"} %s' % (name, _label(e["tenant"]), _number(e[key])))
     disc = run_info.get("discovery")
     if disc is not None:
         name = "lifeboat_discovery_status"
@@ -204,14 +243,39 @@ def render_protection(entries, run_info):
 
 def write_protection(metrics_dir, entries, run_info):
     """Write ``lifeboat_protection.prom`` atomically; returns its path."""
-    path = os.path.join(metrics_dir, "lifeboat_%s.prom" % PROTECTION)
-    try:
-        atomic_write(path, render_protection(entries, run_info).encode("utf-8"), 0o644)
-    except OSError as e:
-        raise LifeboatError("Cannot write the metrics file %s: %s. Make metrics_dir in lifeboat.yml writable by "
-                            "the agent's user (or set it to null to write no metrics)." % (path, e.strerror),
-                            option="metrics_dir")
-    return path
+    return _write_textfile(metrics_dir, PROTECTION, render_protection(entries, run_info))
+
+
+REFUSALS = ("locked", "config-error")
+
+
+def render_start(operation, refused, when, holder_since=None):
+    """``lifeboat_agent_<operation>.prom``: whether the agent's last ``operation`` could start.
+
+    ``refused``: None (it ran), "locked" (another run held the host lock) or "config-error" (the
+    configuration stopped it before any tenant ran). ``holder_since``: when the lock's holder took it.
+    """
+    if not re.match(r"^[a-z_]+$", operation):
+        raise ValueError("operation")
+    op = _label(operation)
+    name = "lifeboat_agent_refused"
+    lines = ["# HELP %s 1 when the agent's last run of the operation did nothing (reason: locked, another run held "
+             "the host lock; config-error, the configuration stopped it), 0 when it started." % name,
+             "# TYPE %s gauge" % name]
+    lines += ['%s{op="%s",reason="%s"} %d' % (name, op, r, 1 if r == refused else 0) for r in REFUSALS]
+    name = "lifeboat_agent_start_timestamp_seconds"
+    lines += ["# HELP %s When the agent last tried to run the operation (Unix time)." % name,
+              "# TYPE %s gauge" % name, '%s{op="%s"} %s' % (name, op, _number(when))]
+    if refused == "locked" and holder_since is not None:
+        name = "lifeboat_agent_lock_holder_since_timestamp_seconds"
+        lines += ["# HELP %s Since when the run that held the host lock had held it (Unix time)." % name,
+                  "# TYPE %s gauge" % name, '%s{op="%s"} %s' % (name, op, _number(holder_since))]
+    return "\n".join(lines) + "\n"
+
+
+def write_start(metrics_dir, operation, refused, when, holder_since=None):
+    """Write ``lifeboat_agent_<operation>.prom`` atomically; returns its path."""
+    return _write_textfile(metrics_dir, "agent_" + operation, render_start(operation, refused, when, holder_since))
 
 
 def now():

@@ -500,7 +500,8 @@ def protection(found, newest, now, fresh=()):
     """Every tenant of ``found`` and every problem of the server, each with ``unprotected`` and ``reason``.
 
     ``newest(name)`` returns ``(stamp or None, error or None)``: the newest complete artifact of a
-    tenant. ``fresh``: names known to have just got one (their backup succeeded in this run).
+    tenant. ``fresh``: names known to have just got one (their backup succeeded in this run), or
+    {name: that artifact's name}. ``newest_time``: the newest complete artifact's snapshot (Unix time).
     """
     out = []
     for t in found.tenants:
@@ -509,9 +510,13 @@ def protection(found, newest, now, fresh=()):
         entry["rpo_seconds"] = t.get("rpo")
         if t["name"] in fresh:
             entry["unprotected"] = False
+            written = fresh.get(t["name"]) if isinstance(fresh, dict) else None
+            entry["newest_time"] = agent_metrics.artifact_time(written) or now.timestamp()
             out.append(entry)
             continue
         stamp, error = newest(t["name"])
+        if stamp is not None:
+            entry["newest_time"] = naming.parse_stamp(stamp).timestamp()
         how = ("listed in TENANTS" if t["found"] == LISTED else "discovered by %s: %s" % (
             t.get("rule"), _target(t.get("database"), t.get("schema"))))
         if stamp is None:
@@ -584,7 +589,7 @@ def report_run(config, log, operation, found, newest, outcomes=()):
     ``lifeboat_protection.prom`` into ``metrics_dir``. Returns ``(unprotected entries, metrics
     written)``. A backup that succeeded in this run (``outcomes``) counts as a fresh artifact.
     """
-    fresh = set(o.label for o in outcomes if o.status == "ok") if operation == "backup" else set()
+    fresh = dict((o.label, o.info.get("artifact")) for o in outcomes if o.status == "ok") if operation == "backup" else {}
     entries = protection(found, newest, naming.utcnow(), fresh)
     bad = unprotected(entries)
     log_entries(log, operation, entries)

@@ -3,9 +3,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The subcommands that run an engine over the tenants: backup, restore, verify, prune, anonymize."""
 
+import calendar
 import os
+import time
 
-from .. import agent_config, agent_pass, naming
+from .. import agent_config, agent_metrics, agent_pass, naming
 from .. import anonymize as anonymize_engine
 from .. import backup as backup_engine
 from .. import backup_pass
@@ -23,6 +25,22 @@ from .session import Session, find_tenants, protection, run_jobs, select_tenants
 def _figures_backup(o):
     return {k: o.info.get(k) for k in ("size_stored", "size_raw", "artifact") if o.info.get(k) is not None} \
         if o.status == "ok" else {}
+
+
+def _figures_verify(o):
+    when = agent_metrics.artifact_time(o.info.get("artifact")) if o.status == "ok" else None
+    return {"artifact_time": when} if when is not None else {}
+
+
+def _figures_anonymize(o):
+    if o.status not in ("ok", "skipped"):
+        return {}
+    out = {"rows_scrubbed": o.info.get("rows_scrubbed")}
+    if o.info.get("cutoff"):
+        out["cutoff_time"] = calendar.timegm(time.strptime(o.info["cutoff"], "%Y-%m-%dT%H:%M:%SZ"))
+    if o.info.get("older_than_days") is not None:
+        out["pii_budget"] = o.info["older_than_days"] * 86400
+    return out
 
 
 def cmd_backup(args, config, log):
@@ -146,7 +164,8 @@ def cmd_verify(args, config, log):
                              check_mode=args.check))
     after = protection(args, config, log, "verify", found, repository) if found and found.configured else None
     return run_jobs(args, config, log, "verify", jobs, verify.get("parallel") or config["parallel"], names,
-                    start=[("identity", source)], after=after)
+                    _figures_verify, start=[("identity", source)], after=after,
+                    run_info={"budget": verify.get("budget") or agent_config.VERIFY_BUDGET})
 
 
 def cmd_prune(args, config, log):
@@ -208,4 +227,4 @@ def cmd_anonymize(args, config, log):
         raise agent_config.ConfigError(config.where, "anonymize.rules",
                                        "no tenant has anonymize rules, so there is nothing to anonymize.")
     return run_jobs(args, config, log, "anonymize", jobs, config["parallel"], [j.label for j in jobs],
-                    lambda o: {"rows_scrubbed": o.info.get("rows_scrubbed")} if o.status in ("ok", "skipped") else {})
+                    _figures_anonymize)

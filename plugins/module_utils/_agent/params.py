@@ -131,7 +131,8 @@ def summarize_prune(result):
 
 def summarize_anonymize(result):
     return {"rows_scrubbed": result.get("rows_scrubbed"), "rows_to_scrub": result.get("rows_to_scrub"),
-            "cutoff": result.get("cutoff"), "skipped": not result.get("changed")}
+            "cutoff": result.get("cutoff"), "older_than_days": result.get("older_than_days"),
+            "skipped": not result.get("changed")}
 
 
 def _accepts(fn, name):

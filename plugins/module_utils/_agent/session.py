@@ -152,7 +152,7 @@ class Session(object):
             self.log.line([("op", self.operation), ("event", "state"), ("status", "failed"), ("error", e.msg)], "err")
         metrics_dir = self.config["metrics_dir"]
         if metrics_dir:
-            counts = {"finished": when}
+            counts = dict(self.run_info, finished=when)
             for o in outcomes:
                 counts[o.status] = counts.get(o.status, 0) + 1
             try:
@@ -165,6 +165,7 @@ class Session(object):
         return ok
 
     args_all_labels = ()
+    run_info = {}  # figures of the whole run for the metrics (agent_metrics._RUN_FIGURES)
 
     def finish(self, outcomes, recorded=True):
         failed = [o for o in outcomes if not o.ok]
@@ -224,8 +225,9 @@ def protection(args, config, log, operation, found, repository):
 
 
 def run_jobs(args, config, log, operation, jobs, parallel, labels, figures_of=None, start=(), after=None,
-             passes=()):
+             passes=(), run_info=None):
     session = Session(args, config, operation, log)
+    session.run_info = dict(run_info or {})
     session.passes = list(passes)
     session.start_pairs = list(start)
     session.args_all_labels = labels if not args.tenant else ()
