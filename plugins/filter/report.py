@@ -255,7 +255,11 @@ def drill_row(tenant, verify, started, host, rto="4h", rpo="24h", now=None):
     return {"host": host, "tenant": tenant["name"], "artifact": artifact, "snapshot": stamp, "started": started,
             "rto_seconds": float(rto_seconds), "rto_budget": rto_text, "rto_budget_seconds": rto_budget,
             "rpo_seconds": rpo_seconds, "rpo_budget": rpo_text, "rpo_budget_seconds": rpo_budget,
-            "verify": status, "status": "PASS" if not problems else "FAIL", "problems": problems}
+            "verify": status, "status": "PASS" if not problems else "FAIL", "problems": problems,
+            # for the HTML report (report_html): the verification's checks and the verify records it wrote
+            "checks": [{"name": c.get("name"), "status": c.get("status"), "seconds": c.get("seconds")}
+                       for c in report.get("checks") or [] if isinstance(c, dict)],
+            "records": list(verify.get("records") or [])}
 
 
 class FilterModule(object):

@@ -180,7 +180,9 @@ T0 = "2026-01-03T00:00:00.000000Z"
 
 def verify_result(status="PASS", stamp="20260102T220000Z", failed_checks=()):
     return {"tenants": [{"status": status, "artifact": "/r/acme/acme-%s.pgdump.zst.age" % stamp,
-                         "failed_checks": list(failed_checks)}]}
+                         "failed_checks": list(failed_checks),
+                         "checks": [{"name": "restore", "status": status, "seconds": 1.5, "detail": "restored"}]}],
+            "records": ["/r/acme/acme-%s.verify.json" % stamp]}
 
 
 def at(seconds):
@@ -192,7 +194,9 @@ def test_drill_row_within_budgets():
     assert row == {"host": "v1", "tenant": "acme", "artifact": "acme-20260102T220000Z.pgdump.zst.age",
                    "snapshot": "20260102T220000Z", "started": T0, "rto_seconds": 42.3, "rto_budget": "4h",
                    "rto_budget_seconds": 14400, "rpo_seconds": 7200, "rpo_budget": "24h", "rpo_budget_seconds": 86400,
-                   "verify": "PASS", "status": "PASS", "problems": []}
+                   "verify": "PASS", "status": "PASS", "problems": [],
+                   "checks": [{"name": "restore", "status": "PASS", "seconds": 1.5}],
+                   "records": ["/r/acme/acme-20260102T220000Z.verify.json"]}
 
 
 def test_drill_row_over_the_tenants_own_budgets():
