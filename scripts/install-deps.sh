@@ -7,6 +7,7 @@ set_name=${1:-test}
 demo_pkgs=(python3 python3-venv python3-pip sqlite3 zstd)
 test_pkgs=("${demo_pkgs[@]}" postgresql postgresql-client age openssh-client git rsync shellcheck)
 test_pkgs+=(podman debootstrap)  # Molecule: systemd hosts in Podman from a local debootstrap image
+test_pkgs+=(chromium)  # the drill and DR HTML reports, opened in headless Chromium (tests/browser.py)
 case "$set_name" in
   demo) want=("${demo_pkgs[@]}") ;;
   test) want=("${test_pkgs[@]}") ;;
