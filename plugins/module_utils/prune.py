@@ -296,6 +296,7 @@ def run(params, check_mode=False, now=None):
         all_decisions.extend(decisions)
     keep_shared_parts(repo, per_tenant)
     apply_total_size(all_decisions, policy.max_total_size)
+    held = keep_locked(repo, all_decisions)
     skipped = {}
     for tenant, (decisions, holder) in per_tenant.items():
         doomed = [d for d in decisions if d["decision"] == "delete"]
@@ -340,6 +341,12 @@ def run(params, check_mode=False, now=None):
             "Would delete" if check_mode else "Deleted", len(doomed), report["summary"]["bytes_deleted"],
             len(tenants), len(kept)),
     }
+    warnings = ["Kept %d artifact(s) due for deletion that object lock holds: %s. Deleting them would only hide "
+                "them behind a delete marker until the lock ends; prune deletes them on a run after that."
+                % (len(held), "; ".join("%s (%s)" % (d["name"], lock) for d, lock in held))] if held else []
+    warnings.extend(repo.warnings)  # S3 housekeeping that failed
+    if warnings:
+        result["warnings"] = warnings
     if skipped:
         result["skipped_tenants"] = skipped
         result["msg"] += " Skipped (lock held by a running backup or restore): %s; run prune again later." % (
@@ -348,6 +355,19 @@ def run(params, check_mode=False, now=None):
         # The report is output the caller asked for, written in check mode too (the dry run's point).
         result["report_path"] = atomic_write_json(p["report"], report)
     return result
+
+
+def keep_locked(repo, decisions):
+    """Keep what object lock holds (S3): [(decision, what holds it)]; checked in check mode too."""
+    held = []
+    for d in decisions:
+        if d["decision"] == "delete":
+            lock = repo.object_lock(d["tenant"], d["name"])
+            if lock:
+                d["decision"] = "keep"
+                d["reasons"].append("kept: object lock holds it (%s); deleting it would only hide it" % lock)
+                held.append((d, lock))
+    return held
 
 
 def _delete(repo, tenant, d):

@@ -1,6 +1,7 @@
 """Fixtures for integration tests against an S3-compatible server on loopback.
 
-``moto``: moto's standalone server, one per session, stopped afterwards.
+``moto``: moto's standalone server, one per session, stopped afterwards; ``rclone`` and ``seaweed``: two
+other S3 implementations, one per session too (``rc`` and ``sw``: a fresh bucket on each).
 ``s3``: a fresh bucket on it per test, with real boto3, the AWS CLI and the
 options that point the collection at it. ``fault_proxy``: a TCP proxy in
 front of moto that cuts or stalls connections (tests/s3server.py).
@@ -87,16 +88,36 @@ def rclone(tmp_path_factory):
     server.stop()
 
 
+def fresh_bucket(server, prefix, tmp_path, **create):
+    """A new bucket on ``server`` as an S3Env; the probes' per-process cache emptied, so each test probes."""
+    from lifeboat_engine._s3 import probes
+
+    bucket = "%s-%s" % (prefix, secrets.token_hex(4))
+    env = S3Env(server, bucket, tmp_path)
+    env.client.create_bucket(Bucket=bucket, **create)
+    probes.forget_probes()
+    return env
+
+
 @pytest.fixture
 def rc(rclone, tmp_path):
     """One bucket on the rclone server, as ``s3`` gives one on moto."""
-    from lifeboat_engine._s3 import repository as s3repo
+    return fresh_bucket(rclone, "rbkt", tmp_path)
 
-    bucket = "rbkt-%s" % secrets.token_hex(4)
-    env = S3Env(rclone, bucket, tmp_path)
-    env.client.create_bucket(Bucket=bucket)
-    s3repo._CONDITIONAL_WRITES.clear()  # a fresh probe per test (the cache is per process)
-    return env
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """SeaweedFS ``weed mini`` on 127.0.0.1 (every port a free one): a third S3 implementation, with
+    versioning, conditional writes and object lock (tests/integration/test_s3_compat_seaweedfs.py)."""
+    server = s3server.SeaweedServer(tmp_path_factory.mktemp("seaweed")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sw(seaweed, tmp_path):
+    """One bucket on the SeaweedFS server, as ``s3`` gives one on moto."""
+    return fresh_bucket(seaweed, "swbkt", tmp_path)
 
 
 @pytest.fixture

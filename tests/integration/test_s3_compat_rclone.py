@@ -4,8 +4,8 @@ conditional writes, and answers ListMultipartUploads with NoSuchUpload when noth
 
 pg_backup (PostgreSQL and SQLite tenants, through ansible-playbook), backup_info, backup_verify,
 backup_restore and backup_prune all work; the housekeeping that fails (cleaning stale uploads) is a
-warning, not a failure; a rekey works and says that If-Match is not honoured there; s3_lifecycle manages
-what rclone has and reports the rest as unsupported.
+warning, not a failure; a backup says once that If-None-Match is not honoured there, and a rekey that
+If-Match is not; s3_lifecycle manages what rclone has and reports the rest as unsupported.
 """
 
 import json
@@ -24,7 +24,8 @@ pytestmark = pytest.mark.skipif(
 
 
 HOUSEKEEPING = "Listing the open uploads under s3://%s/%s/%s/ failed: AWS error NoSuchUpload (HTTP 404"
-IGNORES_IF_MATCH = "does not honour conditional writes"
+IGNORES_IF_MATCH = "does not honour conditional writes (If-Match)"
+IGNORES_IF_NONE_MATCH = "does not honour conditional writes (If-None-Match)"
 
 
 def test_the_store_is_what_the_issue_says(rc):
@@ -79,6 +80,9 @@ def test_sqlite_tenant_backup_info_verify_restore_through_the_modules(keys, rc, 
     res = lbtest.run_module("pg_backup", args)
     assert res.get("changed") is True and not res.get("failed"), res
     assert any(HOUSEKEEPING % (rc.bucket, "lb", "rcsql") in w for w in res.get("warnings") or []), res
+    said = [w for w in res["warnings"] if IGNORES_IF_NONE_MATCH in w]  # said once, and the backup went on
+    assert len(said) == 1 and rc.endpoint in said[0] and "give each tenant one backup host" in said[0], said
+    assert [k for k in rc.keys() if ".lifeboat-probe-" in k] == []
 
     info = lbtest.run_module("backup_info", dict(repository=rc.url("lb"), **rc.options()))
     assert not info.get("failed"), info

@@ -10,7 +10,7 @@ import pytest
 from botocore.exceptions import ConnectionClosedError
 
 from lifeboat_engine import lifecycle, s3
-from lifeboat_engine._s3 import repository as s3repo
+from lifeboat_engine._s3 import probes
 from lifeboat_engine.errors import LifeboatError
 from s3stub import ScriptedClient, client_error
 
@@ -28,9 +28,9 @@ def repo_with(client, tmp_path, endpoint="http://127.0.0.1:9"):
 
 @pytest.fixture(autouse=True)
 def fresh_probe_cache():
-    s3repo._CONDITIONAL_WRITES.clear()
+    probes.forget_probes()
     yield
-    s3repo._CONDITIONAL_WRITES.clear()
+    probes.forget_probes()
 
 
 # -- retries -------------------------------------------------------------------------------
@@ -173,6 +173,38 @@ def test_a_store_that_honours_if_match_gives_no_warning(tmp_path):
     assert client.count("delete_object") == 1
 
 
+def test_a_store_that_ignores_if_none_match_is_said_once_and_the_upload_goes_on(tmp_path):
+    client = StubClient(put_object={"ETag": '"x"'}, head_object={"ContentLength": 3})
+    repo = repo_with(client, tmp_path)
+    for stamp in ("20260101T000000Z", "20260102T000000Z"):
+        w = repo.new_writer("acme", "acme-%s.sqlite.zst.age" % stamp)
+        w.write(b"abc")
+        w.commit()
+    probe = [c[1] for c in client.calls if c[0] == "put_object" and ".lifeboat-probe-" in c[1]["Key"]]
+    assert len(probe) == 2 and probe[1]["IfNoneMatch"] == "*"  # probed once: a write, then one that must fail
+    assert [c[1]["Key"] for c in client.calls if c[0] == "delete_object"] == [probe[0]["Key"]]
+    assert len(repo.warnings) == 1 and "(If-None-Match)" in repo.warnings[0], repo.warnings
+    assert "http://127.0.0.1:9" in repo.warnings[0] and "The backup went on" in repo.warnings[0]
+
+
+@pytest.mark.parametrize("answer, honoured", [(client_error("PreconditionFailed", 412), True),
+                                              (client_error("NotImplemented", 501), False)])
+def test_if_none_match_honoured_or_not_implemented(tmp_path, answer, honoured):
+    repo = repo_with(StubClient(put_object=[{"ETag": '"x"'}, answer]), tmp_path)
+    assert repo.conditional_writes("If-None-Match") is honoured
+    repo.check_conditional_writes("If-None-Match")
+    assert len(repo.warnings) == (0 if honoured else 1), repo.warnings
+
+
+def test_probe_versions_that_object_lock_keeps_are_hidden_behind_a_delete_marker(tmp_path):
+    client = StubClient(put_object=[{"VersionId": "v1"}, client_error("PreconditionFailed", 412)],
+                        delete_object=[client_error("AccessDenied", 403), {}])
+    repo = repo_with(client, tmp_path)
+    assert repo.conditional_writes("If-None-Match") is True and repo.warnings == []
+    deletes = [c[1] for c in client.calls if c[0] == "delete_object"]
+    assert deletes[0]["VersionId"] == "v1" and "VersionId" not in deletes[1], deletes
+
+
 def test_aws_itself_is_not_probed(tmp_path):
     client = StubClient()
     repo = s3.S3Repository("s3://bucket/pg", client=client, lock_dir=str(tmp_path / "locks"))
@@ -228,3 +260,14 @@ def test_unset_aspects_the_store_lacks_are_only_reported(tmp_path):
     result = lifecycle_run(client, public_access_block="unmanaged")
     assert result["changed"] is False and result["unsupported"] == ["versioning"]
     assert result["warnings"]
+
+
+def test_warnings_are_told_apart_by_tenant(tmp_path):
+    """A backup pass reports each tenant's own housekeeping warnings, and those of the whole store to all."""
+    repo = repo_with(StubClient(list_multipart_uploads=client_error("NoSuchUpload", 404)), tmp_path)
+    assert repo.remove_partials("acme") == [] and repo.remove_partials("globex") == []
+    repo.warn("The store says something about every tenant.")
+    acme, globex = repo.warnings_for("acme"), repo.warnings_for("globex")
+    assert len(repo.warnings) == 3 and len(acme) == 2 and len(globex) == 2, repo.warnings
+    assert "s3://bucket/pg/acme/" in acme[0] and "s3://bucket/pg/globex/" in globex[0]
+    assert acme[1] == globex[1] == "The store says something about every tenant."

@@ -296,6 +296,9 @@ def test_existing_objects_are_never_replaced(s3, tmp_path):
     assert repo.read_json("acme", "acme-20260101T000000Z.manifest.json") == {"n": 1}
     assert s3.get("r/acme/acme-20260101T000000Z.sqlite")[:1] == b"a"
     assert s3.open_uploads() == []
+    # moto honours If-None-Match (the probe before the first upload says so): no warning, no probe object left.
+    assert repo.conditional_writes("If-None-Match") is True and repo.warnings == []
+    assert [k for k in s3.keys() if ".lifeboat-probe-" in k] == []
 
 
 def test_listing_stays_inside_the_prefix(s3, tmp_path):

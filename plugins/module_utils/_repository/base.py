@@ -26,6 +26,14 @@ class Repository(object):
     # the operations put these in their results' warnings. A local repository has none.
     warnings = ()
 
+    def warnings_for(self, tenant):
+        """The warnings that concern ``tenant``: its own and those of the whole repository."""
+        return list(self.warnings)
+
+    def object_lock(self, tenant, name):
+        """What keeps the object ``name`` from being deleted (S3 object lock), as words; None: nothing."""
+        return None
+
     @property
     def is_local(self):
         """True for a folder of this host (paths, hard links, marker files beside the artifacts)."""

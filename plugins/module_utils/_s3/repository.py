@@ -20,16 +20,15 @@ stale uploads, and reading the bucket's versioning where the store does not
 implement it, are best effort. A failure there goes into ``warnings`` (each
 message once, naming the store's answer) and the operation goes on; engines
 add the repository's warnings to their results. Where a guarantee depends on a
-feature of the store, the store is probed once per endpoint and process:
-``conditional_writes()`` tells whether it honours ``If-Match`` (the rekey's
-protection against a concurrent replacement), and a store that ignores it is
-said plainly, once, in ``warnings``.
+feature of the store, the store is probed once per endpoint, bucket and process
+(``probes.py``): whether it honours ``If-None-Match: *`` (uploads never replace
+an existing object; probed before the first upload) and ``If-Match`` (the
+rekey's protection against a concurrent replacement); a store that ignores one
+is said plainly, once, in ``warnings``, and the operation goes on.
 """
 
 import json
 import re
-import secrets
-import threading
 import time
 
 from .. import naming
@@ -39,6 +38,7 @@ from ..files import json_bytes
 from .client import ClientError, PurgeError, Retry, error_code, http_status, is_unsupported, make_client
 from .download import S3Reader
 from .hostlocks import HostLocks, default_lock_dir
+from .probes import IF_NONE_MATCH, StoreProbes
 from .upload import (MAX_UPLOAD_CONCURRENCY, MIN_PART_SIZE, S3_MAX_PART, S3_MIN_PART, UPLOAD_BUDGET,
                      UPLOAD_CONCURRENCY, S3Writer, _PartBody)
 
@@ -48,11 +48,6 @@ STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING
 SSE_ALGORITHMS = ("AES256", "aws:kms")
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-
-# Whether a store honours conditional writes (If-Match), by endpoint and bucket: probed once per process.
-_CONDITIONAL_WRITES = {}
-_PROBE_LOCK = threading.Lock()
-PROBE_PREFIX = ".lifeboat-probe-"  # probe keys: not a tenant name (naming refuses a leading dot)
 
 
 def valid_bucket(name):
@@ -106,7 +101,7 @@ def _upload_args(storage_class, sse, sse_kms_key_id):
     return ({"StorageClass": storage_class} if storage_class else {}), encryption
 
 
-class S3Repository(HostLocks, Repository):
+class S3Repository(StoreProbes, HostLocks, Repository):
     kind = "s3"
     supports_versions = True
 
@@ -139,15 +134,21 @@ class S3Repository(HostLocks, Repository):
         # Housekeeping that failed and guarantees this store does not give, each said once: engines add them to
         # the warnings of their results.
         self.warnings = []
+        self._tenant_of = {}  # warning -> the tenant it concerns (absent: the whole repository)
 
-    def warn(self, msg):
-        """Record a warning for the result (once)."""
+    def warn(self, msg, tenant=None):
+        """Record a warning for the result (once); ``tenant``: the one tenant it concerns, if any."""
         if msg not in self.warnings:
             self.warnings.append(msg)
+            if tenant is not None:
+                self._tenant_of[msg] = tenant
 
-    def _housekeeping_failed(self, error, consequence):
+    def warnings_for(self, tenant):
+        return [w for w in self.warnings if self._tenant_of.get(w, tenant) == tenant]
+
+    def _housekeeping_failed(self, error, consequence, tenant=None):
         """A best-effort step failed: warn with the store's answer (``error``) and what it leaves; go on."""
-        self.warn("%s %s; the operation went on without it." % (str(error).rstrip(".") + ".", consequence))
+        self.warn("%s %s; the operation went on without it." % (str(error).rstrip(".") + ".", consequence), tenant)
 
     def __str__(self):
         return self.root.rstrip("/") if self.prefix else "s3://%s" % self.bucket
@@ -252,6 +253,7 @@ class S3Repository(HostLocks, Repository):
     # -- writing -------------------------------------------------------------------
     def new_writer(self, tenant, name):
         self.key(tenant, name)
+        self.check_conditional_writes(IF_NONE_MATCH)
         return S3Writer(self, tenant, name)
 
     def put_bytes(self, key, view, name, what):
@@ -292,82 +294,7 @@ class S3Repository(HostLocks, Repository):
             self.check_conditional_writes()
         return S3Writer(self, tenant, name, replace=True, if_match=if_match, metadata=metadata)
 
-    # -- what the store honours ------------------------------------------------------
-    def conditional_writes(self):
-        """Whether the store honours If-Match on PutObject: True, False, or None (the probe itself failed).
-
-        Probed once per endpoint and bucket in this process, on a probe object under the prefix (never a
-        tenant's name): PutObject it, PutObject it again with a wrong If-Match (a store that honours the
-        condition answers 412 PreconditionFailed and writes nothing), then delete it (each version written,
-        on a versioned bucket). A store that does not implement the header (501) does not honour it. AWS S3
-        itself (no s3_endpoint_url) documents conditional writes: it is not probed.
-        """
-        if not self.endpoint_url:
-            return True
-        ident = (self.endpoint_url, self.bucket)
-        with _PROBE_LOCK:
-            if ident in _CONDITIONAL_WRITES:
-                return _CONDITIONAL_WRITES[ident]
-        key = "%s%s%s" % (self.prefix, PROBE_PREFIX, secrets.token_hex(8))
-        what = "Probing whether %s honours conditional writes (If-Match) on s3://%s/%s" % (
-            self.endpoint_name, self.bucket, key)
-        written = []
-
-        def put(**condition):
-            resp = self.client.put_object(Bucket=self.bucket, Key=key, Body=b"lifeboat probe\n", **condition)
-            written.append(resp.get("VersionId"))
-            return resp
-
-        def conditional():
-            try:
-                put(IfMatch='"%s"' % ("0" * 32))
-            except ClientError as e:
-                if error_code(e) == "PreconditionFailed" or http_status(e) == 412:
-                    return True
-                raise
-            return False
-
-        honoured = None
-        try:
-            self.retry.call(put, what, self.endpoint_name)
-            honoured = self.retry.call(conditional, what, self.endpoint_name)
-        except LifeboatError as e:
-            if is_unsupported(e):
-                honoured = False
-            else:
-                self._housekeeping_failed(e, "Whether the store honours If-Match is unknown; the rekey still "
-                                             "sends it")
-        finally:
-            self._delete_probe(key, written)
-        if honoured is not None:
-            with _PROBE_LOCK:
-                _CONDITIONAL_WRITES[ident] = honoured
-        return honoured
-
-    def _delete_probe(self, key, versions):
-        """Delete the probe object (each version written, when the bucket is versioned); best effort."""
-        ids = [v for v in versions if v and v != "null"] or ([None] if versions else [])
-        for vid in ids:
-            args = {"Bucket": self.bucket, "Key": key}
-            if vid:
-                args["VersionId"] = vid
-            try:
-                self.retry.call(lambda args=args: self.client.delete_object(**args),
-                                "Deleting the probe object s3://%s/%s" % (self.bucket, key), self.endpoint_name)
-            except LifeboatError as e:
-                self._housekeeping_failed(e, "The probe object s3://%s/%s stays; delete it by hand"
-                                             % (self.bucket, key))
-
-    def check_conditional_writes(self):
-        """Warn once when the store ignores If-Match: the rekey then cannot tell a concurrent replacement."""
-        if self.conditional_writes() is False:
-            self.warn(
-                "The S3 store at %s does not honour conditional writes: a PutObject with a wrong If-Match "
-                "succeeded on a probe object. The rekey's protection is lost there: an artifact replaced by someone "
-                "else while it is being rekeyed is overwritten without notice, where AWS S3 would refuse it (412 "
-                "PreconditionFailed). Run no other writer of these artifacts (another rekey, a restore of files "
-                "into the repository) at the same time." % self.endpoint_name)
-
+    # -- what the store honours (probes.StoreProbes) ----------------------------------
     def replaced_meanwhile(self, location):
         return LifeboatError("Rekeying %s failed: the object was replaced by someone else while it was being rekeyed "
                              "(AWS error PreconditionFailed on If-Match); the upload was aborted and the object "
@@ -420,6 +347,23 @@ class S3Repository(HostLocks, Repository):
             return None
         return {"etag": resp.get("ETag"), "size": resp.get("ContentLength"), "metadata": resp.get("Metadata") or {},
                 "version_id": resp.get("VersionId")}
+
+    def object_lock(self, tenant, name):
+        """What holds the current version of ``name`` under object lock, as words ("GOVERNANCE retention until
+        <time>", "a legal hold"), or None: no lock, no such object, or the lock could not be read (a warning)."""
+        try:
+            found = self._head_key(self.key(tenant, name))
+        except LifeboatError as e:
+            self._housekeeping_failed(e, "Whether object lock holds %s is unknown" % self.location(tenant, name),
+                                      tenant)
+            return None
+        held = []
+        mode, until = (found or {}).get("ObjectLockMode"), (found or {}).get("ObjectLockRetainUntilDate")
+        if mode and until is not None and until.timestamp() > time.time():
+            held.append("%s retention until %s" % (mode, naming.iso(until)))
+        if (found or {}).get("ObjectLockLegalHoldStatus") == "ON":
+            held.append("a legal hold")
+        return " and ".join(held) or None
 
     def upload_token(self, key):
         """The ``lifeboat-upload`` metadata of the current object ``key`` (None if absent)."""
@@ -600,14 +544,14 @@ class S3Repository(HostLocks, Repository):
         try:
             stale, mine = self.stale_uploads(tenant)
         except LifeboatError as e:
-            self._housekeeping_failed(e, left)
+            self._housekeeping_failed(e, left, tenant)
             return []
         removed = []
         for up in stale:
             try:
                 self.abort_upload(up["key"], up["upload_id"])
             except LifeboatError as e:
-                self._housekeeping_failed(e, left)
+                self._housekeeping_failed(e, left, tenant)
                 mine.pop(up["upload_id"], None)  # its record stays: the next run tries again
                 continue
             removed.append("%s (upload %s)" % (up["name"], up["upload_id"][:12]))
