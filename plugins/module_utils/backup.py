@@ -470,13 +470,15 @@ def _store_pgdump(req, writer, facts, progress):
                 sizes, warnings = _stream_tool(req, argv, req.conn.env(app + "-pg_dump"), writer, progress,
                                                "pg_dump of database %r on %s" % (req.database, req.conn.server),
                                                started=lambda: counters.append(_RowCounter(conn, req.schema)))
-            except BaseException:
+            except BaseException as e:
                 for counter in counters:
                     counter.cancel()
                     if isinstance(counter.error, LifeboatError):
                         # The counter's own error (a table this role cannot read) ended the snapshot's
                         # transaction, so pg_dump reports a lost snapshot: the counter's is the real cause.
                         raise counter.error
+                if isinstance(e, LifeboatError):
+                    raise postgres.dump_failure(e, req.database, conn.info.user)
                 raise
             counts = counters[0].result()
     finally:

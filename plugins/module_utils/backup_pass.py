@@ -67,6 +67,7 @@ class Pass(object):
     def __init__(self, req, conn, steps, result, progress):
         self.req = req
         self.conn = conn
+        self.user = conn.info.user  # named in the grant that fixes a table this role cannot read
         self.steps = steps
         self.result = result
         self.progress = progress
@@ -156,6 +157,8 @@ class Pass(object):
         self.result["lock_budget"] = self.budget
         if req.repository.warnings:  # S3 housekeeping that failed, guarantees the store lacks
             self.result.setdefault("warnings", []).extend(req.repository.warnings)
+            for a in self.result["artifacts"]:  # each tenant's own, and the store's (the agent's tenant lines)
+                a["warnings"] = req.repository.warnings_for(a["tenant"])
         self.result["msg"] = self._summary(written)
         return self.result
 
@@ -309,12 +312,13 @@ class Pass(object):
             raise self._lock_hint(e)
 
     def _lock_hint(self, e):
-        """``e``, or with the setting to raise when it is the lock table's error."""
+        """``e``, or with the setting to raise when it is the lock table's error, or with the grant that fixes it
+        when the backup role may not read something."""
         if "max_locks_per_transaction" in str(e) or "out of shared memory" in str(e):
             return LifeboatError("%s Raise max_locks_per_transaction in postgresql.conf (lifeboat sizes each pg_dump "
                                  "to at most %d locked tables, half the lock table) and restart the server."
                                  % (e, self.budget), option="database")
-        return e
+        return postgres.dump_failure(e, self.req.database, self.user)
 
     def _source(self, schema, warnings):
         req = self.req
@@ -499,6 +503,7 @@ class _Dumper(threading.Thread):
                     tool.finish(what)
                 except LifeboatError as tool_error:
                     e = tool_error
+            e = owner._lock_hint(e)
             if spool is not None:
                 spool.fail(e)  # its write fails, and the consumer gives it a pg_dump of its own
             warning = "%s stopped (%s); the schemas it had not written were backed up one by one." % (what, e)

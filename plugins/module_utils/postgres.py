@@ -197,13 +197,75 @@ def row_counts(conn, schema=None, lift_forced_rls=False):
 
 def unreadable_table(error, database, user, schema, table):
     """The error for a table the backup role may not read: which table, and the grant that fixes it."""
-    ident = "%s.%s" % (sql.Identifier(schema).as_string(None), sql.Identifier(table).as_string(None))
+    return _unreadable(user, "table", "%s.%s" % (_ident(schema), _ident(table)), _ident(schema), database,
+                       first_line(str(error)))
+
+
+def _ident(name):
+    return sql.Identifier(name).as_string(None) if sql is not None else '"%s"' % name.replace('"', '""')
+
+
+def _unreadable(user, kind, qualified, schema, database, cause, details=None):
+    role = _ident(user) if user else "<the backup role>"
     return LifeboatError(
-        "The backup role %s cannot read table %s of database %r (%s), so this backup cannot hold it. Grant it: "
+        "The backup role %s cannot read %s %s of database %r (%s), so this backup cannot hold it. Grant it: "
         "GRANT USAGE ON SCHEMA %s TO %s; GRANT SELECT ON %s TO %s; (or GRANT pg_read_all_data TO %s), or back up "
         "as a role that can read every table (login_user). Nothing was published."
-        % (user, ident, database, first_line(str(error)), sql.Identifier(schema).as_string(None), user, ident, user,
-           user), option="login_user")
+        % (user or "of this backup", kind, qualified, database, cause, schema, role, qualified, role, role),
+        option="login_user", details=details)
+
+
+_NAME = r'(?:"(?:[^"]|"")*"|[A-Za-z_][A-Za-z0-9_$]*)'
+_QUALIFIED = re.compile(r"(%s)\.(%s)" % (_NAME, _NAME))
+_DENIED = re.compile(r"permission denied for (table|sequence|view|materialized view) (.+?)\s*$", re.M)
+_RLS = re.compile(r'query would be affected by row-level security policy for table "(.*)"\s*$', re.M)
+_LARGE_OBJECT = re.compile(r"permission denied for large object (\d+)")
+
+
+def _unquote(name):
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name
+
+
+def _query_object(text, name):
+    """(schema, name) of the object ``name`` in pg_dump's "Query was:" line, or None."""
+    query = text.split("Query was:", 1)[1] if "Query was:" in text else ""
+    for schema, rel in _QUALIFIED.findall(query):
+        if _unquote(rel) == name:
+            return _unquote(schema), name
+    return None
+
+
+def dump_failure(error, database, user):
+    """The error of a failed pg_dump, made to say what the backup role may not read and the grant that fixes
+    it (pg_dump names the object, not the fix); ``error`` itself when it is about something else."""
+    text = str(error)
+    details = getattr(error, "details", None)
+    role = _ident(user) if user else "<the backup role>"
+    found = _DENIED.search(text)
+    if found:
+        named = _query_object(text, found.group(2))
+        if named:
+            return _unreadable(user, found.group(1), "%s.%s" % (_ident(named[0]), _ident(named[1])),
+                               _ident(named[0]), database, found.group(0), details)
+    found = _RLS.search(text)
+    if found:
+        named = _query_object(text, found.group(1))
+        table = "%s.%s" % (_ident(named[0]), _ident(named[1])) if named else _ident(found.group(1))
+        return LifeboatError(
+            "The backup role %s is subject to the row-level security policies of table %s of database %r (%s), and "
+            "pg_dump refuses to dump only the rows a policy lets through. Let it bypass them: ALTER ROLE %s "
+            "BYPASSRLS; (as a superuser), or back up as a superuser (login_user). Nothing was published."
+            % (user or "of this backup", table, database, found.group(0), role), option="login_user", details=details)
+    found = _LARGE_OBJECT.search(text)
+    if found:
+        return LifeboatError(
+            "The backup role %s cannot read large object %s of database %r (%s), and a backup of a database holds "
+            "all of its large objects. Grant it each one: GRANT SELECT ON LARGE OBJECT %s TO %s; (SELECT "
+            "format('GRANT SELECT ON LARGE OBJECT %%s TO %s;', oid) FROM pg_largeobject_metadata writes them all), "
+            "make it a member of their owner, or back up as a superuser (login_user). Nothing was published."
+            % (user or "of this backup", found.group(1), database, found.group(0), found.group(1), role,
+               role.replace("'", "''")), option="login_user", details=details)
+    return error
 
 
 def database_settings(conn):
