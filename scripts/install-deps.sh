@@ -7,6 +7,7 @@ set_name=${1:-test}
 demo_pkgs=(python3 python3-venv python3-pip sqlite3 zstd)
 test_pkgs=("${demo_pkgs[@]}" postgresql postgresql-client age openssh-client git rsync shellcheck)
 test_pkgs+=(podman debootstrap)  # Molecule: systemd hosts in Podman from a local debootstrap image
+test_pkgs+=(prometheus prometheus-node-exporter)  # monitoring/: promtool, and a real Prometheus scraping a node exporter
 test_pkgs+=(chromium)  # the drill and DR HTML reports, opened in headless Chromium (tests/browser.py)
 case "$set_name" in
   demo) want=("${demo_pkgs[@]}") ;;
@@ -29,5 +30,10 @@ echo "Installing Debian packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The monitoring tests start Prometheus and the node exporter themselves, on free loopback ports:
+# the services the packages start on a systemd host are not wanted.
+if [[ " ${missing[*]} " == *" prometheus"* ]] && [ -d /run/systemd/system ]; then
+  $SUDO systemctl disable --now prometheus.service prometheus-node-exporter.service >/dev/null 2>&1 || true
+fi
 # The postgresql package starts a default cluster; the tests make their own
 # throwaway clusters and never rely on it.

@@ -97,7 +97,10 @@ _PER_TENANT = (
 _FIGURES = {
     "backup": (("size_bytes", "Stored size of the newest artifact written by a successful backup (bytes).",
                 "size_stored"),
-               ("raw_size_bytes", "Size before compression and encryption of that artifact (bytes).", "size_raw")),
+               ("raw_size_bytes", "Size before compression and encryption of that artifact (bytes).", "size_raw"),
+               ("warnings", "Warnings of the tenant's last backup that succeeded or had nothing to do: S3 housekeeping "
+                "that failed, a guarantee the store lacks (the journal's warnings= says which); 0 when none.",
+                "warning_count")),
     "verify": (("artifact_timestamp_seconds", "Snapshot time of the artifact that the last successful verification "
                 "of the tenant passed (Unix time).", "artifact_time"),),
     "anonymize": (("rows_scrubbed", "Rows scrubbed by the last successful anonymize run.", "rows_scrubbed"),
@@ -116,8 +119,8 @@ _RUN_FIGURES = {
 
 
 def artifact_time(name):
-    """The snapshot time (Unix seconds) in an artifact's name, or None."""
-    parsed = naming.parse_artifact_name(name or "")
+    """The snapshot time (Unix seconds) in an artifact's name or path (verify reports a path), or None."""
+    parsed = naming.parse_artifact_name(os.path.basename(name or ""))
     return naming.parse_stamp(parsed["stamp"]).timestamp() if parsed else None
 
 
@@ -276,6 +279,35 @@ def render_start(operation, refused, when, holder_since=None):
 def write_start(metrics_dir, operation, refused, when, holder_since=None):
     """Write ``lifeboat_agent_<operation>.prom`` atomically; returns its path."""
     return _write_textfile(metrics_dir, "agent_" + operation, render_start(operation, refused, when, holder_since))
+
+
+# lifeboat_drill_<suffix>{host,tenant}: a drill row's key, or a function of the row.
+_DRILL = (
+    ("rto_seconds", "Time from the start of the tenant's last restore drill to verified data.", "rto_seconds"),
+    ("rto_budget_seconds", "The tenant's RTO budget in its last drill.", "rto_budget_seconds"),
+    ("rpo_seconds", "Age of the data the tenant's last drill restored (from the artifact's snapshot to the drill).",
+     "rpo_seconds"),
+    ("rpo_budget_seconds", "The tenant's RPO budget in its last drill.", "rpo_budget_seconds"),
+    ("status", "1 when the tenant passed its last drill (verified, within both budgets), 0 when it failed.",
+     lambda r: 1 if r.get("status") == "PASS" else 0),
+)
+
+
+def render_drill(rows, finished):
+    """``lifeboat_drill.prom``: the last restore drill's rows (drill.yml, the drill_row filter) per host and tenant."""
+    lines = []
+    for suffix, helptext, key in _DRILL:
+        name = "lifeboat_drill_" + suffix
+        lines += ["# HELP %s %s" % (name, helptext), "# TYPE %s gauge" % name]
+        for r in sorted(rows, key=lambda x: (str(x.get("host")), str(x.get("tenant")))):
+            value = key(r) if callable(key) else r.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                lines.append('%s{host="%s",tenant="%s"} %s' % (name, _label(r.get("host") or ""),
+                                                               _label(r.get("tenant") or ""), _number(value)))
+    name = "lifeboat_drill_timestamp_seconds"
+    lines += ["# HELP %s When the last restore drill finished (Unix time)." % name, "# TYPE %s gauge" % name,
+              "%s %s" % (name, _number(finished))]
+    return "\n".join(lines) + "\n"
 
 
 def now():

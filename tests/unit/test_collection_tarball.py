@@ -40,7 +40,10 @@ FORBIDDEN_PREFIXES = ("build/", "tests/output/", "benchmarks/results/")
 # The collection itself must be there.
 EXPECTED = ["MANIFEST.json", "FILES.json", "meta/runtime.yml", "plugins/modules/pg_backup.py",
             "plugins/module_utils/files.py", "plugins/filter/report.py", "roles/agent/tasks/main.yml",
-            "playbooks/backup.yml", "playbooks/tasks/lifeboat_common.yml", "README.md"]
+            "playbooks/backup.yml", "playbooks/tasks/lifeboat_common.yml", "README.md",
+            # the agent role installs these rules on a Prometheus host; the dashboard ships beside them
+            "monitoring/rules/lifeboat-alerts.yml", "monitoring/rules/lifeboat-recording.yml",
+            "monitoring/dashboards/lifeboat.json"]
 
 
 def _copy_checkout(dst):

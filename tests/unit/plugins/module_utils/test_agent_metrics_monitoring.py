@@ -23,6 +23,7 @@ def outcome(status, **info):
 def test_verify_writes_the_verified_artifacts_time_and_the_budget():
     figures = operations._figures_verify(outcome("ok", artifact="acme-%s.pgdump.zst.age" % STAMP))
     assert figures == {"artifact_time": WHEN}
+    assert operations._figures_verify(outcome("ok", artifact="/r/acme/acme-%s.sqlite.zst.age" % STAMP)) == figures
     assert operations._figures_verify(outcome("failed", artifact="acme-%s.pgdump.zst.age" % STAMP)) == {}
     entries = {"acme": dict(figures, last_run=1.0, last_status="ok", duration_seconds=2.0)}
     text = agent_metrics.render("verify", entries, {"finished": 3.0, "ok": 1, "budget": 691200})
