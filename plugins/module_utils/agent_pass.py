@@ -50,7 +50,8 @@ def summarize_pass(result):
         tenants.append({"tenant": a.get("tenant"), "status": status, "artifact": a.get("artifact"),
                         "size_stored": a.get("size_stored"), "size_raw": a.get("size_raw"), "rows": a.get("rows"),
                         "bytes": a.get("size_raw") or 0, "reason": a.get("reason"), "error": a.get("error"),
-                        "skipped": status == "skipped"})
+                        "skipped": status == "skipped", "warnings": "; ".join(a.get("warnings") or []) or None,
+                        "warning_count": len(a.get("warnings") or [])})
     return {"pass_tenants": tenants, "pg_dump_runs": result.get("pg_dump_runs"), "seconds": result.get("seconds"),
             "skipped": bool(result.get("skipped"))}
 

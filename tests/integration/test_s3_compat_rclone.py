@@ -10,6 +10,8 @@ If-Match is not; s3_lifecycle manages what rclone has and reports the rest as un
 
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -17,6 +19,7 @@ import pytest
 import lbtest
 import s3server
 from lifeboat_engine import backup, naming, prune, verify
+from test_agent import metric, parse
 
 pytestmark = pytest.mark.skipif(
     not s3server.RcloneServer.binary().exists(),
@@ -159,3 +162,46 @@ def test_s3_lifecycle_manages_what_rclone_has_and_fails_only_for_what_was_asked(
     assert asked.get("failed") and asked.get("option") == "versioning", asked
     assert "NotImplemented" in asked["msg"] and "leave versioning unset" in asked["msg"], asked["msg"]
     assert "try again later" not in asked["msg"] and "attempts" not in asked["msg"], asked["msg"]
+
+
+def test_the_agent_reports_housekeeping_warnings_per_tenant_line_and_in_its_metrics(pg, keys, rc, tmp_path):
+    """A single tenant and the schema tenants of a backup pass: every tenant line carries its warnings, and
+    lifeboat_backup_warnings counts them; the backups themselves succeed."""
+    pg.psql('DROP DATABASE IF EXISTS "rcsaas"')
+    pg.psql('CREATE DATABASE "rcsaas"')
+    pg.psql("CREATE SCHEMA t_one; CREATE TABLE t_one.a (x int); INSERT INTO t_one.a VALUES (1);"
+            "CREATE SCHEMA t_two; CREATE TABLE t_two.a (x int); INSERT INTO t_two.a VALUES (2);", db="rcsaas")
+    pwfile, secret = tmp_path / "pw", tmp_path / "s3secret"
+    pwfile.write_text(pg.password + "\n")
+    secret.write_text(s3server.SECRET_KEY + "\n")
+    config, tenants_env = tmp_path / "lifeboat.yml", tmp_path / "tenants.env"
+    config.write_text(json.dumps({
+        "state_dir": str(tmp_path / "state"), "lock_file": str(tmp_path / "state" / "agent.lock"),
+        "metrics_dir": str(tmp_path), "repository": rc.url("ag"), "recipients": [keys["public"]],
+        "globals": False,
+        "s3": {"endpoint_url": rc.endpoint, "region": s3server.REGION, "access_key": s3server.ACCESS_KEY,
+               "secret_key_file": str(secret)},
+        "connection": {"login_host": "127.0.0.1", "login_port": pg.port, "login_user": pg.user,
+                       "login_password_file": str(pwfile), "pg_bin_dir": os.path.dirname(pg.bin("pg_dump"))},
+        "tenants": {"solo": {"engine": "sqlite", "path": lbtest.sqlite_guests(tmp_path / "solo.db", 50)},
+                    "one": {"database": "rcsaas", "schema": "t_one"}, "two": {"database": "rcsaas", "schema": "t_two"}}}))
+    tenants_env.write_text('TENANTS="solo one two"\n')
+    code = "import sys; from lifeboat_engine import agent; sys.exit(agent.main(sys.argv[1:]))"
+    (tmp_path / "engine").mkdir()  # the engine as the agent's wheel installs it: the package lifeboat_engine
+    os.symlink(str(lbtest.ENGINE_DIR), str(tmp_path / "engine" / "lifeboat_engine"))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "engine"))
+    proc = subprocess.run([sys.executable, "-c", code, "--config", str(config), "--tenants-env", str(tenants_env),
+                           "backup"], capture_output=True, text=True, env=env, check=False, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = dict((x["tenant"], x) for x in (parse(line) for line in proc.stdout.splitlines()) if "tenant" in x)
+    assert sorted(lines) == ["_shared_rcsaas", "one", "solo", "two"], proc.stdout
+    text = (tmp_path / "lifeboat_backup.prom").read_text()
+    for name in ("solo", "one", "two", "_shared_rcsaas"):
+        line = lines[name]
+        assert line["status"] == "ok", line
+        assert HOUSEKEEPING % (rc.bucket, "ag", name) in line["warnings"], line  # its own listing, no other's
+        others = [t for t in lines if t != name]
+        assert not any("s3://%s/ag/%s/" % (rc.bucket, t) in line["warnings"] for t in others), line
+        assert IGNORES_IF_NONE_MATCH in line["warnings"], line  # the store's, on every line
+        assert metric(text, "lifeboat_backup_warnings", name) == 2, text
+    assert s3server.SECRET_KEY not in proc.stdout + proc.stderr

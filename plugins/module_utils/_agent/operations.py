@@ -23,8 +23,10 @@ from .session import Session, find_tenants, protection, run_jobs, select_tenants
 
 
 def _figures_backup(o):
-    return {k: o.info.get(k) for k in ("size_stored", "size_raw", "artifact") if o.info.get(k) is not None} \
-        if o.status == "ok" else {}
+    figures = {"warning_count": o.info.get("warning_count") or 0} if o.ok else {}  # skipped runs count too
+    if o.status == "ok":
+        figures.update((k, o.info.get(k)) for k in ("size_stored", "size_raw", "artifact") if o.info.get(k) is not None)
+    return figures
 
 
 def _figures_verify(o):

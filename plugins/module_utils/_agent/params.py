@@ -99,6 +99,7 @@ def summarize_backup(result):
         "bytes": first.get("size_raw") or 0,
         "reason": first.get("reason"),
         "warnings": "; ".join(result.get("warnings") or []) or None,
+        "warning_count": len(result.get("warnings") or []),
     }
 
 
