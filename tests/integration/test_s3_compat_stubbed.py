@@ -9,7 +9,7 @@ import datetime
 import pytest
 from botocore.exceptions import ConnectionClosedError
 
-from lifeboat_engine import lifecycle, s3
+from lifeboat_engine import agefile, lifecycle, s3
 from lifeboat_engine._s3 import probes
 from lifeboat_engine.errors import LifeboatError
 from s3stub import ScriptedClient, client_error
@@ -128,6 +128,13 @@ def test_a_store_without_versioning_calls_reads_as_never_versioned_with_a_warnin
     repo = repo_with(StubClient(get_bucket_versioning=client_error("NotImplemented", 501)), tmp_path)
     assert repo.versioning() is None
     assert len(repo.warnings) == 1 and "NotImplemented" in repo.warnings[0]
+
+
+def test_a_rekey_without_purge_says_nothing_about_a_store_without_versioning(tmp_path):
+    """Without purge_old_versions the rekey reads versioning only to warn about old ciphertext kept in versions."""
+    repo = repo_with(StubClient(get_bucket_versioning=client_error("NotImplemented", 501)), tmp_path)
+    assert agefile._versioning(repo, purge=False) is None and repo.warnings == []
+    assert agefile._versioning(repo, purge=True) is None and len(repo.warnings) == 1
 
 
 def test_other_failures_of_reading_versioning_are_still_raised(tmp_path):

@@ -145,9 +145,12 @@ def rekeyed(req, check_mode):
 
 
 def _versioning(repo, purge):
-    """The bucket's versioning status; "Unknown" when these credentials may not read it (s3:GetBucketVersioning)."""
+    """The bucket's versioning status; "Unknown" when these credentials may not read it (s3:GetBucketVersioning).
+
+    Without ``purge`` it is read only to warn that a versioned bucket keeps the old ciphertext: a store that does
+    not implement versioning keeps none, and that needs no warning."""
     try:
-        return repo.versioning()
+        return repo.versioning(quiet=not purge)
     except LifeboatError as e:
         if (e.details or {}).get("aws_error_code") not in ("AccessDenied", "403"):
             raise

@@ -387,17 +387,20 @@ class S3Repository(StoreProbes, HostLocks, Repository):
         return location
 
     # -- versions --------------------------------------------------------------------
-    def versioning(self):
+    def versioning(self, quiet=False):
         """The bucket's versioning status: "Enabled", "Suspended", or None (never enabled).
 
         A store that does not implement GetBucketVersioning (HTTP 501, NotImplemented) keeps no versions: None,
-        and a warning that says so. Other failures are raised (the caller decides)."""
+        and a warning that says so unless ``quiet`` (the caller only asks whether earlier versions may exist).
+        Other failures are raised (the caller decides)."""
         try:
             resp = self.retry.call(lambda: self.client.get_bucket_versioning(Bucket=self.bucket),
                                    "Reading the versioning of the bucket %s" % self.bucket, self.endpoint_name)
         except LifeboatError as e:
             if not is_unsupported(e):
                 raise
+            if quiet:
+                return None
             self._housekeeping_failed(e, "The bucket is taken as one without versioning (no earlier versions "
                                          "to list or delete)")
             return None
