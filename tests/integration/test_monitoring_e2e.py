@@ -11,7 +11,6 @@ return series, and the failed backup's alert must be pending (its ``for:`` is 5 
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -28,15 +27,6 @@ sys.path.insert(0, str(lbtest.COLLECTIONS))  # the drill's filters import the en
 # pylint: disable=wrong-import-position
 from ansible_collections.lifeboat.backup.plugins.filter import monitoring as monitoring_filters  # noqa: E402
 from ansible_collections.lifeboat.backup.plugins.filter import report  # noqa: E402
-
-
-def make_sqlite(path, rows):
-    conn = sqlite3.connect(str(path))
-    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-    conn.executemany("INSERT INTO t (v) VALUES (?)", [("v%d" % i,) for i in range(rows)])
-    conn.commit()
-    conn.close()
-    return str(path)
 
 
 class Server(object):
@@ -81,8 +71,8 @@ def agent_metrics_dir(tmp_path_factory, keys):
     (engine / "lifeboat_engine").symlink_to(lbtest.ENGINE_DIR)
     metrics = base / "metrics"
     metrics.mkdir()
-    tenants = {"acme": {"engine": "sqlite", "path": make_sqlite(base / "acme.db", 500)},
-               "globex": {"engine": "sqlite", "path": make_sqlite(base / "globex.db", 50)},
+    tenants = {"acme": {"engine": "sqlite", "path": lbtest.sqlite_guests(base / "acme.db", 500)},
+               "globex": {"engine": "sqlite", "path": lbtest.sqlite_guests(base / "globex.db", 50)},
                "broken": {"engine": "sqlite", "path": str(base / "missing.db")}}
     config = {"state_dir": str(base / "state"), "lock_file": str(base / "state" / "agent.lock"),
               "metrics_dir": str(metrics), "repository": str(base / "repo"), "recipients": [keys["public"]],

@@ -197,7 +197,14 @@ def firing(alertname, labels, value=None):
             "exp_annotations": dict((k, render(v, full, value)) for k, v in rule["annotations"].items())}
 
 
-def check(scenario, alerts, exprs=(), tmp_path=None):
+def sample(record, instance, tenant=None, **value):
+    """One expected sample of the recording rule ``record`` for a host (and tenant)."""
+    labels = 'instance="%s",job="node"' % instance + (',tenant="%s"' % tenant if tenant else "")
+    expr = '%s{instance="%s"%s}' % (record, instance, ',tenant="%s"' % tenant if tenant else "")
+    return (expr, [{"labels": "%s{%s}" % (record, labels), "value": value["value"]}])
+
+
+def check(scenario, alerts, exprs=()):
     """Run promtool on ``scenario`` with [(eval seconds, alertname, [expected alerts])] and exprs."""
     test = {
         "rule_files": [str(p) for p in monitoring.RULES],
@@ -272,9 +279,7 @@ def test_a_failed_backup_pages_after_five_minutes_and_clears_with_the_next_succe
          [{"labels": 'instance:lifeboat_tenants:count{instance="db1:9100",job="node",state="protected"}', "value": 2},
           {"labels": 'instance:lifeboat_tenants:count{instance="db1:9100",job="node",state="backup-failed"}',
            "value": 1}]),
-        (45 * MIN, 'tenant:lifeboat_backup_age_seconds:now{tenant="globex"}',
-         [{"labels": 'tenant:lifeboat_backup_age_seconds:now{instance="db1:9100",job="node",tenant="globex"}',
-           "value": 45 * MIN}]),
+        (45 * MIN,) + sample("tenant:lifeboat_backup_age_seconds:now", "db1:9100", "globex", value=45 * MIN),
     ])
 
 
@@ -290,9 +295,7 @@ def test_a_backup_older_than_its_rpo_pages_even_when_the_agent_stopped_running(s
         (75 * MIN, "LifeboatBackupOlderThanRPO", []),  # late since 60m, pending for 15m
         (77 * MIN, "LifeboatBackupOlderThanRPO", [firing("LifeboatBackupOlderThanRPO", who, 77 * MIN)]),
     ], [
-        (30 * MIN, 'tenant:lifeboat_backup_age_rpo:ratio{tenant="acme"}',
-         [{"labels": 'tenant:lifeboat_backup_age_rpo:ratio{instance="db1:9100",job="node",tenant="acme"}',
-           "value": 0.5}]),
+        (30 * MIN,) + sample("tenant:lifeboat_backup_age_rpo:ratio", "db1:9100", "acme", value=0.5),
     ])
 
 
@@ -315,9 +318,7 @@ def test_a_failed_verification_and_an_old_verified_backup_page(scenario):
          [firing("LifeboatVerifiedBackupTooOld", {"instance": "verifier:9100", "job": "node", "tenant": "acme"},
                  77 * MIN)]),
     ], [
-        (30 * MIN, "tenant:lifeboat_verified_age_budget:ratio",
-         [{"labels": 'tenant:lifeboat_verified_age_budget:ratio{instance="verifier:9100",job="node",tenant="acme"}',
-           "value": 0.5}]),
+        (30 * MIN,) + sample("tenant:lifeboat_verified_age_budget:ratio", "verifier:9100", "acme", value=0.5),
     ])
 
 
