@@ -1,8 +1,10 @@
 """S3-compatible stores as they are, without a server: a stubbed client answers as rclone, SeaweedFS or
 another store without a feature would (issue 24). 501 NotImplemented is never retried and says the store
 does not implement the call; housekeeping (listing and aborting stale uploads, reading versioning) is best
-effort and ends as a warning naming the store's answer; the If-Match probe; s3_lifecycle per aspect.
-The real stores are exercised in test_s3_compat_rclone.py."""
+effort and ends as a warning naming the store's answer; the If-Match and If-None-Match probes; s3_lifecycle
+per aspect; and a backup to moto whose every housekeeping call is refused still writes a complete,
+verifiable artifact. The real stores are exercised in test_s3_compat_rclone.py and
+test_s3_compat_seaweedfs.py."""
 
 import datetime
 
@@ -278,3 +280,50 @@ def test_warnings_are_told_apart_by_tenant(tmp_path):
     assert len(repo.warnings) == 3 and len(acme) == 2 and len(globex) == 2, repo.warnings
     assert "s3://bucket/pg/acme/" in acme[0] and "s3://bucket/pg/globex/" in globex[0]
     assert acme[1] == globex[1] == "The store says something about every tenant."
+
+
+class RefusingHousekeeping(object):
+    """moto's real client, except that every housekeeping call is refused (403): no store here refuses them all,
+    so this wrapper stands for one; the data path (uploads, reads, listing objects) is moto's own."""
+
+    REFUSED = ("list_multipart_uploads", "abort_multipart_upload", "get_bucket_versioning", "list_object_versions")
+
+    def __init__(self, real):
+        self.real = real
+        self.meta = real.meta
+        self.refused = []
+
+    def __getattr__(self, op):
+        call = getattr(self.real, op)
+
+        def refusing(**kwargs):
+            if op in self.REFUSED or ".lifeboat-probe-" in kwargs.get("Key", ""):
+                self.refused.append(op)
+                raise client_error("AccessDenied", 403, op=op)
+            return call(**kwargs)
+        return refusing
+
+
+def test_a_store_that_refuses_every_housekeeping_call_gets_a_complete_verifiable_artifact(s3, keys, tmp_path,
+                                                                                         monkeypatch):
+    from lifeboat_engine import backup, verify
+    from lifeboat_engine._s3 import repository as s3repo
+    import lbtest
+
+    clients, real_make_client = [], s3repo.make_client
+
+    def make_client(*args, **kwargs):
+        clients.append(RefusingHousekeeping(real_make_client(*args, **kwargs)))
+        return clients[-1]
+    monkeypatch.setattr(s3repo, "make_client", make_client)
+    db = lbtest.sqlite_guests(tmp_path / "refused.db", 500)
+    res = backup.run(dict(tenant="refused", engine="sqlite", path=db, repository=s3.url("lb"),
+                          recipients=[keys["public"]], **s3.options()))
+    assert res["changed"] is True and {"list_multipart_uploads", "put_object"} <= set(clients[0].refused), res
+    said = " ".join(res["warnings"])
+    assert "Listing the open uploads under s3://%s/lb/refused/ failed: AWS error AccessDenied" % s3.bucket in said
+    assert "Whether the store honours If-None-Match is unknown" in said and len(res["warnings"]) == 2, said
+    assert s3.keys("lb/") == sorted("lb/refused/" + u.rsplit("/", 1)[1] for u in (res["artifact"], res["manifest"]))
+    out = verify.run(dict(repository=s3.url("lb"), tenant="refused", identity_file=keys["identity"],
+                          fail_on_error=False, **s3.options()))
+    assert out["status"] == "PASS", out
