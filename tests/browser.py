@@ -17,6 +17,13 @@ import subprocess
 import tempfile
 import time
 
+SHOTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build", "screenshots")
+# what a report page shows: [tenant, its verdict] per row of the tenants' table, and the timeline's lanes
+REPORT_JS = {
+    "tenants": "[...document.querySelectorAll('tr[data-tenant]')].map(r => [r.dataset.tenant,"
+               " r.querySelector('.badge').innerText])",
+    "lanes": "[...document.querySelectorAll('[data-lane]')].map(e => e.dataset.lane)",
+}
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--remote-debugging-pipe", "--window-size=1280,900", "--hide-scrollbars"]
@@ -146,3 +153,16 @@ def render(path, screenshot, expressions=None, timeout=30):
         return page
     finally:
         cdp.close()
+
+
+def open_report(html_path, name):
+    """Open a drill or dr_restore HTML report; assert that it loaded with no problem, fetched
+    nothing but itself and drew something; keep its screenshot as build/screenshots/NAME."""
+    if not os.path.isdir(SHOTS):
+        os.makedirs(SHOTS)
+    shot = os.path.join(SHOTS, name)
+    page = render(html_path, shot, REPORT_JS)
+    assert page.problems == [], page.problems
+    assert page.requests == ["file://" + os.path.abspath(str(html_path))], page.requests
+    assert os.path.getsize(shot) > 20000, "a blank page? %s" % shot
+    return page

@@ -62,23 +62,31 @@ def _status(result):
     return "FAILED" if result.get("failed") else "OK"
 
 
-def _item_name(result):
-    item = result.get("item")
-    return item.get("name", "") if isinstance(item, dict) else ("" if item is None else str(item))
+def _items(kind, registered):
+    """A task's items: one per item of its loop (skipped ones left out), or the task itself."""
+    if not isinstance(registered, dict) or registered.get("skipped"):
+        return []
+    if registered.get("results") is None:
+        return [{"kind": kind, "name": kind, "seconds": _seconds(registered), "status": _status(registered)}]
+    out = []
+    for r in registered["results"]:
+        if not isinstance(r, dict) or r.get("skipped"):
+            continue
+        item = r.get("item")
+        name = item.get("name", "") if isinstance(item, dict) else ("" if item is None else str(item))
+        out.append({"kind": kind, "name": name, "seconds": _seconds(r), "status": _status(r)})
+    return out
 
 
-def _phase(name, started, finished, registered):
-    registered = registered if isinstance(registered, dict) else {}
-    loop = registered.get("results")
-    items = [{"name": _item_name(r), "seconds": _seconds(r), "status": _status(r)}
-             for r in loop or [] if isinstance(r, dict) and not r.get("skipped")]
-    if not registered:
-        status = "OK"
-    elif loop is not None:
-        status = ("FAILED" if any(i["status"] == "FAILED" for i in items)
-                  else "OK" if items else "SKIPPED")
+def _phase(name, started, finished, parts):
+    """A phase from when it started and ended and what its tasks registered (``[[kind, registered], ...]``)."""
+    items = [i for kind, registered in parts or [] for i in _items(kind, registered)]
+    if any(i["status"] == "FAILED" for i in items):
+        status = "FAILED"
+    elif parts and not items:
+        status = "SKIPPED"
     else:
-        status = _status(registered)
+        status = "OK"
     seconds = (finished - started).total_seconds() if started and finished else None
     return {"name": name, "started": started.strftime(_ISO_MICRO) if started else "",
             "finished": finished.strftime(_ISO_MICRO) if finished else "",
@@ -90,11 +98,11 @@ def dr_timeline(marks, host, started, results, tenants, info, rpo="24h"):
 
     ``marks``: ``[[phase, when], ...]`` noted at the end of each phase, in order (when:
     2026-01-01T03:10:00.123456Z); ``started``: when the rebuild began (the first phase starts
-    there, each next one where the previous ended); ``results``: ``{phase: registered}``, what
-    the phase's task registered (its items are the phase's items: tenants, bundles, commands,
-    timers, each with its seconds when the task says them); ``tenants``: the host's tenants
-    (a tenant's own ``rpo`` wins over ``rpo``); ``info``: backup_info's result, for the verify
-    record of each tenant's newest verified artifact.
+    there, each next one where the previous ended); ``results``: ``{phase: [[kind, registered],
+    ...]}``, what the phase's tasks registered: each item of a loop (or the task itself) is an
+    item of the phase, with its kind, its seconds when the task says them, and its status;
+    ``tenants``: the host's tenants (a tenant's own ``rpo`` wins over ``rpo``); ``info``:
+    backup_info's result, for the verify record of each tenant's newest verified artifact.
     """
     results = results or {}
     phases = []

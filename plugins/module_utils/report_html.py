@@ -24,6 +24,9 @@ PASS, FAIL, WARN, SKIP, NONE = "PASS", "FAIL", "WARN", "SKIPPED", "NONE"
 _WORDS = {"PASS": PASS, "OK": PASS, "FAIL": FAIL, "FAILED": FAIL, "WARN": WARN, "SKIP": SKIP, "SKIPPED": SKIP}
 _SIGNS = {PASS: "\u2714 PASS", FAIL: "\u2718 FAIL", WARN: "! WARN", SKIP: "\u2013 SKIPPED", NONE: "? UNKNOWN"}
 _ISO_FORMATS = ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ", "%Y%m%dT%H%M%SZ")
+# the kinds of a dr_restore timeline's items that are a tenant's own steps, as the page names them
+_TENANT_STEPS = {"pre-check": "checked before the restore (plan, versions, target)",
+                 "tenant": "restored, with its checksum and row counts"}
 _MIN_BAR = 0.4  # per cent of a lane: a bar of a few milliseconds still shows
 
 
@@ -191,27 +194,33 @@ def _dr_view(report):
                     ("verify record", os.path.basename(str(extra.get("verify_record") or "")) or "none"),
                     ("source server", row.get("server_version")), ("rows restored", row.get("rows"))]
         restored = status_word(row.get("status"))
-        done = [i for p in (timeline.get(row.get("host")) or {}).get("phases") or [] if p.get("name") == "tenants"
-                for i in p.get("items") or [] if i.get("name") == row.get("tenant")]
+        done = [i for p in (timeline.get(row.get("host")) or {}).get("phases") or [] for i in p.get("items") or []
+                if i.get("kind") in _TENANT_STEPS and i.get("name") == row.get("tenant")]
         tenants.append(_verdict({
             "host": row.get("host", ""), "tenant": row.get("tenant", ""), "status": restored, "gauges": [rpo],
             "evidence": [("restore", _SIGNS[restored])] + [(k, v) for k, v in evidence if v not in (None, "")],
-            "checks": [{"name": "restore, with its checksum and row counts", "status": i.get("status"),
-                        "seconds": i.get("seconds")} for i in done],
+            "checks": [{"name": _TENANT_STEPS[i["kind"]], "status": i.get("status"), "seconds": i.get("seconds")}
+                       for i in done],
             "problems": [] if restored == PASS else [row.get("message") or "not restored"],
             "note": row.get("message") if restored == PASS else ""}))
     steps = [r for r in rows if r.get("what") not in ("tenant", "host")]
+    failed = sum(1 for r in rows if status_word(r.get("status")) != PASS)
+    # the page's verdict: every step restored, and the RTO and every tenant's data loss within their budgets
+    verdict = PASS if status_word(report.get("status")) == PASS and rto["status"] == PASS and all(
+        t["status"] == PASS for t in tenants) else FAIL
     return {
-        "title": "Disaster recovery", "kind": "dr_restore", "status": status_word(report.get("status")),
-        "facts": [("incident", report.get("incident")), ("rebuild started", report.get("started")),
+        "title": "Disaster recovery", "kind": "dr_restore", "status": verdict,
+        "facts": [("steps", "%d of %d restored or done" % (len(rows) - failed, len(rows))),
+                  ("incident", report.get("incident")), ("rebuild started", report.get("started")),
                   ("incident to rebuild", duration((started - incident).total_seconds()) if incident and started else ""),
                   ("finished", report.get("finished")), ("this run took", duration(_number(report.get("run_seconds"))))],
         "gauges": [rto], "timelines": timelines, "tenants": tenants, "steps": steps,
         "notes": ["RTO: from the incident to the end of the rebuild, against the RTO budget (dr_rto).",
                   "RPO (data loss): what was written between the snapshot of the artifact restored and the "
                   "incident, against the tenant's RPO budget (its rpo, else dr_rpo).",
-                  "In the timeline, each tenant's restore (with its checks) is as long as the restore took; "
-                  "the tenants are placed one after the other from the start of their phase."],
+                  "In the timeline, each step of a phase (a tenant's check or restore, the roles, a bundle, a "
+                  "command) is as long as its task said it took, placed one after the other from the start of "
+                  "the phase; the rest of the phase is the time between them."],
     }
 
 
@@ -229,7 +238,10 @@ def _lanes_of_dr(host, timeline, incident, started, rto, stopped):
         at = offset
         for item in phase.get("items") or []:
             seconds = _number(item.get("seconds"))
-            lanes.append({"label": item.get("name", ""), "sub": True, "start": None, "seconds": seconds,
+            label = item.get("name", "")
+            if item.get("kind") and item.get("kind") != label:
+                label = "%s %s" % (item["kind"], label)
+            lanes.append({"label": label, "sub": True, "start": None, "seconds": seconds,
                           "status": status_word(item.get("status")), "segments": [], "offset": at})
             at += seconds or 0.0
     waited = (origin - incident).total_seconds() if origin and incident and origin > incident else 0.0
@@ -294,7 +306,7 @@ h1 .badge { font-size: .7em; }
 table { border-collapse: collapse; width: 100%; margin: .3em 0 1em; }
 th, td { border: 1px solid var(--line); padding: .35em .5em; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; }
-td.name { font-weight: 700; overflow-wrap: anywhere; }
+td.name { font-weight: 700; min-width: 8em; overflow-wrap: break-word; }
 ul.plain { margin: 0; padding-left: 1.1em; } .problems li { font-weight: 600; }
 dl.evidence { display: grid; grid-template-columns: max-content 1fr; gap: 0 .6em; margin: 0; font-size: .9em; }
 dl.evidence dd { font-weight: 400; overflow-wrap: anywhere; }
@@ -341,7 +353,7 @@ def _timeline_html(timeline):
     if lanes:
         ends = [(lane.get("offset") or 0.0) + (lane.get("seconds") or 0.0) for lane in lanes]
         span = max(ends + [0.001])
-        budgets = [lane["budget_at"] for lane in lanes if lane.get("budget_at")]
+        budgets = [lane["budget_at"] for lane in lanes if lane.get("budget_at") is not None]
         shown = [b for b in budgets if b <= span]
         out.append('<div class="axis"><div>%s</div><div class="ticks">%s</div><div class="when">%s</div></div>'
                    % (_e(timeline["axis_note"]), "".join("<span>%s</span>" % _e(duration(span * i / 4)) for i in range(5)),

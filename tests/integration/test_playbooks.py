@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+import browser
 import lbtest
 import saas
 
@@ -256,6 +257,13 @@ def test_dr_restore_rebuilds_from_the_newest_verified_artifacts(fleet):
     assert acme["rpo_seconds"] > 0 and rows[("tenant", "pbinitech")]["status"] == "OK"
     assert rows[("globals", "(roles and grants)")]["status"] == "OK"
     assert rows[("health check", "test -s %s" % (base / "pbinitech.db"))]["status"] == "OK"
+    # the HTML page beside the JSON report, opened in a real browser: the phases of the rebuild and every tenant,
+    # pbinitech over its RPO budget (rpo: 1s)
+    assert [p["name"] for p in report["timeline"][0]["phases"]] == [
+        "provisioning", "selection", "restore", "migrations", "health checks", "timers"], report["timeline"]
+    page = browser.open_report(reports(base, "dr_restore", "html")[-1], "dr-report.png")
+    assert sorted(page.values["tenants"]) == [["pbacme", "\u2714 PASS"], ["pbinitech", "\u2718 FAIL"]], page.values
+    assert "tenant pbacme" in page.values["lanes"] and "globals" in page.values["lanes"], page.values
 
 
 def test_verify_fails_fleet_wide_on_a_corrupt_artifact_and_shows_all(fleet):

@@ -1,7 +1,8 @@
-"""The HTML reports of a real drill and a real rebuild, opened in a real browser: headless
-Chromium (tests/browser.py) loads the page drill.yml wrote, with no console error, no failed
-load and no request but the file itself, and shows every tenant with its verdict. The
-screenshots are kept in build/screenshots/ for a person to look at."""
+"""The HTML report of a real drill, opened in a real browser: headless Chromium
+(tests/browser.py) loads the page drill.yml wrote, with no console error, no failed load and
+no request but the file itself, and shows every tenant with its verdict. The screenshot is
+kept in build/screenshots/ for a person to look at. (The page of a real rebuild is opened
+the same way by test_playbooks.py's dr_restore test, which already pays for that rebuild.)"""
 
 import glob
 import json
@@ -15,9 +16,6 @@ import browser
 import lbtest
 
 PLAYBOOKS = lbtest.ROOT / "playbooks"
-SHOTS = lbtest.ROOT / "build" / "screenshots"
-TENANTS_JS = "[...document.querySelectorAll('tr[data-tenant]')].map(r => [r.dataset.tenant, r.querySelector('.badge').innerText])"
-LANES_JS = "[...document.querySelectorAll('[data-lane]')].map(e => e.dataset.lane)"
 
 
 def playbook(name, inventory, *extra):
@@ -40,15 +38,6 @@ def sqlite_tenant(path, rows):
     conn.close()
 
 
-def opened(html_path, name):
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page = browser.render(html_path, SHOTS / name, {"tenants": TENANTS_JS, "lanes": LANES_JS})
-    assert page.problems == [], page.problems
-    assert page.requests == ["file://" + os.path.abspath(html_path)], page.requests
-    assert os.path.getsize(str(SHOTS / name)) > 20000  # a page was drawn, not a blank screen
-    return page
-
-
 @pytest.fixture
 def drilled(pg, keys, tmp_path):
     """Three tenants backed up by backup.yml, then drilled by drill.yml: rhinitech's budget (rpo: 1s) fails."""
@@ -68,7 +57,7 @@ def drilled(pg, keys, tmp_path):
     assert backup.returncode == 0, backup.stdout[-3000:]
     drill = playbook("drill", inv)
     assert drill.returncode != 0 and "1 of 3 tenant(s) FAILED the drill" in drill.stdout, drill.stdout[-3000:]
-    yield {"base": tmp_path, "inv": inv, "tenants": [t["name"] for t in tenants]}
+    yield {"base": tmp_path, "tenants": [t["name"] for t in tenants]}
     pg.psql("DROP DATABASE IF EXISTS rhacme")
 
 
@@ -78,7 +67,7 @@ def test_the_drill_report_opens_in_a_browser_and_shows_every_tenant(drilled):
     html_path = newest(base, "drill", "html")
     assert html_path[:-len(".html")] == newest(base, "drill", "json")[:-len(".json")]  # beside its JSON report
     assert oct(os.stat(html_path).st_mode & 0o777) == "0o600"
-    page = opened(html_path, "drill-report.png")
+    page = browser.open_report(html_path, "drill-report.png")
     # every tenant of the JSON report is a row of the page, with the same verdict, and a lane of the timeline
     expected = [[t["tenant"], "\u2714 PASS" if t["status"] == "PASS" else "\u2718 FAIL"] for t in report["tenants"]]
     assert sorted(page.values["tenants"]) == sorted(expected) and len(expected) == 3, page.values
@@ -89,3 +78,20 @@ def test_the_drill_report_opens_in_a_browser_and_shows_every_tenant(drilled):
     # the verification it rests on: each tenant's checks and the verify record this drill wrote
     assert "rhacme-" in page.text and ".verify.json" in page.text and "row_counts" in page.text
     assert "RPO" in page.text and "over its budget 1s" in page.text
+
+
+
+def test_the_browser_check_catches_what_a_broken_page_does(tmp_path):
+    """The checks above can fail: a page with a script error, a console error, a missing
+    image and a request to the network is caught by each of them."""
+    bad = tmp_path / "bad.html"
+    bad.write_text('<!DOCTYPE html><html><head><meta charset="utf-8"><title>bad</title></head><body><p>x</p>'
+                   '<img src="missing.png"><img src="http://127.0.0.1:9/x.png">'
+                   '<script>console.error("boom"); undefinedFunction();</script></body></html>')
+    page = browser.render(bad, tmp_path / "bad.png", browser.REPORT_JS)
+    assert page.values["tenants"] == []
+    assert "console.error: boom" in page.problems, page.problems
+    assert any(p.startswith("exception: Uncaught") for p in page.problems), page.problems
+    assert any("ERR_FILE_NOT_FOUND" in p for p in page.problems), page.problems
+    assert "http://127.0.0.1:9/x.png" in page.requests, page.requests
+

@@ -12,18 +12,22 @@ sys.path.insert(0, str(lbtest.COLLECTIONS))  # the filter imports the engine thr
 from ansible_collections.lifeboat.backup.plugins.filter import report_html  # noqa: E402  pylint: disable=wrong-import-position
 
 START = "2026-01-03T00:10:00Z"
-MARKS = [["provisioning", "2026-01-03T00:11:00.250000Z"], ["globals", "2026-01-03T00:11:03.250000Z"],
-         ["tenants", "2026-01-03T00:11:40.000000Z"], ["bundles", "2026-01-03T00:11:41.000000Z"],
+MARKS = [["provisioning", "2026-01-03T00:11:00.250000Z"], ["selection", "2026-01-03T00:11:03.250000Z"],
+         ["restore", "2026-01-03T00:11:40.000000Z"], ["migrations", "2026-01-03T00:11:41.000000Z"],
          ["health checks", "2026-01-03T00:11:42.500000Z"], ["timers", "2026-01-03T00:11:43.000000Z"]]
 RESULTS = {
-    "globals": {"changed": True, "seconds": 2.5},
-    "tenants": {"results": [{"item": {"name": "acme"}, "changed": True, "seconds": 20.25},
-                            {"item": {"name": "globex"}, "failed": True, "msg": "Wrong key.", "seconds": 0.5}]},
-    "bundles": {"results": [{"item": {"name": "acme-config", "path": "/etc/acme"}, "skipped": True}]},
-    "health checks": {"results": [{"item": "test -s /srv/app/initech.db", "rc": 0, "delta": "0:00:00.003456"},
-                                  {"item": "curl -f http://localhost/health", "rc": 7, "failed": True,
-                                   "delta": "1:02:03.5"}]},
-    "timers": {"skipped": True, "changed": False},
+    "restore": [
+        ["pre-check", {"results": [{"item": {"name": "acme"}, "changed": True, "seconds": 0.75},
+                                   {"item": {"name": "globex"}, "changed": False, "seconds": 0.5}]}],
+        ["globals", {"changed": True, "seconds": 2.5}],
+        ["tenant", {"results": [{"item": {"name": "acme"}, "changed": True, "seconds": 20.25},
+                                {"item": {"name": "globex"}, "failed": True, "msg": "Wrong key.", "seconds": 0.5}]}],
+        ["bundle", {"results": [{"item": {"name": "acme-config", "path": "/etc/acme"}, "skipped": True}]}]],
+    "migrations": [["migration", {"results": [], "skipped": False, "changed": False}]],
+    "health checks": [["health check", {"results": [
+        {"item": "test -s /srv/app/initech.db", "rc": 0, "delta": "0:00:00.003456"},
+        {"item": "curl -f http://localhost/health", "rc": 7, "failed": True, "delta": "1:02:03.5"}]}]],
+    "timers": [["timer", {"skipped": True, "changed": False}]],
 }
 INFO = {"tenants": {"acme": {"latest_verified": {"verify_record": "/r/acme/acme-20260102T220000Z.verify.json",
                                                  "verify_status": "PASS", "verified_at": "2026-01-02T23:00:00Z"}},
@@ -40,19 +44,26 @@ def test_each_phase_starts_where_the_previous_ended():
     assert [p["seconds"] for p in phases[1:]] == [3.0, 36.75, 1.0, 1.5, 0.5]
 
 
-def test_a_phase_takes_its_status_and_items_from_what_its_task_registered():
+def test_a_phase_takes_its_status_and_items_from_what_its_tasks_registered():
     by = dict((p["name"], p) for p in report_html.dr_timeline(MARKS, "db1", START, RESULTS, [], INFO)["phases"])
+    # a phase whose tasks registered nothing here
     assert by["provisioning"]["status"] == "OK" and by["provisioning"]["items"] == []
-    assert by["globals"]["status"] == "OK" and by["globals"]["items"] == []
-    assert by["tenants"]["status"] == "FAILED"
-    assert by["tenants"]["items"] == [{"name": "acme", "seconds": 20.25, "status": "OK"},
-                                      {"name": "globex", "seconds": 0.5, "status": "FAILED"}]
-    # every item skipped: the phase did nothing
-    assert by["bundles"]["status"] == "SKIPPED" and by["bundles"]["items"] == []
-    assert by["health checks"]["items"] == [
-        {"name": "test -s /srv/app/initech.db", "seconds": 0.003456, "status": "OK"},
-        {"name": "curl -f http://localhost/health", "seconds": 3723.5, "status": "FAILED"}]
+    assert by["selection"]["status"] == "OK" and by["selection"]["items"] == []
+    # each item of each task, in order, with its kind; a failed one fails the phase; skipped ones are left out
+    assert by["restore"]["status"] == "FAILED"
+    assert by["restore"]["items"] == [
+        {"kind": "pre-check", "name": "acme", "seconds": 0.75, "status": "OK"},
+        {"kind": "pre-check", "name": "globex", "seconds": 0.5, "status": "OK"},
+        {"kind": "globals", "name": "globals", "seconds": 2.5, "status": "OK"},
+        {"kind": "tenant", "name": "acme", "seconds": 20.25, "status": "OK"},
+        {"kind": "tenant", "name": "globex", "seconds": 0.5, "status": "FAILED"}]
+    # nothing to do: an empty loop, or every task skipped
+    assert by["migrations"]["status"] == "SKIPPED" and by["migrations"]["items"] == []
     assert by["timers"]["status"] == "SKIPPED"
+    # a command's seconds are its delta
+    assert by["health checks"]["status"] == "FAILED" and by["health checks"]["items"] == [
+        {"kind": "health check", "name": "test -s /srv/app/initech.db", "seconds": 0.003456, "status": "OK"},
+        {"kind": "health check", "name": "curl -f http://localhost/health", "seconds": 3723.5, "status": "FAILED"}]
 
 
 def test_each_tenant_gets_its_rpo_budget_and_the_verify_record_restored():
