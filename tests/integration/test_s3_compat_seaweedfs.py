@@ -2,7 +2,7 @@
 implementation close to AWS, with versioning, lifecycle configuration, conditional writes (412) and object
 lock that really refuses to delete a locked version; its public access block answers 501 NotImplemented.
 
-Backup (PostgreSQL and SQLite tenants, one multipart artifact), backup_info, backup_verify, backup_restore
+Backup (PostgreSQL and SQLite tenants, one multipart artifact sent through the TCP fault proxy), backup_info, backup_verify, backup_restore
 (identical), backup_prune, the rekey and the rekey with purge_old_versions on a versioned bucket all work with
 no warning; s3_lifecycle manages versioning and rules there, idempotently, and lists the public access block
 as unsupported; object lock is proven for real: prune keeps a locked artifact and says why, the rekey's purge
@@ -80,17 +80,23 @@ def test_postgresql_tenant_backup_verify_restore_identical_without_warnings(pg, 
     assert original == restored and original["public.guests"][0] == 5000
 
 
-def test_a_multipart_sqlite_artifact_info_verify_restore_identical(keys, sw, tmp_path):
-    """An artifact just over one part (8 MiB): a multipart upload that SeaweedFS assembles."""
+def test_a_multipart_sqlite_artifact_survives_a_cut_and_info_verify_restore_identical(keys, sw, tmp_path):
+    """An artifact just over one part (8 MiB): a multipart upload that SeaweedFS assembles, through the TCP
+    fault proxy, which cuts the connection once mid-way through the first part (the part is sent again)."""
     db = tmp_path / "swbig.db"
     conn = sqlite3.connect(str(db))
     conn.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB)")
     conn.executemany("INSERT INTO blobs (data) VALUES (?)", [(os.urandom(256 * 1024),) for _i in range(34)])
     conn.commit()
     conn.close()
-    res = backup.run(dict(tenant="swbig", engine="sqlite", path=str(db), repository=sw.url("lb"),
-                          recipients=[keys["public"]], **sw.options()))
+    with s3server.FaultProxy(sw.server.port, lifetime=120) as proxy:
+        proxy.fault("cut", "up", after=3 << 20, times=1)
+        res = backup.run(dict(tenant="swbig", engine="sqlite", path=str(db), repository=sw.url("lb"),
+                              recipients=[keys["public"]], **sw.options(endpoint=proxy.endpoint)))
+        assert len(proxy.hits) == 1, "the fault never fired: the test proved nothing"
     assert 8 << 20 < res["size_stored"] < 10 << 20 and not res.get("warnings"), res
+    head = sw.client.head_object(Bucket=sw.bucket, Key="lb/swbig/" + os.path.basename(res["artifact"]))
+    assert head["ETag"].strip('"').endswith("-2") and head["ContentLength"] == res["size_stored"], head
     assert sw.open_uploads() == []
     info = lbtest.run_module("backup_info", dict(repository=sw.url("lb"), **sw.options()))
     assert not info.get("failed") and os.path.basename(res["artifact"]) in json.dumps(info), info
