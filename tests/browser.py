@@ -155,12 +155,13 @@ def render(path, screenshot, expressions=None, timeout=30):
         cdp.close()
 
 
-def open_report(html_path, name):
+def open_report(html_path, screenshot):
     """Open a drill or dr_restore HTML report; assert that it loaded with no problem, fetched
-    nothing but itself and drew something; keep its screenshot as build/screenshots/NAME."""
-    if not os.path.isdir(SHOTS):
-        os.makedirs(SHOTS)
-    shot = os.path.join(SHOTS, name)
+    nothing but itself and drew something; keep its screenshot (a path, or a name in
+    build/screenshots/)."""
+    shot = screenshot if os.path.isabs(str(screenshot)) else os.path.join(SHOTS, screenshot)
+    if not os.path.isdir(os.path.dirname(shot)):
+        os.makedirs(os.path.dirname(shot))
     page = render(html_path, shot, REPORT_JS)
     assert page.problems == [], page.problems
     assert page.requests == ["file://" + os.path.abspath(str(html_path))], page.requests
