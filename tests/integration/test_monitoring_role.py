@@ -39,8 +39,8 @@ def test_the_entry_point_says_which_folder_it_needs():
 def test_the_drill_writes_its_metrics_when_asked(tmp_path):
     rows = [{"host": "v1", "tenant": "acme", "rto_seconds": 12.5, "rto_budget_seconds": 14400, "rpo_seconds": 600,
              "rpo_budget_seconds": 86400, "status": "PASS"}]
-    task = {"name": "drill metrics", "ansible.builtin.include_tasks": str(lbtest.ROOT / "playbooks" / "tasks" /
-                                                                        "drill_metrics.yml"),
+    tasks_file = lbtest.ROOT / "playbooks" / "tasks" / "drill_metrics.yml"
+    task = {"name": "drill metrics", "ansible.builtin.include_tasks": str(tasks_file),
             "vars": {"__rows": rows, "lifeboat_drill_metrics_dir": str(tmp_path)}}
     run = lbtest.run_playbook([task])
     assert run.rc == 0, run
