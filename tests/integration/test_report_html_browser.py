@@ -7,7 +7,6 @@ the same way by test_playbooks.py's dr_restore test, which already pays for that
 import glob
 import json
 import os
-import sqlite3
 import subprocess
 
 import pytest
@@ -30,22 +29,14 @@ def newest(base, kind, ext):
     return found[-1]
 
 
-def sqlite_tenant(path, rows):
-    conn = sqlite3.connect(str(path))
-    conn.execute("CREATE TABLE guests (id INTEGER PRIMARY KEY, name TEXT)")
-    conn.executemany("INSERT INTO guests (name) VALUES (?)", [("Guest %d" % i,) for i in range(rows)])
-    conn.commit()
-    conn.close()
-
-
 @pytest.fixture
 def drilled(pg, keys, tmp_path):
     """Three tenants backed up by backup.yml, then drilled by drill.yml: rhinitech's budget (rpo: 1s) fails."""
     pg.psql("DROP DATABASE IF EXISTS rhacme")
     pg.psql("CREATE DATABASE rhacme")
     pg.psql("CREATE TABLE guests AS SELECT i AS id, 'Guest ' || i AS name FROM generate_series(1, 200) i", db="rhacme")
-    sqlite_tenant(tmp_path / "rhglobex.db", 50)
-    sqlite_tenant(tmp_path / "rhinitech.db", 30)
+    lbtest.sqlite_guests(tmp_path / "rhglobex.db", 50)
+    lbtest.sqlite_guests(tmp_path / "rhinitech.db", 30)
     tenants = [{"name": "rhacme", "engine": "postgresql", "database": "rhacme"},
                {"name": "rhglobex", "engine": "sqlite", "path": str(tmp_path / "rhglobex.db")},
                {"name": "rhinitech", "engine": "sqlite", "path": str(tmp_path / "rhinitech.db"), "rpo": "1s"}]
