@@ -34,16 +34,21 @@ if [ ! -f "$stamp" ] || [ -z "$wheel" ]; then
   touch "$stamp"
   wheel=$(find "$out" -maxdepth 1 -name 'lifeboat_agent-*.whl' -print -quit)
 fi
-deps_key=$("$py" -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' pyproject.toml | sha256sum | cut -c1-16)
+# The hosts' Pythons: Debian 12 (CPython 3.11) and Debian 13 (CPython 3.13, the
+# host the Molecule dr scenario rebuilds onto), x86_64.
+host_pythons="3.11 3.13"
+deps_key=$( ("$py" -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' pyproject.toml; echo "$host_pythons") | sha256sum | cut -c1-16)
 if [ -n "${WHEELHOUSE:-}" ] && [ ! -f "$WHEELHOUSE/.deps-$deps_key" ]; then
   mkdir -p "$WHEELHOUSE"
   rm -f "$WHEELHOUSE"/.deps-* "$WHEELHOUSE"/*.whl
   # Dependencies only (the agent's own wheel is installed from $out), for
-  # the hosts' Python (Debian 12: CPython 3.11, x86_64).
-  "$py" -m pip download -q -d "$WHEELHOUSE" --only-binary=:all: \
-    --python-version 3.11 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
-    --platform manylinux_2_28_x86_64 --platform any --implementation cp \
-    -r <("$py" -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' "$top/pyproject.toml") >&2
+  # each of the hosts' Pythons; pip on the host picks the wheels it can use.
+  for hp in $host_pythons; do
+    "$py" -m pip download -q -d "$WHEELHOUSE" --only-binary=:all: \
+      --python-version "$hp" --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+      --platform manylinux_2_28_x86_64 --platform any --implementation cp \
+      -r <("$py" -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' "$top/pyproject.toml") >&2
+  done
   touch "$WHEELHOUSE/.deps-$deps_key"
 fi
 echo "$wheel"

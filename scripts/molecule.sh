@@ -3,7 +3,8 @@
 #
 #  1. the two host fixes podman needs here (scripts/podman-host-fixes.sh),
 #  2. the Debian bookworm systemd image, built once and cached by its
-#     package list (scripts/podman-image.sh),
+#     package list (scripts/podman-image.sh), and for the dr scenario the
+#     trixie image (PostgreSQL 17) of the machine the lost host is rebuilt on,
 #  3. the agent's wheel and a wheelhouse of its pinned dependencies, so that
 #     the hosts install offline (scripts/build-agent-wheel.sh),
 #  4. an age key pair on the controller: hosts get the recipient; only the
@@ -32,6 +33,13 @@ CONTAINERS_CONF=$(scripts/podman-host-fixes.sh) || exit 1
 export CONTAINERS_CONF
 LIFEBOAT_MOLECULE_IMAGE=$(scripts/podman-image.sh) || { echo "image build failed" >&2; exit 1; }
 export LIFEBOAT_MOLECULE_IMAGE
+# The dr scenario rebuilds the lost bookworm/PostgreSQL 15 host onto a trixie/PostgreSQL 17 machine.
+case " ${MOLECULE_SCENARIOS:-default verifier dr} " in
+  *" dr "*)
+    LIFEBOAT_MOLECULE_REBUILD_IMAGE=$(LIFEBOAT_IMAGE_SUITE=trixie scripts/podman-image.sh) \
+      || { echo "image build (trixie) failed" >&2; exit 1; }
+    export LIFEBOAT_MOLECULE_REBUILD_IMAGE ;;
+esac
 mark "host fixes and image ($LIFEBOAT_MOLECULE_IMAGE)" "$t0"
 
 t0=$SECONDS

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Builds (once) the Debian bookworm systemd image the Molecule scenarios boot,
+# Builds (once) a Debian systemd image the Molecule scenarios boot (bookworm
+# with PostgreSQL 15 by default; trixie with PostgreSQL 17 for the host that
+# the dr scenario rebuilds onto a newer release),
 # without any image registry: debootstrap a rootfs, tar it, `podman import`.
 #
 # Two caches, both keyed by content:
@@ -12,7 +14,8 @@
 #   scripts/podman-image.sh            build what is missing, print the name
 #   scripts/podman-image.sh --name     print the name only
 #
-# Environment: LIFEBOAT_IMAGE_CACHE (default /var/cache/lifeboat-molecule),
+# Environment: LIFEBOAT_IMAGE_SUITE (bookworm or trixie; default bookworm),
+# LIFEBOAT_IMAGE_CACHE (default /var/cache/lifeboat-molecule),
 # LIFEBOAT_DEBIAN_MIRROR (default http://deb.debian.org/debian).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +29,11 @@ IMAGE_REV=2        # bump when customize() changes (its text is part of the key 
 # restoring by hand with standard tools.
 PACKAGES=(systemd systemd-sysv dbus python3 python3-venv python3-apt sudo ca-certificates
           procps postgresql zstd age)
-suite=bookworm
+suite=${LIFEBOAT_IMAGE_SUITE:-bookworm}
+case $suite in
+  bookworm|trixie) ;;
+  *) echo "podman-image: LIFEBOAT_IMAGE_SUITE=$suite is not supported: use bookworm or trixie" >&2; exit 2 ;;
+esac
 mirror=${LIFEBOAT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 cache=${LIFEBOAT_IMAGE_CACHE:-/var/cache/lifeboat-molecule}
 
@@ -66,7 +73,7 @@ UNIT
 
 rawkey=$(printf '%s\n' "$DEBOOTSTRAP_REV" "$suite" "${PACKAGES[@]}" | sha256sum | cut -c1-12)
 key=$(printf '%s\n' "$rawkey" "$IMAGE_REV" "$(declare -f customize)" | sha256sum | cut -c1-12)
-image=localhost/lifeboat-molecule:$key
+image=localhost/lifeboat-molecule:$suite-$key
 if [ "${1:-}" = "--name" ]; then echo "$image"; exit 0; fi
 
 log() { echo "podman-image: $*" >&2; }
@@ -110,9 +117,11 @@ tar -C "$rootfs" --numeric-owner -cf - . |
   podman import --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' - "$image" >/dev/null
 log "customize and podman import took $((SECONDS - t0)) s"
 
-# Other keys: drop older images and debootstrap tarballs.
-for old in $(podman images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/lifeboat-molecule:' | grep -v ":$key\$" || true); do
+# Other keys of this suite: drop older images and debootstrap tarballs (the
+# other suite's image stays; an image of the naming before suites were added
+# has a bare key as its tag and goes too).
+for old in $(podman images --format '{{.Repository}}:{{.Tag}}' | grep -E "^localhost/lifeboat-molecule:($suite-)?[0-9a-f]{12}\$" | grep -v ":$suite-$key\$" || true); do
   podman rmi "$old" >/dev/null 2>&1 || true
 done
-find "$cache" -maxdepth 1 -name "rootfs-*.tar" ! -name "rootfs-$suite-$rawkey.tar" -delete
+find "$cache" -maxdepth 1 -name "rootfs-$suite-*.tar" ! -name "rootfs-$suite-$rawkey.tar" -delete
 echo "$image"

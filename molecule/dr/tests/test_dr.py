@@ -122,6 +122,20 @@ def test_the_identity_never_reached_the_rebuilt_host(dr):
     assert res.stdout.strip() == ""
 
 
+def test_the_host_was_rebuilt_onto_a_newer_postgresql_from_artifacts_of_the_older(dr, s3, report):
+    """Issue 17: the lost host ran Debian 12 with PostgreSQL 15; the machine it was rebuilt on runs Debian 13
+    with PostgreSQL 17, and every tenant came back from artifacts taken on 15 (the checks above are the same)."""
+    assert dr.file("/etc/debian_version").content_string.startswith("13"), "the rebuilt host is not trixie"
+    version = sh(dr, "runuser -u postgres -- psql -X -A -t -d postgres -c 'SHOW server_version'").stdout.strip()
+    assert version.startswith("17"), version
+    rows = [r for r in report["rows"] if r["what"] == "tenant" and r["tenant"] != "initech"]
+    assert rows and all(r["server_version"].startswith("15") for r in rows), rows
+    for row in rows:
+        key = "%s%s/%s-%s.manifest.json" % (PREFIX, row["tenant"], row["tenant"], row["snapshot"])
+        manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+        assert manifest["source"]["server_version"].startswith("15"), manifest["source"]
+
+
 def test_the_rebuilt_host_backs_up_again(dr, s3):
     before = set(keys(s3))
     start = cursor(dr)
@@ -136,3 +150,4 @@ def test_the_rebuilt_host_backs_up_again(dr, s3):
         assert any(k.startswith(PREFIX + tenant + "/") and k.endswith(".manifest.json") for k in new), tenant
     out = sh(dr, "%s status" % AGENT).stdout
     assert all(any(line.startswith(t + " ") for line in out.splitlines()) for t in TENANTS), out
+
