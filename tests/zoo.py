@@ -159,6 +159,15 @@ def large_objects(conn, owners=False):
     return out
 
 
+def database_properties(conn, owners=False):
+    """The current database's comment, connection limit and settings (and with ``owners`` its owner and grants)."""
+    row = conn.execute(
+        "SELECT shobj_description(d.oid, 'pg_database'), d.datconnlimit, pg_get_userbyid(d.datdba), d.datacl::text, "
+        "(SELECT array_agg(array_to_string(s.setconfig, ',') ORDER BY s.setrole) FROM pg_db_role_setting s "
+        "WHERE s.setdatabase = d.oid) FROM pg_database d WHERE d.datname = current_database()").fetchone()
+    return (row[0], row[1], row[4]) + ((row[2], row[3]) if owners else ())
+
+
 def schema_dump(cluster, db, *args):
     """``pg_dump -s`` (with ``args``) as text, without the random \\restrict lines of pg_dump 15.14 and later."""
     out = subprocess.run([cluster.bin("pg_dump"), "-h", cluster.socket_dir, "-p", str(cluster.port), "-U", "postgres",

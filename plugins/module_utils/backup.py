@@ -457,6 +457,7 @@ def _store_pgdump(req, writer, facts, progress):
         lo_refs = (large_objects.refuse_schema_backup(conn, req.database, req.schema) if req.schema
                    else large_objects.referenced(conn))
         settings = None if req.schema else postgres.database_settings(conn)
+        properties = None if req.schema else postgres.database_properties(conn)
         exts = None if req.schema else postgres.extensions(conn)
         with postgres.Snapshot(conn) as snap:
             argv = [pg_dump, "--format=custom", "--compress=0", "--no-password", "--snapshot=" + snap.id,
@@ -499,6 +500,8 @@ def _store_pgdump(req, writer, facts, progress):
         source["large_objects"] = lo_refs
     if settings:
         source["database_settings"] = settings
+    if properties:
+        source["database_properties"] = properties
     if exts is not None:
         source["extensions"] = exts  # a restore checks the target server has them first
     return sizes, counts, source

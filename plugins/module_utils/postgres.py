@@ -287,6 +287,24 @@ def extensions(conn):
     return [{"name": name, "version": version} for name, version in rows]
 
 
+def database_properties(conn):
+    """The current database's owner, comment, connection limit and own grants (None while it has PostgreSQL's
+    defaults; else [{"role": name or None for PUBLIC, "privilege": "CONNECT", "grantable": false}]): a dump of
+    its contents has none of them, and a restore into a new database sets them from here."""
+    owner, comment, limit, has_acl = conn.execute(
+        "SELECT pg_catalog.pg_get_userbyid(d.datdba), pg_catalog.shobj_description(d.oid, 'pg_database'), "
+        "d.datconnlimit, d.datacl IS NOT NULL FROM pg_catalog.pg_database d "
+        "WHERE d.datname = pg_catalog.current_database()").fetchone()
+    grants = None
+    if has_acl:
+        grants = [{"role": role, "privilege": privilege, "grantable": grantable} for role, privilege, grantable in conn.execute(
+            "SELECT r.rolname, a.privilege_type, a.is_grantable FROM pg_catalog.pg_database d "
+            "CROSS JOIN LATERAL pg_catalog.aclexplode(d.datacl) a LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee "
+            "WHERE d.datname = pg_catalog.current_database() AND (a.grantee = 0 OR r.rolname IS NOT NULL) "
+            "ORDER BY 1 NULLS FIRST, 2").fetchall()]
+    return {"owner": owner, "comment": comment, "connection_limit": limit, "grants": grants}
+
+
 _SUBSCRIPTIONS = """
 SELECT s.subname FROM pg_catalog.pg_subscription s JOIN pg_catalog.pg_database d ON d.oid = s.subdbid
  WHERE d.datname = %s ORDER BY 1

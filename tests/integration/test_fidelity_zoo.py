@@ -53,6 +53,7 @@ def facts(pg, db, scopes, full):
                           "dump": _dumps(pg, db, scope, full)}
         if None in scopes:
             out["large_objects"] = zoo.large_objects(conn, owners=full)
+            out["database"] = zoo.database_properties(conn, owners=full)
     return out
 
 
@@ -109,6 +110,27 @@ def manifest(path):
         return json.load(f)
 
 
+# what the zoo's pg_dump -s must show, so that comparing it is no empty proof
+MARKERS = ("AS ENUM", "AS RANGE", "CREATE DOMAIN", "GENERATED ALWAYS AS IDENTITY", "GENERATED ALWAYS AS (",
+           "DEFERRABLE INITIALLY DEFERRED", "EXCLUDE USING gist", "USING gin", "CREATE STATISTICS", "NOT VALID",
+           "ATTACH PARTITION", "DEFAULT;", "INHERITS", "UNLOGGED SEQUENCE", "CYCLE", "CREATE PROCEDURE",
+           "CREATE AGGREGATE", "CREATE CONSTRAINT TRIGGER", "REFERENCING NEW TABLE", "DISABLE TRIGGER",
+           "security_barrier", "security_invoker", "CHECK OPTION", "CREATE MATERIALIZED VIEW", "WITH NO DATA",
+           "FORCE ROW LEVEL SECURITY", "AS RESTRICTIVE", "GRANT SELECT(", "WITH GRANT OPTION",
+           "ALTER DEFAULT PRIVILEGES", 'Order ""Lines"" 2026', "UNLOGGED TABLE", "COMMENT ON")
+
+
+def test_the_zoo_has_what_it_claims(zoo_world):
+    database = zoo_world["sources"][(DB, True)][None]["dump"]
+    for marker in MARKERS + ("CREATE EXTENSION", "CREATE EVENT TRIGGER", "CREATE PUBLICATION"):
+        assert marker in database, marker
+    for schema in SCHEMAS.values():
+        dump = zoo_world["sources"][(MT, True)][schema]["dump"]
+        for marker in MARKERS:
+            assert marker in dump, (schema, marker)
+    assert len(zoo_world["sources"][(DB, True)]["large_objects"]) == 6
+
+
 def test_every_zoo_tenant_is_backed_up_with_the_sources_row_counts(pg, zoo_world):
     res = zoo_world["results"]
     assert res["db"].get("changed") and not res["db"].get("failed") and not res["db"].get("warnings"), res["db"]
@@ -142,8 +164,15 @@ def test_the_database_tenant_comes_back_equal(pg, zoo_world, suffix):
     """Rows, checksums, views, sequences, large objects and pg_dump -s (whole with privileges and owners)."""
     res = zoo_world["results"]["restore zoo-db" + suffix]
     assert res.get("changed") and not res.get("failed"), res.get("msg")
-    assert not res.get("warnings"), res["warnings"]
     full = bool(COPIES[suffix])
+    if full:
+        assert not res.get("warnings"), res["warnings"]
+        assert res["database_properties_applied"] == ["comment", "owner", "grants"]
+    else:  # the database's own grants come only with privileges: true; without, the restore says so
+        assert len(res["warnings"]) == 1 and "had grants of its own" in res["warnings"][0], res["warnings"]
+        assert 'REVOKE ALL ON DATABASE "zoo_copy" FROM PUBLIC; GRANT CONNECT ON DATABASE "zoo_copy" TO "zoo_app"' \
+            in res["warnings"][0], res["warnings"]
+        assert res["database_properties_applied"] == ["comment"]
     assert facts(pg, "zoo_copy" + suffix, [None], full) == zoo_world["sources"][(DB, full)]
 
 
@@ -219,3 +248,65 @@ def test_row_level_security_and_large_objects_the_backup_role_cannot_read_are_na
     finally:
         pg.psql("REVOKE SELECT ON payroll FROM zoo_backup", db=DB)
         pg.psql("REVOKE zoo_owner FROM zoo_backup; ALTER ROLE zoo_backup BYPASSRLS")
+
+
+# -- pgbench writing during the backups -----------------------------------------------------------------------
+
+
+def test_pgbench_writing_during_the_backups_leaves_copies_that_keep_its_invariant(pg, keys, tmp_path):
+    """pgbench's tables in public (a database tenant) and in schema bench (a schema tenant, public being its
+    shared part) of one database, both written by pgbench while they are backed up; each copy's sums of
+    abalance, bbalance, tbalance and delta agree, and it holds more history than before the backups and less
+    than after."""
+    db = "zoo_bench"
+    for name in (db, "zoo_bench_copy", "zoo_bench_scopy"):
+        pg.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
+    pg.psql("CREATE DATABASE %s" % db)
+    pg.psql("CREATE SCHEMA bench", db=db)
+    envs = {"public": pg.env(), "bench": dict(pg.env(), PGOPTIONS="-c search_path=bench")}
+    for env in envs.values():
+        subprocess.run([pg.bin("pgbench"), "-i", "-s", "1", "-q", db], env=env, check=True, capture_output=True)
+    load = [subprocess.Popen([pg.bin("pgbench"), "-n", "-c", "2", "-R", "100", "-T", "300", db], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for env in envs.values()]
+    try:
+        def history(schema):
+            return int(pg.psql("SELECT count(*) FROM %s.pgbench_history" % schema, db=db))
+
+        deadline = time.monotonic() + 60
+        while min(history(s) for s in envs) < 20:
+            assert time.monotonic() < deadline and all(p.poll() is None for p in load), "pgbench is not writing"
+            time.sleep(0.2)
+        before = dict((s, history(s)) for s in envs)
+        common = dict(pg.login, repository=str(tmp_path / "repo"))
+        restore = dict(common, identity_file=keys["identity"])
+        run = lbtest.run_playbook([
+            {"name": "db", "lifeboat.backup.pg_backup": dict(common, tenant="zoo-bench", database=db,
+                                                                       recipients=[keys["public"]])},
+            {"name": "pass", "lifeboat.backup.pg_backup": dict(common, database=db, recipients=[keys["public"]],
+                                                               schemas=[{"tenant": "zoo-bench-s", "schema": "bench"}])},
+            {"name": "restore db", "lifeboat.backup.backup_restore": dict(restore, tenant="zoo-bench",
+                                                                          target_database="zoo_bench_copy")},
+            {"name": "restore schema", "lifeboat.backup.backup_restore": dict(restore, tenant="zoo-bench-s",
+                                                                              target_database="zoo_bench_scopy")},
+        ])
+        assert all(p.poll() is None for p in load), "pgbench stopped during the backups"
+        after = dict((s, history(s)) for s in envs)
+    finally:
+        for p in load:
+            p.send_signal(signal.SIGINT)
+        for p in load:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    assert run.rc == 0 and len(run.results) == 4, run
+    for copy, schemas in (("zoo_bench_copy", ["public"]), ("zoo_bench_scopy", ["public", "bench"])):
+        with pg.connect(copy) as conn:
+            for schema in schemas:
+                conn.execute("SET search_path = %s" % schema)
+                sums = zoo.pgbench_sums(conn)
+                assert sums[0] == sums[1] == sums[2] == sums[3], (copy, schema, sums)
+                assert before[schema] < sums[4] < after[schema], (copy, schema, before, sums, after)
+    for name in (db, "zoo_bench_copy", "zoo_bench_scopy"):
+        pg.psql("DROP DATABASE %s WITH (FORCE)" % name)

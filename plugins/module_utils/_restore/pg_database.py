@@ -60,6 +60,7 @@ class DatabasePlan(object):
         self.keep = req.keep_safety_copy
         self.detached = []
         self.settings_applied = 0
+        self.properties_applied = []
 
     def describe(self):
         replaced = {"database": self.target, "existed": self.existed}
@@ -159,8 +160,11 @@ class DatabasePlan(object):
                 server.comment(fresh, None)
                 # A new target gets the settings the source database had (ALTER DATABASE/ROLE ... SET),
                 # which are not in a dump of its contents.
-                self.settings_applied = server.apply_settings(
-                    fresh, art.source.get("database_settings"), "the source database %r" % art.source.get("database"))
+                source = "the source database %r" % art.source.get("database")
+                self.settings_applied = server.apply_settings(fresh, art.source.get("database_settings"), source)
+                # and its comment, connection limit, grants (privileges) and owner (owners)
+                self.properties_applied = server.apply_properties(
+                    fresh, art.source.get("database_properties"), req.privileges, req.owners, source, self.target)
                 try:
                     server.rename_database(fresh, self.target)
                 except psycopg_error() as e:
@@ -168,7 +172,8 @@ class DatabasePlan(object):
                         fresh, self.target, postgres.first_line(str(e)), unchanged), option="target_database")
                 terminated = []
         return {"row_counts": counts, "row_counts_match": True, "terminated_sessions": terminated,
-                "subscriptions_detached": self.detached, "database_settings_applied": self.settings_applied}
+                "subscriptions_detached": self.detached, "database_settings_applied": self.settings_applied,
+                "database_properties_applied": self.properties_applied}
 
     def _apply_create(self, server, req, art, identities, progress):
         """pg_restore --create: the archive creates its own database under its own name."""

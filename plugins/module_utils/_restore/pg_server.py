@@ -365,6 +365,47 @@ class Server(object):
         self.apply_settings(fresh, [{"role": role, "settings": config or []} for role, setrole, config in settings
                                     if not (setrole and role is None)], info["name"])
 
+    def apply_properties(self, dbname, props, privileges, owners, source, target):
+        """The source database's comment and connection limit on the new database ``dbname`` (to be renamed
+        ``target``), its own grants with ``privileges`` and its owner with ``owners`` (``props``: the manifest's
+        ``database_properties``; a dump of the contents has none). Failures, and grants left out, become
+        warnings. Returns what was applied."""
+        ident = self.ident(dbname)
+        steps = []
+        if (props or {}).get("comment") is not None:
+            steps.append(("comment", ["COMMENT ON DATABASE %s IS %s" % (ident, self.literal(props["comment"]))]))
+        if (props or {}).get("connection_limit") not in (None, -1):
+            steps.append(("connection_limit", ["ALTER DATABASE %s CONNECTION LIMIT %d" % (
+                ident, props["connection_limit"])]))
+        if owners and (props or {}).get("owner"):
+            steps.append(("owner", ["ALTER DATABASE %s OWNER TO %s" % (ident, self.ident(props["owner"]))]))
+        grants = (props or {}).get("grants")
+
+        def grant_statements(name):
+            return ["REVOKE ALL ON DATABASE %s FROM PUBLIC" % name] + [
+                "GRANT %s ON DATABASE %s TO %s%s" % (g["privilege"], name, self.ident(g["role"]) if g["role"] else "PUBLIC",
+                                                     " WITH GRANT OPTION" if g["grantable"] else "") for g in grants]
+
+        if grants is not None and privileges:
+            steps.append(("grants", grant_statements(ident)))
+        elif grants is not None:
+            self.warnings.append(
+                "%s had grants of its own, which a new database gets only with privileges: true: %r has "
+                "PostgreSQL's defaults (PUBLIC may connect and create temporary tables). Restore with privileges: "
+                "true (the roles must exist: globals_artifact), or run: %s." % (
+                    source[0].upper() + source[1:], target, "; ".join(grant_statements(self.ident(target)))))
+        applied = []
+        for name, group in steps:
+            try:
+                with self.conn.transaction():
+                    for statement in group:
+                        self.conn.execute(statement)
+                applied.append(name)
+            except psycopg_error() as e:
+                self.warnings.append("The %s of %s was not carried over to %r (%s): check it with \\l+ %s." % (
+                    name.replace("_", " "), source, target, postgres.first_line(str(e)), target))
+        return applied
+
     def apply_settings(self, dbname, settings, source):
         """``ALTER DATABASE ... SET`` and ``ALTER ROLE ... IN DATABASE ... SET`` for ``settings``
         ([{"role": name or None, "settings": ["name=value", ...]}]); failures become warnings. Returns the count."""
