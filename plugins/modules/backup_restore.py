@@ -19,7 +19,9 @@ description:
     counts are compared with the manifest's. Only then the target is renamed to a safety copy (C(lb_s_...)) and
     the fresh database to the target, in one transaction. The safety copy is kept after the swap succeeded (its
     name and how to get it back are in RV(safety_copy)), unless O(keep_safety_copy=false). The target's owner,
-    database grants, settings and comment are carried over.
+    database grants, settings and comment are carried over. A new target gets the source database's settings,
+    comment and connection limit, its grants with O(privileges=true) (without, a warning gives the statements) and
+    its owner with O(owners=true), as the manifest recorded them.
   - A schema tenant (its artifact records a schema) is restored into its own schema name in O(target_database),
     in one transaction that is committed only after the same checks passed; a failure, or the death of the
     restoring process, rolls it back.
