@@ -67,8 +67,8 @@ def test_postgresql_tenant_backup_verify_restore_identical_without_warnings(pg, 
                                               recipients=[keys["public"]], **sw.options()))
     assert res.get("changed") is True and not res.get("failed") and not res.get("warnings"), res
     assert s3server.SECRET_KEY not in json.dumps(res)
-    assert sorted(sw.keys("pg/")) == sorted("pg/swacme/" + os.path.basename(u) for u in (res["artifact"],
-                                                                                          res["manifest"]))
+    written = (res["artifact"], res["manifest"])
+    assert sorted(sw.keys("pg/")) == sorted("pg/swacme/" + os.path.basename(u) for u in written)
     assert verifies(sw, "swacme", keys["identity"], prefix="pg", **pg.login)
     pg.psql('CREATE DATABASE "swacme_restored"')
     out = lbtest.run_module("backup_restore", dict(pg.login, tenant="swacme", repository=sw.url("pg"),

@@ -304,8 +304,8 @@ class RefusingHousekeeping(object):
         return refusing
 
 
-def test_a_store_that_refuses_every_housekeeping_call_gets_a_complete_verifiable_artifact(s3, keys, tmp_path,
-                                                                                         monkeypatch):
+def test_a_store_that_refuses_every_housekeeping_call_gets_a_complete_verifiable_artifact(
+        s3, keys, tmp_path, monkeypatch):
     from lifeboat_engine import backup, verify
     from lifeboat_engine._s3 import repository as s3repo
     import lbtest
