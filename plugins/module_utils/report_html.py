@@ -250,12 +250,12 @@ def _lanes_of_dr(host, timeline, incident, started, rto, stopped):
             lane["budget_at"] = max(0.0, rto["budget"] - waited)
     note = ""
     if not phases:
-        note = "No timeline for this host: " + ("; ".join(str(r.get("message", "")) for r in stopped)
-                                                 or "its rebuild recorded no phase.")
+        why = "; ".join(str(r.get("message", "")) for r in stopped)
+        note = "No timeline for this host: " + (why or "its rebuild recorded no phase.")
     axis = ""
     if origin:
-        axis = "from the rebuild's start, %s UTC%s" % (origin.strftime("%Y-%m-%d %H:%M:%S"),
-                                                      ", %s after the incident" % duration(waited) if waited else "")
+        after = ", %s after the incident" % duration(waited) if waited else ""
+        axis = "from the rebuild's start, %s UTC%s" % (origin.strftime("%Y-%m-%d %H:%M:%S"), after)
     return {"host": host, "lanes": lanes, "note": note, "axis_note": axis}
 
 
@@ -331,8 +331,8 @@ def _lane_html(lane, span):
         part = _pct(seg["seconds"] or 0.0, seconds) if seconds else 0.0
         if part > 0:
             segs.append('<span class="seg s-%s" style="width:%.3f%%" title="%s"></span>'
-                        % (seg["status"].lower(), part, _e("%s %s %s" % (seg["label"], duration(seg["seconds"]),
-                                                                          seg["status"]))))
+                        % (seg["status"].lower(), part,
+                           _e("%s %s %s" % (seg["label"], duration(seg["seconds"]), seg["status"]))))
     budget = ""
     if lane.get("budget_at") is not None and lane["budget_at"] <= span:
         budget = '<span class="budget" style="left:%.3f%%" title="RTO budget"></span>' % _pct(lane["budget_at"], span)
@@ -343,6 +343,12 @@ def _lane_html(lane, span):
             % (" sub" if lane.get("sub") else "", _e(lane["label"]), _e(lane["label"]), _e(title),
                lane["status"].lower(), left, width, "".join(segs), budget, _e(duration(lane.get("seconds"))),
                _badge(lane["status"]) if lane["status"] != NONE else ""))
+
+
+def _budget_note(shown, budgets):
+    if shown:
+        return "budget line: dashed"
+    return "budget %s: past the right edge" % duration(min(budgets)) if budgets else "no budget"
 
 
 def _timeline_html(timeline):
@@ -357,8 +363,7 @@ def _timeline_html(timeline):
         shown = [b for b in budgets if b <= span]
         out.append('<div class="axis"><div>%s</div><div class="ticks">%s</div><div class="when">%s</div></div>'
                    % (_e(timeline["axis_note"]), "".join("<span>%s</span>" % _e(duration(span * i / 4)) for i in range(5)),
-                      _e("budget line: dashed" if shown else ("budget %s: past the right edge" % duration(min(budgets))
-                                                                if budgets else "no budget"))))
+                      _e(_budget_note(shown, budgets))))
         out.extend(_lane_html(lane, span) for lane in lanes)
     out.append("</section>")
     return "\n".join(out)
@@ -421,9 +426,9 @@ def _steps_html(steps):
 def _legend():
     samples = [(PASS, "within budget, succeeded"), (FAIL, "over budget or failed (hatched)"),
                (WARN, "warning (barred)"), (SKIP, "skipped (dashed)"), (NONE, "waiting or unknown (striped)")]
-    return ('<div class="legend">%s<span>dashed vertical line: the budget</span></div>' % "".join(
-                '<span><span class="sample bar s-%s"></span> %s %s</span>' % (w.lower(), _badge(w), _e(text))
-                for w, text in samples))
+    items = "".join('<span><span class="sample bar s-%s"></span> %s %s</span>' % (w.lower(), _badge(w), _e(text))
+                    for w, text in samples)
+    return '<div class="legend">%s<span>dashed vertical line: the budget</span></div>' % items
 
 
 def _page(view):

@@ -71,7 +71,6 @@ def test_the_drill_report_opens_in_a_browser_and_shows_every_tenant(drilled):
     assert "RPO" in page.text and "over its budget 1s" in page.text
 
 
-
 def test_the_browser_check_catches_what_a_broken_page_does(tmp_path):
     """The checks above can fail: a page with a script error, a console error, a missing
     image and a request to the network is caught by each of them."""
@@ -85,4 +84,3 @@ def test_the_browser_check_catches_what_a_broken_page_does(tmp_path):
     assert any(p.startswith("exception: Uncaught") for p in page.problems), page.problems
     assert any("ERR_FILE_NOT_FOUND" in p for p in page.problems), page.problems
     assert "http://127.0.0.1:9/x.png" in page.requests, page.requests
-

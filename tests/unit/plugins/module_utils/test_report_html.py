@@ -102,8 +102,8 @@ def tenant_cells(page):
     drill([drill_row(NASTY, host=NASTY, problems=[NASTY], status="FAIL")], status="FAIL"),
     dr([dr_tenant(NASTY, host=NASTY),
         {"host": NASTY, "what": "health check", "tenant": NASTY, "artifact": "", "status": "FAILED", "message": NASTY}],
-       [dict(host_timeline(NASTY, [NASTY]), phases=[phase(NASTY, 0, 5, items=[{"name": NASTY, "seconds": 1,
-                                                                                   "status": "OK"}])])]),
+       [dict(host_timeline(NASTY, [NASTY]),
+             phases=[phase(NASTY, 0, 5, items=[{"kind": NASTY, "name": NASTY, "seconds": 1, "status": "OK"}])])]),
 ], ids=["drill", "dr_restore"])
 def test_every_text_from_the_report_is_escaped(report):
     page = report_html.render(report)
