@@ -37,6 +37,10 @@ import calendar
 import os
 import time
 
+# time.strptime imports _strptime on first use; after become() has switched users the interpreter's own files
+# may be unreadable (an interpreter under /root), so it is imported now, while they are readable.
+import _strptime  # noqa: F401  # pylint: disable=unused-import
+
 from . import agent_config, agent_metrics
 from ._agent.alert import cmd_alert, post_webhook
 from ._agent.operations import cmd_anonymize, cmd_backup, cmd_prune, cmd_restore, cmd_verify
