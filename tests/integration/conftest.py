@@ -71,6 +71,37 @@ class S3Env(object):
         out = self.aws(*args).stdout
         return json.loads(out) if out.strip() else None
 
+    def pg_restores_identical(self, pg, keys, tenant, prefix):
+        """backup_restore of the database tenant ``tenant`` from this bucket into ``<tenant>_restored``, through
+        ansible-playbook; the copy is compared with the source table by table. Returns the source's checksums."""
+        pg.psql('CREATE DATABASE "%s_restored"' % tenant)
+        out = lbtest.run_module("backup_restore", dict(pg.login, tenant=tenant, repository=self.url(prefix),
+                                                       identity_file=keys["identity"],
+                                                       target_database=tenant + "_restored", **self.options()))
+        assert not out.get("failed") and out.get("changed"), out
+        with pg.connect(tenant) as a, pg.connect(tenant + "_restored") as b:
+            original, restored = lbtest.table_checksums(a), lbtest.table_checksums(b)
+        assert original == restored
+        return original
+
+    def sqlite_restores_identical(self, keys, tenant, prefix, source):
+        """backup_restore of the SQLite tenant ``tenant`` from this bucket to a new file, through
+        ansible-playbook; the copy is compared with ``source`` table by table."""
+        target = str(self.tmp_path / ("%s-restored.db" % tenant))
+        out = lbtest.run_module("backup_restore", dict(tenant=tenant, engine="sqlite", repository=self.url(prefix),
+                                                       identity_file=keys["identity"], target_path=target,
+                                                       **self.options()))
+        assert not out.get("failed") and out.get("changed"), out
+        assert lbtest.sqlite_checksums(target) == lbtest.sqlite_checksums(source)
+
+
+def pg_guests(pg, database, rows=5000):
+    """A database ``database`` with a table of ``rows`` guests (text and bytea)."""
+    pg.psql('CREATE DATABASE "%s"' % database)
+    pg.psql("CREATE TABLE guests (id serial PRIMARY KEY, name text, avatar bytea);"
+            "INSERT INTO guests (name, avatar) SELECT 'Guest ' || i, decode(md5(i::text), 'hex') "
+            "FROM generate_series(1, %d) i;" % rows, db=database)
+
 
 @pytest.fixture
 def s3(moto, tmp_path):

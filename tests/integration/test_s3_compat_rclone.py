@@ -18,6 +18,8 @@ import pytest
 
 import lbtest
 import s3server
+from conftest import pg_guests
+from test_s3_repository import sqlite_tenant
 from lifeboat_engine import backup, naming, prune, verify
 from test_agent import metric, parse
 
@@ -42,10 +44,7 @@ def test_the_store_is_what_the_issue_says(rc):
 
 
 def test_pg_backup_of_a_postgresql_tenant_warns_about_housekeeping_and_restores_identical(pg, keys, rc, tmp_path):
-    pg.psql('CREATE DATABASE "rcacme"')
-    pg.psql("CREATE TABLE guests (id serial PRIMARY KEY, name text, avatar bytea);"
-            "INSERT INTO guests (name, avatar) SELECT 'Guest ' || i, decode(md5(i::text), 'hex') "
-            "FROM generate_series(1, 5000) i;", db="rcacme")
+    pg_guests(pg, "rcacme")
     args = dict(pg.login, tenant="rcacme", repository=rc.url("pg"), recipients=[keys["public"]], **rc.options())
     res = lbtest.run_module("pg_backup", args)
     assert res.get("changed") is True and not res.get("failed"), res
@@ -59,14 +58,7 @@ def test_pg_backup_of_a_postgresql_tenant_warns_about_housekeeping_and_restores_
                                                   identity_file=keys["identity"], **rc.options()))
     assert not ver.get("failed") and ver["status"] == "PASS", ver
 
-    pg.psql('CREATE DATABASE "rcacme_restored"')
-    out = lbtest.run_module("backup_restore", dict(pg.login, tenant="rcacme", repository=rc.url("pg"),
-                                                   identity_file=keys["identity"], target_database="rcacme_restored",
-                                                   **rc.options()))
-    assert not out.get("failed") and out.get("changed"), out
-    with pg.connect("rcacme") as a, pg.connect("rcacme_restored") as b:
-        original, restored = lbtest.table_checksums(a), lbtest.table_checksums(b)
-    assert original == restored and original["public.guests"][0] == 5000
+    assert rc.pg_restores_identical(pg, keys, "rcacme", "pg")["public.guests"][0] == 5000
 
 
 def sqlite_backup(rc, keys, tmp_path, tenant="rcsql", rows=3000, prefix="lb"):
@@ -95,25 +87,13 @@ def test_sqlite_tenant_backup_info_verify_restore_through_the_modules(keys, rc, 
                                                   identity_file=keys["identity"], **rc.options()))
     assert not ver.get("failed") and ver["status"] == "PASS", ver
 
-    target = str(tmp_path / "restored.db")
-    out = lbtest.run_module("backup_restore", dict(tenant="rcsql", engine="sqlite", repository=rc.url("lb"),
-                                                   identity_file=keys["identity"], target_path=target,
-                                                   **rc.options()))
-    assert not out.get("failed") and out.get("changed"), out
-    assert lbtest.sqlite_checksums(target) == lbtest.sqlite_checksums(db)
+    rc.sqlite_restores_identical(keys, "rcsql", "lb", db)
 
 
 def test_a_multipart_artifact_round_trips(keys, rc, tmp_path):
     """An artifact over one part (8 MiB) goes up as a multipart upload that rclone assembles."""
-    db = tmp_path / "big.db"
-    import sqlite3
-
-    conn = sqlite3.connect(str(db))
-    conn.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB)")
-    conn.executemany("INSERT INTO blobs (data) VALUES (?)", [(os.urandom(256 * 1024),) for _i in range(48)])
-    conn.commit()
-    conn.close()
-    res = backup.run(dict(tenant="rcbig", engine="sqlite", path=str(db), repository=rc.url("lb"),
+    db = sqlite_tenant(tmp_path / "big.db", blob_mib=9, rows=100)
+    res = backup.run(dict(tenant="rcbig", engine="sqlite", path=db, repository=rc.url("lb"),
                           recipients=[keys["public"]], **rc.options()))
     assert res["size_stored"] > 8 << 20 and res.get("warnings"), res
     out = verify.run(dict(repository=rc.url("lb"), tenant="rcbig", identity_file=keys["identity"],

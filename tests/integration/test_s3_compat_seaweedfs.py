@@ -11,13 +11,14 @@ names the version it could not delete, and the artifact stays verifiable.
 
 import json
 import os
-import sqlite3
 import time
 
 import pytest
 
 import lbtest
 import s3server
+from conftest import pg_guests
+from test_s3_repository import sqlite_tenant
 from lifeboat_engine import agefile, backup, lifecycle, naming, prune, verify
 
 pytestmark = pytest.mark.skipif(
@@ -59,10 +60,7 @@ def test_the_store_is_what_the_tests_say(sw):
 
 
 def test_postgresql_tenant_backup_verify_restore_identical_without_warnings(pg, keys, sw):
-    pg.psql('CREATE DATABASE "swacme"')
-    pg.psql("CREATE TABLE guests (id serial PRIMARY KEY, name text, avatar bytea);"
-            "INSERT INTO guests (name, avatar) SELECT 'Guest ' || i, decode(md5(i::text), 'hex') "
-            "FROM generate_series(1, 5000) i;", db="swacme")
+    pg_guests(pg, "swacme")
     res = lbtest.run_module("pg_backup", dict(pg.login, tenant="swacme", repository=sw.url("pg"),
                                               recipients=[keys["public"]], **sw.options()))
     assert res.get("changed") is True and not res.get("failed") and not res.get("warnings"), res
@@ -70,28 +68,16 @@ def test_postgresql_tenant_backup_verify_restore_identical_without_warnings(pg, 
     written = (res["artifact"], res["manifest"])
     assert sorted(sw.keys("pg/")) == sorted("pg/swacme/" + os.path.basename(u) for u in written)
     assert verifies(sw, "swacme", keys["identity"], prefix="pg", **pg.login)
-    pg.psql('CREATE DATABASE "swacme_restored"')
-    out = lbtest.run_module("backup_restore", dict(pg.login, tenant="swacme", repository=sw.url("pg"),
-                                                   identity_file=keys["identity"], target_database="swacme_restored",
-                                                   **sw.options()))
-    assert not out.get("failed") and out.get("changed"), out
-    with pg.connect("swacme") as a, pg.connect("swacme_restored") as b:
-        original, restored = lbtest.table_checksums(a), lbtest.table_checksums(b)
-    assert original == restored and original["public.guests"][0] == 5000
+    assert sw.pg_restores_identical(pg, keys, "swacme", "pg")["public.guests"][0] == 5000
 
 
 def test_a_multipart_sqlite_artifact_survives_a_cut_and_info_verify_restore_identical(keys, sw, tmp_path):
     """An artifact just over one part (8 MiB): a multipart upload that SeaweedFS assembles, through the TCP
     fault proxy, which cuts the connection once mid-way through the first part (the part is sent again)."""
-    db = tmp_path / "swbig.db"
-    conn = sqlite3.connect(str(db))
-    conn.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB)")
-    conn.executemany("INSERT INTO blobs (data) VALUES (?)", [(os.urandom(256 * 1024),) for _i in range(34)])
-    conn.commit()
-    conn.close()
+    db = sqlite_tenant(tmp_path / "swbig.db", blob_mib=9, rows=100)
     with s3server.FaultProxy(sw.server.port, lifetime=120) as proxy:
         proxy.fault("cut", "up", after=3 << 20, times=1)
-        res = backup.run(dict(tenant="swbig", engine="sqlite", path=str(db), repository=sw.url("lb"),
+        res = backup.run(dict(tenant="swbig", engine="sqlite", path=db, repository=sw.url("lb"),
                               recipients=[keys["public"]], **sw.options(endpoint=proxy.endpoint)))
         assert len(proxy.hits) == 1, "the fault never fired: the test proved nothing"
     assert 8 << 20 < res["size_stored"] < 10 << 20 and not res.get("warnings"), res
@@ -101,12 +87,7 @@ def test_a_multipart_sqlite_artifact_survives_a_cut_and_info_verify_restore_iden
     info = lbtest.run_module("backup_info", dict(repository=sw.url("lb"), **sw.options()))
     assert not info.get("failed") and os.path.basename(res["artifact"]) in json.dumps(info), info
     assert verifies(sw, "swbig", keys["identity"])
-    target = str(tmp_path / "restored.db")
-    out = lbtest.run_module("backup_restore", dict(tenant="swbig", engine="sqlite", repository=sw.url("lb"),
-                                                   identity_file=keys["identity"], target_path=target,
-                                                   **sw.options()))
-    assert not out.get("failed") and out.get("changed"), out
-    assert lbtest.sqlite_checksums(target) == lbtest.sqlite_checksums(str(db))
+    sw.sqlite_restores_identical(keys, "swbig", "lb", db)
 
 
 def test_prune_deletes_what_the_rules_say(keys, sw, tmp_path):
