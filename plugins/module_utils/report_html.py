@@ -132,7 +132,9 @@ def _drill_view(report):
             lanes["problems"].extend(row.get("problems") or [])
         else:
             lanes["lanes"].append({
-                "label": row.get("tenant", ""), "start": start, "seconds": rto["value"], "status": status,
+                # the lane is the RTO: restored and verified within its budget, or not (the RPO is the table's)
+                "label": row.get("tenant", ""), "start": start, "seconds": rto["value"],
+                "status": PASS if rto["status"] == PASS and status_word(row.get("verify")) == PASS else FAIL,
                 "budget": rto["budget"],
                 "segments": [{"label": c.get("name", ""), "seconds": _number(c.get("seconds")),
                               "status": status_word(c.get("status"))} for c in checks]})
@@ -291,7 +293,7 @@ h1 .badge { font-size: .7em; }
 .lane { display: grid; grid-template-columns: 17em 1fr 12em; gap: .7em; align-items: center; min-height: 1.7em; }
 .lane.sub .label { padding-left: 1.4em; color: #333; }
 .lane.sub .label::before { content: "\\21B3\\00A0"; }
-.label { overflow-wrap: anywhere; } .when { text-align: right; font-variant-numeric: tabular-nums; }
+.label { overflow-wrap: anywhere; } .nw { white-space: nowrap; } .when { text-align: right; font-variant-numeric: tabular-nums; }
 .track { position: relative; height: 1.15em; background: #f4f4f4; border-left: 1px solid #999; border-right: 1px solid #999; }
 .bar { position: absolute; top: 0; bottom: 0; min-width: 2px; display: flex; overflow: hidden; }
 .seg { height: 100%; border-right: 1px solid #fff; }
@@ -399,7 +401,8 @@ def _tenant_rows(tenants):
         checks = ""
         if t["checks"]:
             checks = '<ul class="plain">%s</ul>' % "".join(
-                "<li>%s %s %s</li>" % (_badge(c.get("status")), _e(c.get("name")), _e(duration(_number(c.get("seconds")))))
+                '<li>%s %s <span class="nw">%s</span></li>' % (_badge(c.get("status")), _e(c.get("name")),
+                                                              _e(duration(_number(c.get("seconds")))))
                 for c in t["checks"])
         evidence = '<dl class="evidence">%s</dl>' % "".join(
             "<dt>%s</dt><dd>%s</dd>" % (_e(k), _e(v)) for k, v in t["evidence"])

@@ -3,6 +3,7 @@ every tenant shown, a measure over its budget shown as FAIL in words, hosts and 
 without a timeline said so, and nothing the page would fetch."""
 
 import html.parser
+import re
 
 import pytest
 
@@ -153,6 +154,19 @@ def test_a_drill_over_its_budgets_is_fail_in_words_and_hatched():
     assert cells["slow"].count("over its budget") == 2
     assert '<span class="fill s-fail"' in page and "repeating-linear-gradient" in page  # hatched, not colour alone
     assert "<title>Restore drill report: FAIL</title>" in page
+
+
+def lane_status(page, name):
+    return re.search(r'data-lane="%s".*?class="bar s-(\w+)"' % re.escape(name), page).group(1)
+
+
+def test_a_drill_lane_is_the_rto_and_its_verification():
+    old = drill_row("old", status="FAIL", rpo_budget=("1h", 3600), problems=["RPO 7200 s over its budget 1h"])
+    slow = drill_row("slow", status="FAIL", rto=31.0, rto_budget=("30s", 30), problems=["RTO 31.0 s over its budget 30s"])
+    broken = dict(drill_row("broken", status="FAIL", problems=["verify FAILED: row_counts"]), verify="FAIL")
+    page = report_html.render(drill([drill_row("quick"), old, slow, broken], status="FAIL"))
+    assert [lane_status(page, n) for n in ("quick", "old", "slow", "broken")] == ["pass", "pass", "fail", "fail"]
+    assert tenant_cells(page)["old"].startswith("old \u2718 FAIL")
 
 
 def test_a_restored_tenant_over_its_rpo_budget_is_fail():
