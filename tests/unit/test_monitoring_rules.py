@@ -10,6 +10,7 @@ own templates here, so a wrong label name in a template fails).
 
 import datetime
 import io
+import json
 import pathlib
 import re
 import subprocess
@@ -401,3 +402,36 @@ def test_a_failed_anonymize_and_pii_older_than_its_budget_page(scenario):
          [firing("LifeboatPIIOlderThanBudget", globex, 2 * day + 25 * MIN),
           firing("LifeboatPIIOlderThanBudget", dict(globex, tenant="acme"), 2 * day + 17 * MIN)]),
     ])
+
+
+def written_names():
+    """Every metric name the agent's writers (and the drill's) can write, from their own output."""
+    entry = {"last_run": 1.0, "last_success": 1.0, "last_status": "ok", "duration_seconds": 1.0, "size_stored": 1,
+             "size_raw": 1, "rows_scrubbed": 1, "cutoff_time": 1.0, "pii_budget": 1, "deleted": 1, "artifact_time": 1.0}
+    texts = [agent_metrics.render(op, {"t": entry}, {"finished": 1.0, "budget": 1})
+             for op in ("backup", "verify", "prune", "anonymize")]
+    texts.append(agent_metrics.render_protection(
+        [{"tenant": "t", "found": "listed", "reason": "none", "rpo_seconds": 1, "newest_time": 1.0}],
+        {"finished": 1.0, "operation": "backup", "discovery": {"ok": True, "discovered": 1}}))
+    texts.append(agent_metrics.render_start("backup", "locked", 1.0, 1.0))
+    texts.append(agent_metrics.render_drill([{"host": "h", "tenant": "t", "rto_seconds": 1, "rto_budget_seconds": 1,
+                                              "rpo_seconds": 1, "rpo_budget_seconds": 1, "status": "PASS"}], 1.0))
+    return set(name for text in texts for name, _labels in monitoring.parse_textfile(text))
+
+
+def test_rules_and_dashboard_read_only_metrics_that_are_written():
+    recorded = set()
+    exprs = []
+    for path in monitoring.RULES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                recorded.add(rule.get("record"))
+                exprs.append((rule.get("alert") or rule["record"], rule["expr"]))
+    exprs += monitoring.dashboard_queries()
+    known = written_names() | recorded
+    unknown = sorted(set((where, name) for where, expr in exprs
+                         for name in re.findall(r"[a-z_:]*lifeboat[a-z_:]*", expr) if name not in known))
+    assert unknown == []
+    board = json.loads(monitoring.DASHBOARD.read_text())
+    assert len(set(p["id"] for p in board["panels"])) == len(board["panels"])
+    assert all(p["datasource"]["uid"] == "${datasource}" for p in board["panels"])
