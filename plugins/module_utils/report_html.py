@@ -401,9 +401,8 @@ def _tenant_rows(tenants):
         checks = ""
         if t["checks"]:
             checks = '<ul class="plain">%s</ul>' % "".join(
-                '<li>%s %s <span class="nw">%s</span></li>' % (_badge(c.get("status")), _e(c.get("name")),
-                                                              _e(duration(_number(c.get("seconds")))))
-                for c in t["checks"])
+                '<li>%s %s <span class="nw">%s</span></li>'
+                % (_badge(c.get("status")), _e(c.get("name")), _e(duration(_number(c.get("seconds"))))) for c in t["checks"])
         evidence = '<dl class="evidence">%s</dl>' % "".join(
             "<dt>%s</dt><dd>%s</dd>" % (_e(k), _e(v)) for k, v in t["evidence"])
         problems = ('<ul class="plain problems">%s</ul>' % "".join("<li>%s</li>" % _e(p) for p in t["problems"])
