@@ -3,9 +3,11 @@
 the drill's metrics; both through the real ansible-playbook on localhost."""
 
 import filecmp
+import json
 
 import lbtest
 import monitoring
+from lifeboat_engine import agent_config
 
 
 def install_rules(folder, check=False):
@@ -47,3 +49,18 @@ def test_the_drill_writes_its_metrics_when_asked(tmp_path):
     samples = monitoring.parse_textfile((tmp_path / "lifeboat_drill.prom").read_text())
     assert samples[("lifeboat_drill_rto_seconds", (("host", "v1"), ("tenant", "acme")))] == 12.5
     assert samples[("lifeboat_drill_status", (("host", "v1"), ("tenant", "acme")))] == 1
+
+
+def test_the_verifier_role_writes_the_verify_budget(tmp_path):
+    """verifier_budget reaches the agent's 60-verify.yml as verify.budget, which the agent accepts."""
+    roles = lbtest.ROOT / "roles" / "verifier"
+    tasks = [{"name": "defaults", "ansible.builtin.include_vars": str(roles / "defaults" / "main.yml")},
+             {"name": "vars", "ansible.builtin.include_vars": str(roles / "vars" / "main.yml")},
+             {"name": "settings", "ansible.builtin.copy": {"content": "{{ __verifier_settings | to_nice_yaml }}",
+                                                           "dest": str(tmp_path / "60-verify.yml"), "mode": "0600"}}]
+    run = lbtest.run_playbook(tasks, extra_args=["-e", json.dumps({"verifier_repository": "s3://bucket/lifeboat",
+                                                                   "verifier_budget": "9d"})])
+    assert run.rc == 0, run
+    text = (tmp_path / "60-verify.yml").read_text()
+    checked = agent_config.check_document(agent_config.parse_yaml(text, "60-verify.yml"), "60-verify.yml")
+    assert checked["verify"]["budget"] == 9 * 86400
