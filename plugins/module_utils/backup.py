@@ -284,8 +284,11 @@ def _run_steps(req, steps, writes, facts, check_mode, progress):
         result[key] = first.get(key)
     glob = [a for a in result["artifacts"] if a["format"] == "globals"]
     result["globals_artifact"] = glob[0].get("artifact") if glob else None
+    warnings = [w for a in result["artifacts"] for w in a.get("warnings", [])]
     if req.repository.warnings:  # S3 housekeeping that failed, guarantees the store lacks
-        result["warnings"] = list(req.repository.warnings)
+        warnings += list(req.repository.warnings)
+    if warnings:
+        result["warnings"] = warnings
     result["msg"] = _summary(result)
     return result
 
@@ -358,6 +361,7 @@ def _write_job(req, job, facts, progress):
         "tables": len(counts),
         "rows": sum(counts.values()),
         "stamp": stamp,
+        "warnings": list(source.get("warnings", [])),
     }
 
 
@@ -458,6 +462,7 @@ def _store_pgdump(req, writer, facts, progress):
                    else large_objects.referenced(conn))
         settings = None if req.schema else postgres.database_settings(conn)
         properties = None if req.schema else postgres.database_properties(conn)
+        fragile = [w for ws in postgres.restore_time_calls(conn, req.schema).values() for w in ws]
         exts = None if req.schema else postgres.extensions(conn)
         with postgres.Snapshot(conn) as snap:
             argv = [pg_dump, "--format=custom", "--compress=0", "--no-password", "--snapshot=" + snap.id,
@@ -502,6 +507,8 @@ def _store_pgdump(req, writer, facts, progress):
         source["database_settings"] = settings
     if properties:
         source["database_properties"] = properties
+    if fragile:
+        source["warnings"] = fragile  # what a restore of this artifact may trip over
     if exts is not None:
         source["extensions"] = exts  # a restore checks the target server has them first
     return sizes, counts, source

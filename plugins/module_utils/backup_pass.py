@@ -77,6 +77,7 @@ class Pass(object):
         self.extensions = postgres.extensions(conn)  # in the shared part's manifest (a restore checks them first)
         self.shared_ref = None
         self.shared_excluded = 0
+        self.fragile = {}  # {schema: [warning]}: functions a restore runs without a search_path of their own
         self.counter = None
         self.runs = 0
 
@@ -131,6 +132,7 @@ class Pass(object):
             self.counter = None
             try:
                 depends = schema_pass.dependencies(self.conn, tenant_order) if tenant_order else {}
+                self.fragile = postgres.restore_time_calls(self.conn)
                 self.lo_refs = {}
                 for entry in large_objects.referenced(self.conn):  # in the shared part, which holds them
                     self.lo_refs.setdefault(entry["schema"], []).append(entry)
@@ -155,10 +157,12 @@ class Pass(object):
         self.result["seconds"] = round(time.monotonic() - t0, 3)
         self.result["pg_dump_runs"] = self.runs
         self.result["lock_budget"] = self.budget
+        for a in written:  # what a restore of a tenant's artifact may trip over
+            self.result.setdefault("warnings", []).extend(a.get("warnings", []))
         if req.repository.warnings:  # S3 housekeeping that failed, guarantees the store lacks
             self.result.setdefault("warnings", []).extend(req.repository.warnings)
             for a in self.result["artifacts"]:  # each tenant's own, and the store's (the agent's tenant lines)
-                a["warnings"] = req.repository.warnings_for(a["tenant"])
+                a["warnings"] = a.get("warnings", []) + req.repository.warnings_for(a["tenant"])
         self.result["msg"] = self._summary(written)
         return self.result
 
@@ -334,6 +338,10 @@ class Pass(object):
         }
         if warnings:
             source["pg_dump_messages"] = warnings[-2000:]
+        fragile = self.fragile.get(schema, []) if schema else [w for s in self.shared_schemas
+                                                               for w in self.fragile.get(s, [])]
+        if fragile:
+            source["warnings"] = fragile
         refs = self.lo_refs.get(schema) if schema else [e for s in self.shared_schemas for e in self.lo_refs.get(s, [])]
         if refs:
             source["large_objects"] = refs

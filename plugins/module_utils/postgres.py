@@ -305,6 +305,84 @@ def database_properties(conn):
     return {"owner": owner, "comment": comment, "connection_limit": limit, "grants": grants}
 
 
+_RESTORE_TIME_CALLS = """
+WITH fn AS (
+  SELECT p.oid, n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid) AS args, p.provolatile,
+         NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(p.proconfig) c WHERE c LIKE 'search\\_path=%%%%') %s AS no_path
+    FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+    JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+   WHERE l.lanname IN ('sql', 'plpgsql') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                     AND e.objid = p.oid AND e.deptype = 'e')
+), used AS (
+  SELECT d.refobjid AS fn, rn.nspname, false AS per_row, 'materialized view ' || pg_catalog.quote_ident(rn.nspname)
+         || '.' || pg_catalog.quote_ident(rc.relname) AS what
+    FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_rewrite r ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+         AND r.oid = d.objid
+    JOIN pg_catalog.pg_class rc ON rc.oid = r.ev_class AND rc.relkind = 'm'
+    JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace
+  UNION ALL
+  SELECT d.refobjid, rn.nspname, false, 'index ' || pg_catalog.quote_ident(rn.nspname) || '.'
+         || pg_catalog.quote_ident(rc.relname)
+    FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class rc ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+         AND rc.oid = d.objid AND rc.relkind IN ('i', 'I')
+    JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace
+  UNION ALL
+  SELECT d.refobjid, rn.nspname, true, 'check constraint ' || pg_catalog.quote_ident(k.conname) || ' of '
+         || CASE WHEN k.contypid <> 0 THEN 'domain ' || k.contypid::pg_catalog.regtype::text ELSE 'table '
+         || k.conrelid::pg_catalog.regclass::text END
+    FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_constraint k
+         ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND k.oid = d.objid AND k.contype = 'c'
+    JOIN pg_catalog.pg_namespace rn ON rn.oid = k.connamespace
+  UNION ALL
+  SELECT d.refobjid, rn.nspname, true, 'generated column ' || a.adrelid::pg_catalog.regclass::text || '.'
+         || pg_catalog.quote_ident(t.attname)
+    FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_attrdef a ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
+         AND a.oid = d.objid
+    JOIN pg_catalog.pg_attribute t ON t.attrelid = a.adrelid AND t.attnum = a.adnum AND t.attgenerated <> ''
+    JOIN pg_catalog.pg_class rc ON rc.oid = a.adrelid JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace
+)
+SELECT DISTINCT used.nspname, pg_catalog.quote_ident(fn.nspname), pg_catalog.quote_ident(fn.proname), fn.args,
+       used.what, fn.no_path, used.per_row AND fn.provolatile <> 'i'
+  FROM used JOIN fn ON fn.oid = used.fn
+ WHERE (fn.no_path OR (used.per_row AND fn.provolatile <> 'i'))
+   AND (%%(schema)s::text IS NULL OR used.nspname = %%(schema)s::text)
+ ORDER BY 1, 5, 2, 3
+"""
+
+
+def restore_time_calls(conn, schema=None):
+    """{schema: [warning]} for the SQL and plpgsql functions that a restore runs (materialized views, index
+    expressions, check constraints, generated columns) and may fail in, in ``schema`` or in all.
+
+    pg_restore runs them with an empty search_path: one without a search_path of its own that names a table,
+    type or function outside pg_catalog without its schema fails. And it checks each row as it loads it: a
+    check that reads another table (a function that is not IMMUTABLE) finds it not loaded yet. Either way
+    the artifact cannot be restored (verify FAILs it); lifeboat cannot change that in the dump, so the
+    backup says so, with the fix.
+    """
+    prosqlbody = "AND p.prosqlbody IS NULL" if major(server_version(conn)) >= 14 else ""
+    out = {}
+    for where, nsp, name, args, what, no_path, volatile in conn.execute(
+            _RESTORE_TIME_CALLS % prosqlbody, {"schema": schema}).fetchall():
+        function = "%s.%s(%s)" % (nsp, name, args)  # quoted where needed, by quote_ident
+        problems = []
+        if no_path:
+            problems.append(
+                "it sets no search_path, and a restore runs it with an empty one: if it names a table, type or "
+                "function outside pg_catalog without its schema, the restore fails. Give it one: ALTER FUNCTION %s "
+                "SET search_path = %s; (or qualify the names in its body)"
+                % (function, nsp if nsp == "public" else "%s, public" % nsp))
+        if volatile:
+            problems.append(
+                "it is not IMMUTABLE, and a restore checks each row as it loads it, before the rows of tables "
+                "loaded after it: if it reads another table, the restore fails (PostgreSQL supports immutable "
+                "checks only: use a foreign key or a trigger)")
+        out.setdefault(where, []).append("The function %s, used by %s, may make a restore of this backup fail "
+                                         "(verify would FAIL it): %s." % (function, what, "; and ".join(problems)))
+    return out
+
+
 _SUBSCRIPTIONS = """
 SELECT s.subname FROM pg_catalog.pg_subscription s JOIN pg_catalog.pg_database d ON d.oid = s.subdbid
  WHERE d.datname = %s ORDER BY 1

@@ -310,3 +310,72 @@ def test_pgbench_writing_during_the_backups_leaves_copies_that_keep_its_invarian
                 assert before[schema] < sums[4] < after[schema], (copy, schema, before, sums, after)
     for name in (db, "zoo_bench_copy", "zoo_bench_scopy"):
         pg.psql("DROP DATABASE %s WITH (FORCE)" % name)
+
+
+# -- what pg_restore cannot restore: functions it runs with an empty search_path -------------------------------
+
+FRAGILE = """
+CREATE TABLE prices (id int PRIMARY KEY, cents int NOT NULL);
+INSERT INTO prices SELECT g, 100 * g FROM generate_series(1, 10) g;
+CREATE FUNCTION total_cents() RETURNS bigint LANGUAGE sql STABLE AS $$ SELECT sum(cents) FROM prices $$;
+CREATE MATERIALIZED VIEW totals AS SELECT total_cents() AS total;
+CREATE FUNCTION safe_total() RETURNS bigint LANGUAGE sql STABLE SET search_path = public
+  AS $$ SELECT sum(cents) FROM prices $$;
+CREATE MATERIALIZED VIEW safe_totals AS SELECT safe_total() AS total;
+CREATE SCHEMA shop;
+CREATE FUNCTION shop.sku_pattern() RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT '^[A-Z]-[0-9]$' $$;
+CREATE FUNCTION shop.valid_sku(s text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE
+  AS $$ BEGIN RETURN s ~ sku_pattern(); END $$;
+CREATE TABLE shop.skus (sku text PRIMARY KEY);
+INSERT INTO shop.skus VALUES ('A-1'), ('B-2');
+CREATE FUNCTION shop.known_sku(s text) RETURNS boolean LANGUAGE sql STABLE SET search_path = shop
+  AS $$ SELECT EXISTS (SELECT 1 FROM skus WHERE sku = s) $$;
+CREATE TABLE shop.lines (id int PRIMARY KEY, sku text NOT NULL CONSTRAINT sku_valid CHECK (shop.valid_sku(sku))
+                         CONSTRAINT sku_known CHECK (shop.known_sku(sku)));
+SET search_path = shop, public;  -- as the application's role has it
+INSERT INTO shop.lines VALUES (1, 'A-1'), (2, 'B-2');
+"""
+
+
+def test_a_function_a_restore_runs_and_fails_in_is_a_warning_and_verify_fails_it(pg, keys, tmp_path):
+    """pg_restore runs the functions of materialized views and checks with an empty search_path, and checks
+    each row as it loads it: a function that names a table or function without its schema (and sets no
+    search_path), or a check that reads another table, is dumped as it is but cannot be restored. The
+    backup warns naming the function, its user and the fix; verify FAILs the artifact."""
+    db = "zoo_fragile"
+    pg.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % db)
+    pg.psql("CREATE DATABASE %s" % db)
+    pg.psql(FRAGILE, db=db)
+    common = dict(pg.login, repository=str(tmp_path / "repo"))
+    tasks = [{"name": "db", "lifeboat.backup.pg_backup": dict(common, tenant="zoo-fragile", database=db,
+                                                              recipients=[keys["public"]])},
+             {"name": "pass", "lifeboat.backup.pg_backup": dict(common, database=db, schemas=["shop"],
+                                                                recipients=[keys["public"]])},
+             {"name": "verify", "lifeboat.backup.backup_verify": dict(common, identity_file=keys["identity"]),
+              "ignore_errors": True}]
+    run = lbtest.run_playbook(tasks)
+    res = dict((r["_task"], r) for r in run.results)
+    warned = res["db"].get("warnings", [])
+    assert not res["db"].get("failed") and len(warned) == 3, res["db"]
+    assert "public.total_cents(), used by materialized view public.totals, may make a restore" in warned[0], warned
+    assert "ALTER FUNCTION public.total_cents() SET search_path = public;" in warned[0], warned
+    assert "shop.known_sku(s text), used by check constraint sku_known of table shop.lines" in warned[1], warned
+    assert "not IMMUTABLE" in warned[1] and "search_path" not in warned[1], warned
+    assert "shop.valid_sku(s text), used by check constraint sku_valid of table shop.lines" in warned[2], warned
+    assert "ALTER FUNCTION shop.valid_sku(s text) SET search_path = shop, public;" in warned[2], warned
+    # in a pass, each artifact has its own: the materialized view is the shared part's, the checks the tenant's
+    assert sorted(res["pass"].get("warnings", [])) == sorted(warned), res["pass"]
+    own = dict((a["tenant"], a["warnings"]) for a in res["pass"]["artifacts"])
+    assert own == {"_shared_zoo_fragile": warned[:1], "shop": warned[1:]}, own
+    statuses = dict((t["tenant"], t["status"]) for t in res["verify"]["tenants"])
+    assert statuses == {"zoo-fragile": "FAIL", "shop": "FAIL", "_shared_zoo_fragile": "FAIL"}, res["verify"]
+    # fixed as the warnings say: no warning, and verify PASSes
+    pg.psql("ALTER FUNCTION total_cents() SET search_path = public; "
+            "ALTER FUNCTION shop.valid_sku(text) SET search_path = shop, public; "
+            "ALTER TABLE shop.lines DROP CONSTRAINT sku_known", db=db)
+    run = lbtest.run_playbook(tasks)
+    res = dict((r["_task"], r) for r in run.results)
+    assert not res["db"].get("warnings") and not res["pass"].get("warnings"), run
+    assert res["verify"]["status"] == "PASS", [(t["tenant"], [c for c in t["checks"] if c["status"] == "FAIL"])
+                                               for t in res["verify"]["tenants"]]
+    pg.psql("DROP DATABASE %s WITH (FORCE)" % db)
