@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 
-from . import argspec, crypto, large_objects, manifest, naming, pipeline, postgres, schema_pass
+from . import argspec, crypto, large_objects, manifest, naming, pipeline, policy_roles, postgres, schema_pass
 from . import sqlite as sqlite_engine
 from .errors import LifeboatError
 from .repository import describe_os_error, open_repository, s3_options, unique_stamp
@@ -464,6 +464,7 @@ def _store_pgdump(req, writer, facts, progress):
         properties = None if req.schema else postgres.database_properties(conn)
         fragile = [w for ws in postgres.restore_time_calls(conn, req.schema).values() for w in ws]
         exts = None if req.schema else postgres.extensions(conn)
+        roles = policy_roles.named(conn, req.schema)
         with postgres.Snapshot(conn) as snap:
             argv = [pg_dump, "--format=custom", "--compress=0", "--no-password", "--snapshot=" + snap.id,
                     "--dbname=" + req.conn.conninfo(req.database, app + "-pg_dump")]
@@ -511,6 +512,8 @@ def _store_pgdump(req, writer, facts, progress):
         source["warnings"] = fragile  # what a restore of this artifact may trip over
     if exts is not None:
         source["extensions"] = exts  # a restore checks the target server has them first
+    if roles:
+        source["policy_roles"] = roles  # a verifier creates them on its scratch server for the check
     return sizes, counts, source
 
 

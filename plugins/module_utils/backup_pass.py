@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 
-from . import backup, large_objects, naming, pgarchive, pipeline, postgres, schema_pass
+from . import backup, large_objects, naming, pgarchive, pipeline, policy_roles, postgres, schema_pass
 from .errors import LifeboatError
 from .spool import Budget, Spool, Stopped
 from .tools import Tool
@@ -75,6 +75,7 @@ class Pass(object):
         self.server_version = postgres.server_version(conn)
         self.system_identifier = postgres.system_identifier(conn)
         self.extensions = postgres.extensions(conn)  # in the shared part's manifest (a restore checks them first)
+        self.policy_roles = policy_roles.by_schema(conn)  # the roles each schema's RLS policies name
         self.shared_ref = None
         self.shared_excluded = 0
         self.fragile = {}  # {schema: [warning]}: functions a restore runs without a search_path of their own
@@ -342,6 +343,10 @@ class Pass(object):
                                                                for w in self.fragile.get(s, [])]
         if fragile:
             source["warnings"] = fragile
+        roles = sorted(set(self.policy_roles.get(schema, []) if schema else
+                           [r for s in self.shared_schemas for r in self.policy_roles.get(s, [])]))
+        if roles:
+            source["policy_roles"] = roles
         refs = self.lo_refs.get(schema) if schema else [e for s in self.shared_schemas for e in self.lo_refs.get(s, [])]
         if refs:
             source["large_objects"] = refs

@@ -152,3 +152,55 @@ def test_the_target_servers_own_pg_restore_is_preferred(tmp_path, monkeypatch):
     assert postgres.find_binary("pg_restore", None, 17, prefer_major=15)[0] == own17
     # no preference: the newest, as before
     assert postgres.find_binary("pg_restore", None, 15)[0] == own17
+
+
+def test_verification_makes_the_roles_that_policies_name_and_drops_them_after(pg, keys, tmp_path):
+    """A tenant's row-level security policies name application roles; a verifier's scratch server rarely has
+    them (here: dropped after the backup, as on another host). The manifest records them, the verification
+    makes them NOLOGIN for its check, PASSes, and drops them; a manifest without the record fails as before."""
+    repo = str(tmp_path / "repo")
+    pg.psql("DROP DATABASE IF EXISTS rls_db WITH (FORCE)")
+    pg.psql("DROP ROLE IF EXISTS rls_app")
+    pg.psql("DROP ROLE IF EXISTS rls_auditor")
+    pg.psql("CREATE ROLE rls_app NOLOGIN; CREATE ROLE rls_auditor NOLOGIN")
+    pg.psql("CREATE DATABASE rls_db")
+    pg.psql("CREATE TABLE notes (id int, owner text, body text); ALTER TABLE notes ENABLE ROW LEVEL SECURITY; "
+            "CREATE POLICY own ON notes TO rls_app USING (owner = current_user); "
+            "CREATE POLICY audit ON notes FOR SELECT TO rls_auditor USING (true); CREATE POLICY anyone ON notes FOR SELECT TO PUBLIC USING (false); "
+            "INSERT INTO notes SELECT i, 'rls_app', 'n' || i FROM generate_series(1, 12) i", db="rls_db")
+    res = backup.run(dict(pg.login, tenant="rls_db", repository=repo, recipients=[keys["public"]]))
+    assert manifest(res["manifest"])["source"]["policy_roles"] == ["rls_app", "rls_auditor"]
+    pg.psql("DROP DATABASE rls_db WITH (FORCE)")
+    pg.psql("DROP ROLE rls_app; DROP ROLE rls_auditor")
+
+    out = verify.run(dict(pg.login, repository=repo, tenant="rls_db", identity_file=keys["identity"],
+                          fail_on_error=False))
+    checks = dict((c["name"], c) for c in out["checks"])
+    assert out["status"] == "PASS", checks
+    assert "rls_app, rls_auditor" in checks["restore"]["detail"], checks["restore"]
+    assert pg.psql("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'rls\\_%'") == "0"
+
+    doc = manifest(res["manifest"])
+    del doc["source"]["policy_roles"]
+    with open(res["manifest"], "w") as f:
+        json.dump(doc, f)
+    out = verify.run(dict(pg.login, repository=repo, tenant="rls_db", identity_file=keys["identity"],
+                          fail_on_error=False, record=False))
+    checks = dict((c["name"], c) for c in out["checks"])
+    assert checks["restore"]["status"] == "FAIL" and 'role "rls_' in checks["restore"]["detail"], checks["restore"]
+
+
+def test_a_pass_records_the_policy_roles_of_each_schema_tenant(pg, keys, tmp_path):
+    pg.psql("DROP DATABASE IF EXISTS saas_rls WITH (FORCE)")
+    saas.build(pg, db="saas_rls", tenants=("acme", "globex"), rows=5)
+    pg.psql("DROP ROLE IF EXISTS rls_tenant_app")
+    pg.psql("CREATE ROLE rls_tenant_app NOLOGIN")
+    pg.psql("CREATE TABLE acme.secrets (id int); ALTER TABLE acme.secrets ENABLE ROW LEVEL SECURITY; "
+            "CREATE POLICY p ON acme.secrets TO rls_tenant_app USING (true)", db="saas_rls")
+    res = backup_pass.run(dict(pg.login, database="saas_rls", schemas=["acme", "globex"],
+                               repository=str(tmp_path / "repo"), recipients=[keys["public"]]))
+    by = dict((a["tenant"], manifest(a["manifest"])["source"]) for a in res["artifacts"])
+    assert by["acme"]["policy_roles"] == ["rls_tenant_app"]
+    assert "policy_roles" not in by["globex"]
+    pg.psql("DROP DATABASE saas_rls WITH (FORCE)")
+    pg.psql("DROP ROLE rls_tenant_app")

@@ -65,8 +65,9 @@ def _hint(failure, req):
             return (" The archive's objects belong to (or grant privileges to) roles this server does not have: "
                     "restore the server's globals first (globals_artifact), or set owners: false and "
                     "privileges: false.")
-        return (" The archive grants privileges to roles this server does not have: restore the server's "
-                "globals first (globals_artifact), or set privileges: false.")
+        return (" The archive grants privileges to (or its row-level security policies name) roles this server does "
+                "not have: restore the server's globals first (globals_artifact), or create the roles; privileges: "
+                "false leaves grants out, but a policy needs its roles.")
     if "unsupported version" in text:
         return " pg_restore is older than the pg_dump that wrote the archive: install a newer client or set pg_bin_dir."
     if "already exists" in text and req.allow_create_in_dump:

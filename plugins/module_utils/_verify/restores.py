@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import tarfile
 
-from .. import large_objects, naming, pipeline, postgres, shared_part
+from .. import large_objects, naming, pipeline, policy_roles, postgres, shared_part
 from .. import sqlite as sqlite_engine
 from ..errors import LifeboatError
 from ..restore_common import PipeSink, PrivateDir
@@ -76,10 +76,15 @@ def restore_pg(ctx, repo, tenant, art, doc, identities, compressed):
             admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
                 sql.Identifier(scratch), sql.Literal("lifeboat verify scratch of %s (pid %d on %s); safe to drop"
                                                      % (art["name"], os.getpid(), socket.gethostname()))))
+            created = []  # roles made for the policies of the artifacts (dropped with the scratch copy)
             try:
                 first = []
+                try:
+                    created += policy_roles.create_for_check(admin, policy_roles.recorded(doc), art["name"])
+                except LifeboatError as e:
+                    return None, Check("restore").done(FAIL, str(e)), []
                 if shared_part.is_schema_tenant(doc):
-                    first, ok = _restore_shared(ctx, pg_restore, scratch, repo, doc, identities)
+                    first, ok = _restore_shared(ctx, pg_restore, scratch, repo, doc, identities, admin, created)
                     if not ok:
                         return None, skip("restore", "the shared part did not restore"), first
                 c = Check("restore")
@@ -94,7 +99,9 @@ def restore_pg(ctx, repo, tenant, art, doc, identities, compressed):
                                     % (doc["source"].get("database"), naming.shared_tenant(doc["source"].get("database"))))
                     restore = c.done(FAIL, redact(failure))
                     return sizes, restore, first + [skip("row_counts", "the restore failed")]
-                restore = c.done(PASS, "pg_restore into scratch database %s on %s" % (scratch, ctx.conn.server))
+                restore = c.done(PASS, "pg_restore into scratch database %s on %s%s" % (
+                    scratch, ctx.conn.server, "; roles its row-level security policies name were made for the check "
+                    "and dropped after: %s" % ", ".join(created) if created else ""))
                 with ctx.conn.connect(scratch, app="lifeboat-verify") as conn:
                     actual = postgres.row_counts(conn, (doc.get("source") or {}).get("schema") or None,
                                                  lift_forced_rls=True)
@@ -104,6 +111,7 @@ def restore_pg(ctx, repo, tenant, art, doc, identities, compressed):
             finally:
                 admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
                 janitor.done(jid)
+                policy_roles.drop_created(admin, created)
         finally:
             admin.close()
 
@@ -147,11 +155,14 @@ def _pg_restore_into(ctx, pg_restore, dbname, repo, tenant, art, identities, com
         tool.close()
 
 
-def _restore_shared(ctx, pg_restore, scratch, repo, doc, identities):
-    """The shared part a schema tenant needs, into the scratch database first. Returns (checks, ok)."""
+def _restore_shared(ctx, pg_restore, scratch, repo, doc, identities, admin, created):
+    """The shared part a schema tenant needs, into the scratch database first (the roles its policies name
+    are added to ``created``). Returns (checks, ok)."""
     c = Check("shared_part")
     try:
         shared = shared_part.find(repo, doc)
+        if shared is not None:
+            created += policy_roles.create_for_check(admin, policy_roles.recorded(shared.doc), shared.name)
     except LifeboatError as e:
         return [c.done(FAIL, str(e))], False
     if shared is None:
