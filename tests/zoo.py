@@ -31,6 +31,7 @@ TENANT_FILES = ("10_types.sql", "20_tables.sql", "30_partitions.sql", "35_inheri
                 "50_code.sql", "60_security.sql", "70_names.sql", "75_unlogged.sql")
 OWNER = "zoo_owner"
 
+
 def ident(name):
     return '"%s"' % name.replace('"', '""')
 

@@ -314,31 +314,29 @@ WITH fn AS (
    WHERE l.lanname IN ('sql', 'plpgsql') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
                      AND e.objid = p.oid AND e.deptype = 'e')
+), dep AS (
+  SELECT fn.oid AS fn, d.classid::pg_catalog.regclass::text AS catalog, d.objid
+    FROM fn JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = fn.oid
 ), used AS (
-  SELECT d.refobjid AS fn, rn.nspname, false AS per_row, 'materialized view ' || pg_catalog.quote_ident(rn.nspname)
-         || '.' || pg_catalog.quote_ident(rc.relname) AS what
-    FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_rewrite r ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
-         AND r.oid = d.objid
+  SELECT d.fn, rn.nspname, false AS per_row,
+         'materialized view ' || pg_catalog.quote_ident(rn.nspname) || '.' || pg_catalog.quote_ident(rc.relname) AS what
+    FROM dep d JOIN pg_catalog.pg_rewrite r ON d.catalog = 'pg_rewrite' AND r.oid = d.objid
     JOIN pg_catalog.pg_class rc ON rc.oid = r.ev_class AND rc.relkind = 'm'
     JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace
   UNION ALL
-  SELECT d.refobjid, rn.nspname, false, 'index ' || pg_catalog.quote_ident(rn.nspname) || '.'
-         || pg_catalog.quote_ident(rc.relname)
-    FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class rc ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-         AND rc.oid = d.objid AND rc.relkind IN ('i', 'I')
+  SELECT d.fn, rn.nspname, false, 'index ' || pg_catalog.quote_ident(rn.nspname) || '.' || pg_catalog.quote_ident(rc.relname)
+    FROM dep d JOIN pg_catalog.pg_class rc ON d.catalog = 'pg_class' AND rc.oid = d.objid AND rc.relkind IN ('i', 'I')
     JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace
   UNION ALL
-  SELECT d.refobjid, rn.nspname, true, 'check constraint ' || pg_catalog.quote_ident(k.conname) || ' of '
+  SELECT d.fn, rn.nspname, true, 'check constraint ' || pg_catalog.quote_ident(k.conname) || ' of '
          || CASE WHEN k.contypid <> 0 THEN 'domain ' || k.contypid::pg_catalog.regtype::text ELSE 'table '
          || k.conrelid::pg_catalog.regclass::text END
-    FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_constraint k
-         ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND k.oid = d.objid AND k.contype = 'c'
+    FROM dep d JOIN pg_catalog.pg_constraint k ON d.catalog = 'pg_constraint' AND k.oid = d.objid AND k.contype = 'c'
     JOIN pg_catalog.pg_namespace rn ON rn.oid = k.connamespace
   UNION ALL
-  SELECT d.refobjid, rn.nspname, true, 'generated column ' || a.adrelid::pg_catalog.regclass::text || '.'
+  SELECT d.fn, rn.nspname, true, 'generated column ' || a.adrelid::pg_catalog.regclass::text || '.'
          || pg_catalog.quote_ident(t.attname)
-    FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_attrdef a ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
-         AND a.oid = d.objid
+    FROM dep d JOIN pg_catalog.pg_attrdef a ON d.catalog = 'pg_attrdef' AND a.oid = d.objid
     JOIN pg_catalog.pg_attribute t ON t.attrelid = a.adrelid AND t.attnum = a.adnum AND t.attgenerated <> ''
     JOIN pg_catalog.pg_class rc ON rc.oid = a.adrelid JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace
 )

@@ -281,7 +281,7 @@ def test_pgbench_writing_during_the_backups_leaves_copies_that_keep_its_invarian
         restore = dict(common, identity_file=keys["identity"])
         run = lbtest.run_playbook([
             {"name": "db", "lifeboat.backup.pg_backup": dict(common, tenant="zoo-bench", database=db,
-                                                                       recipients=[keys["public"]])},
+                                                             recipients=[keys["public"]])},
             {"name": "pass", "lifeboat.backup.pg_backup": dict(common, database=db, recipients=[keys["public"]],
                                                                schemas=[{"tenant": "zoo-bench-s", "schema": "bench"}])},
             {"name": "restore db", "lifeboat.backup.backup_restore": dict(restore, tenant="zoo-bench",
