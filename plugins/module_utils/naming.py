@@ -34,15 +34,20 @@ _VERIFY_RE = re.compile(
 
 
 def human_size(n):
-    """``1500000`` -> ``1.5 MB`` (decimal units, as df -H and the AWS console show them)."""
+    """``1500000`` -> ``1.5 MB``: the one size format for people (module messages, the agent's
+    status, every playbook's table and report, the demo). Decimal SI units (B, kB, MB, GB, TB:
+    powers of 1000, as df -H and the AWS console show them), one decimal; a value that would
+    round to 1000.0 of a unit is written in the next one (``999999`` -> ``1.0 MB``)."""
     if n is None:
         return "unknown size"
     n = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000:
-            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
+    if n < 1000:
+        return "%d B" % n
+    for unit in ("kB", "MB", "GB"):
         n /= 1000.0
-    return "%.1f TB" % n
+        if round(n, 1) < 1000:
+            return "%.1f %s" % (n, unit)
+    return "%.1f TB" % (n / 1000.0)
 
 
 def validate_tenant(name, option="tenant"):

@@ -186,7 +186,7 @@ def apply_total_size(decisions, max_total_size):
         if a.get("protected") or not a["complete"]:
             continue
         a["decision"] = "delete"
-        a["reasons"].append("max_total_size (%d bytes) exceeded" % max_total_size)
+        a["reasons"].append("max_total_size (%s) exceeded" % naming.human_size(max_total_size))
         total -= a["size"]
 
 
@@ -337,8 +337,8 @@ def run(params, check_mode=False, now=None):
         "deleted": [d["name"] for d in doomed],
         "kept": [d["name"] for d in kept],
         "report": report,
-        "msg": "%s %d artifact(s) (%d bytes) of %d tenant(s); kept %d." % (
-            "Would delete" if check_mode else "Deleted", len(doomed), report["summary"]["bytes_deleted"],
+        "msg": "%s %d artifact(s) (%s) of %d tenant(s); kept %d." % (
+            "Would delete" if check_mode else "Deleted", len(doomed), naming.human_size(report["summary"]["bytes_deleted"]),
             len(tenants), len(kept)),
     }
     warnings = ["Kept %d artifact(s) due for deletion that object lock holds: %s. Deleting them would only hide "

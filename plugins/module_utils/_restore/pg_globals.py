@@ -73,7 +73,7 @@ class _Buffer(object):
     def write(self, data):
         self.size += len(data)
         if self.size > self.limit:
-            raise LifeboatError("The globals artifact is larger than %d MB: it is not a pg_dumpall --globals-only "
+            raise LifeboatError("The globals artifact is larger than %d MiB: it is not a pg_dumpall --globals-only "
                                 "output." % (self.limit >> 20), option="globals_artifact")
         self.parts.append(bytes(data))
         return len(data)
@@ -108,7 +108,7 @@ class GlobalsPlan(collections.namedtuple("GlobalsPlan", "server art script creat
 def plan_globals(server, art, identities):
     """Decrypt the globals artifact (into memory: it is small) and decide what it would change."""
     if art.manifest["size"]["raw"] > GLOBALS_LIMIT:
-        raise LifeboatError("The globals artifact %s is larger than %d MB: not a pg_dumpall --globals-only output."
+        raise LifeboatError("The globals artifact %s is larger than %d MiB: not a pg_dumpall --globals-only output."
                             % (art.path, GLOBALS_LIMIT >> 20), option="globals_artifact")
     buf = _Buffer(GLOBALS_LIMIT)
     src = art.open()

@@ -26,6 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import LifeboatError
+from ..naming import human_size
 from .client import ClientError, describe, error_code, http_status
 
 MiB = 1 << 20
@@ -224,9 +225,8 @@ class S3Writer(object):
             self._start()
         number = self._number
         if number > S3_MAX_PARTS:
-            raise LifeboatError("Uploading %s failed: the artifact exceeds S3's limit of %d parts (about %d GiB); S3 "
-                                "cannot store objects over 5 TiB." % (self.location, S3_MAX_PARTS,
-                                                                      self.size // GiB))
+            raise LifeboatError("Uploading %s failed: the artifact exceeds S3's limit of %d parts (about %s); S3 "
+                                "cannot store objects over 5 TiB." % (self.location, S3_MAX_PARTS, human_size(self.size)))
         buf, length = self._buf, self._pos
         # The buffers of the parts uploading, this one and the next one must fit in the budget.
         need = len(buf) + self._part_capacity(number + 1)

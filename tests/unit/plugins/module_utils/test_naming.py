@@ -77,6 +77,8 @@ def test_globals_tenant_names_are_safe():
 
 
 @pytest.mark.parametrize("n, text", [(None, "unknown size"), (0, "0 B"), (999, "999 B"), (1000, "1.0 kB"),
-                                     (35_200_000, "35.2 MB"), (999_999_999_999, "1000.0 GB"), (5e15, "5000.0 TB")])
+                                     (112_900, "112.9 kB"), (999_949, "999.9 kB"), (999_950, "1.0 MB"),
+                                     (35_200_000, "35.2 MB"), (64 << 20, "67.1 MB"), (999_999_999_999, "1.0 TB"),
+                                     (5e15, "5000.0 TB")])
 def test_human_size_is_one_decimal_unit_everywhere(n, text):
     assert naming.human_size(n) == text
