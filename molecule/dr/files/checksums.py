@@ -28,6 +28,36 @@ def pg_tables(database, schema):
     return result
 
 
+def relations(database, schema):
+    """Every table, partitioned table and materialized view of ``schema`` (quoted names too), checksummed."""
+    result = {}
+    listed = psql(database, "SELECT CASE WHEN c.relispopulated THEN 't' ELSE 'f' END || ' ' || format('%%I.%%I', n.nspname, c.relname) FROM pg_class c "
+                            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '%s' "
+                            "AND c.relkind IN ('r', 'p', 'm') ORDER BY format('%%I.%%I', n.nspname, c.relname)" % schema)
+    for line in listed:
+        populated, name = line.split(" ", 1)
+        if populated != "t":  # a materialized view WITH NO DATA cannot be read, and must stay so
+            result[name] = "not populated"
+            continue
+        rows = psql(database, "SELECT count(*) || ' ' || md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) "
+                              "FROM %s t" % name)
+        result[name] = rows[0]
+    return result
+
+
+def fidelity(database, schema):
+    """A zoo tenant: its relations, its sequences' values, and (a database tenant) its large objects and extensions."""
+    out = {"relations": relations(database, schema),
+           "sequences": psql(database, "SELECT format('%%I.%%I', schemaname, sequencename) || ' ' || "
+                                       "coalesce(last_value::text, 'never called') FROM pg_sequences "
+                                       "WHERE schemaname = '%s' ORDER BY 1" % schema)}
+    if schema == "public":
+        out["large_objects"] = psql(database, "SELECT oid || ' ' || md5(lo_get(oid)) FROM pg_largeobject_metadata "
+                                              "ORDER BY 1")
+        out["extensions"] = psql(database, "SELECT extname FROM pg_extension ORDER BY 1")
+    return out
+
+
 def sqlite_tables(path):
     db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
     result = {}
@@ -53,6 +83,9 @@ def main():
         "saas_shared": dict(pg_tables("saas", "public"), **pg_tables("saas", "other")),
         "saas_extensions": psql("saas", "SELECT extname FROM pg_extension ORDER BY 1"),
         "initech": sqlite_tables("/srv/app/initech.db"),
+        "zoo": fidelity("zoo", "public"),
+        "zoo_s": fidelity("saas", "zoo_s"),
+        "zoo_roles": psql("postgres", "SELECT rolname FROM pg_roles WHERE rolname LIKE 'zoo%' ORDER BY 1"),
         "roles": psql("postgres", "SELECT rolname || ' login=' || rolcanlogin FROM pg_roles "
                                   "WHERE rolname IN ('app', 'reporting') ORDER BY 1"),
         "grants": grants,

@@ -13,7 +13,7 @@ from lbmolecule import AGENT, agent_lines, cursor, journal, sh, unit_property
 
 BUCKET = "lifeboat-molecule"
 PREFIX = "dr/"
-TENANTS = ("acme", "globex", "initech")
+TENANTS = ("acme", "globex", "initech", "zoo", "zoo_s")
 CHECKSUMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "files", "checksums.py")
 
 
@@ -45,6 +45,13 @@ def test_every_table_equals_the_verified_backup(dr, verified_state):
     assert verified_state["acme"]["public.orders"].startswith("3000 ")
     assert verified_state["globex"]["globex.invoices"].startswith("250 ")
     assert verified_state["initech"]["staff"].startswith("300 ")
+    # The zoo (tests/zoo), from PostgreSQL 15 onto 17: relations with odd names, sequences, large objects.
+    zoo = verified_state["zoo"]
+    assert len(zoo["relations"]) >= 15 and len(zoo["sequences"]) >= 3 and zoo["large_objects"], zoo
+    assert any('"' in name for name in zoo["relations"]), zoo["relations"]
+    assert {"citext", "hstore", "pgcrypto", "btree_gist", "uuid-ossp"} <= set(zoo["extensions"])
+    assert len(verified_state["zoo_s"]["relations"]) >= 10
+    assert now["zoo_roles"] == verified_state["zoo_roles"] and "zoo_owner" in now["zoo_roles"]
     # The schema tenant's artifact holds its schema only; the shared part of saas (citext, public.plans that
     # globex.invoices references, the other schema) came back from _shared_saas, restored before globex.
     assert "other.not_this_tenant" not in now["globex"]
@@ -136,6 +143,18 @@ def test_the_host_was_rebuilt_onto_a_newer_postgresql_from_artifacts_of_the_olde
         assert manifest["source"]["server_version"].startswith("15"), manifest["source"]
 
 
+def test_the_artifacts_of_postgresql_15_also_verify_on_the_rebuilt_postgresql_17(dr):
+    """backup_verify ran on the rebuilt host (PostgreSQL 17) for each PostgreSQL tenant, the zoo included."""
+    with open(os.path.join(os.path.dirname(CHECKSUMS), "..", "..", "..", "build", "molecule", "dr",
+                           "verify-on-rebuilt-host.json")) as f:
+        results = json.load(f)
+    by = dict((r["tenant"], r) for r in results)
+    assert sorted(by) == ["acme", "globex", "zoo", "zoo_s"], results
+    for tenant, r in by.items():
+        checks = dict((c["name"], c["status"]) for c in r["checks"])
+        assert r["status"] == "PASS" and checks["restore"] == "PASS" and checks["row_counts"] == "PASS", (tenant, r)
+
+
 def test_the_rebuilt_host_backs_up_again(dr, s3):
     before = set(keys(s3))
     start = cursor(dr)
@@ -150,4 +169,3 @@ def test_the_rebuilt_host_backs_up_again(dr, s3):
         assert any(k.startswith(PREFIX + tenant + "/") and k.endswith(".manifest.json") for k in new), tenant
     out = sh(dr, "%s status" % AGENT).stdout
     assert all(any(line.startswith(t + " ") for line in out.splitlines()) for t in TENANTS), out
-

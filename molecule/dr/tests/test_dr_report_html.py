@@ -8,6 +8,7 @@ import os
 import sys
 
 import lbmolecule
+from test_dr import TENANTS
 
 SCENARIO_DIR = os.path.join(lbmolecule.ROOT, "build", "molecule", "dr")
 sys.path.insert(0, os.path.join(lbmolecule.ROOT, "tests"))
@@ -23,7 +24,7 @@ def test_the_html_report_opens_in_a_browser_and_shows_every_tenant_and_phase(rep
     assert len(pages) == 1, pages
     page = browser.open_report(os.path.join(folder, pages[0]), os.path.join(SCENARIO_DIR, "dr-report.png"))
     tenants = sorted(r["tenant"] for r in report["rows"] if r["what"] == "tenant")
-    assert sorted(t for t, _verdict in page.values["tenants"]) == tenants == ["acme", "globex", "initech"], page.values
+    assert sorted(t for t, _verdict in page.values["tenants"]) == tenants == sorted(TENANTS), page.values
     assert [p["name"] for p in report["timeline"][0]["phases"]] == PHASES, report["timeline"]
-    for lane in PHASES + ["globals", "tenant acme", "tenant globex", "tenant initech", "bundle acme-config"]:
+    for lane in PHASES + ["globals", "bundle acme-config"] + ["tenant " + t for t in TENANTS]:
         assert lane in page.values["lanes"], page.values["lanes"]
