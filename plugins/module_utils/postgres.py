@@ -466,8 +466,9 @@ def find_binary(name, bin_dir=None, min_major=0, prefer_major=0):
         if major(version) >= min_major:
             return path, version
     raise LifeboatError(
-        "%s %s is older than the server (major %d): an older %s cannot read a newer server. Install "
-        "postgresql-client-%d or set pg_bin_dir to its bin folder." % (name, tool_version(candidates[0]), min_major, name, min_major),
+        "%s %s is older than needed (major %d, the server's or the archive's): an older %s cannot read a newer "
+        "server or archive. Install postgresql-client-%d or set pg_bin_dir to its bin folder."
+        % (name, tool_version(candidates[0]), min_major, name, min_major),
         option="pg_bin_dir",
     )
 

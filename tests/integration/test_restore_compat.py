@@ -204,3 +204,12 @@ def test_a_pass_records_the_policy_roles_of_each_schema_tenant(pg, keys, tmp_pat
     assert "policy_roles" not in by["globex"]
     pg.psql("DROP DATABASE saas_rls WITH (FORCE)")
     pg.psql("DROP ROLE rls_tenant_app")
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_an_archive_newer_than_every_pg_restore_here_is_refused_before_anything(pg, keys, world, tmp_path, check_mode):
+    def newer_dump(doc):
+        doc["source"]["pg_dump_version"] = "99.0"
+    err = refused(pg, keys, world, tmp_path, newer_dump, check_mode)
+    assert "written by pg_dump 99.0" in str(err) and "postgresql-client-99" in str(err), str(err)
+    assert err.option == "pg_bin_dir"

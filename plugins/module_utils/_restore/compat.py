@@ -6,6 +6,7 @@
 
 - The server's major version is at least the source's: PostgreSQL restores a dump into the same or a
   newer major version, never an older one (the dump's SQL is the source's).
+- The host has a pg_restore that reads the archive (as new as the pg_dump that wrote it).
 - Every extension the artifact creates (``source.extensions``, recorded since the manifests of
   lifeboat 1.6; a schema tenant's ``depends_on.extensions``) is available on the server
   (``pg_available_extensions``). An older manifest records none: then pg_restore itself fails on
@@ -53,6 +54,14 @@ def check(server, arts):
                 "PostgreSQL %d or newer (dr_restore.yml installs it on a fresh host with dr_postgresql_version=%d)."
                 % (art.name, version, server.where, server.version, source_major, source_major),
                 option="login_host", details={"source_server_version": version, "target_server_version": server.version})
+        dumped = dump_major(art)
+        try:
+            server.tool("pg_restore", dumped)
+        except LifeboatError as e:
+            raise LifeboatError(
+                "%s was written by pg_dump %s, and this host has no pg_restore that can read it (%s). Nothing was "
+                "changed. Install postgresql-client-%d (dr_restore.yml's dr_provision does it) or set pg_bin_dir."
+                % (art.name, art.source.get("pg_dump_version"), e, max(dumped, server.major)), option="pg_bin_dir")
         wanted = needed_extensions(art)
         missing = [name for name in wanted if name not in available_extensions(server)] if wanted else []
         if missing:
