@@ -148,3 +148,16 @@ def test_a_run_where_some_backups_failed_says_which_were_done(clone, tmp_path):
     assert "1 of 2 backup(s) are done; the others FAILED or were skipped" in said, said[-3000:]
     assert "1 of 2 backup(s) FAILED" in said and "1 other backup(s) are done." in said, said[-3000:]
     assert not (tmp_path / "ghost.db").exists()  # outside .demo/: never created
+
+
+def test_a_check_run_on_a_fresh_clone_says_what_would_be_done(clone, tmp_path):
+    """--check: the demo's fixtures are made (they are not the operator's data), no artifact and no report."""
+    src = clone[0]
+    shutil.rmtree(str(src / ".demo"), ignore_errors=True)
+    proc, data = run(clone, "backup", "--check", "-e", "lifeboat_report_dir=%s" % (tmp_path / "reports"))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    said = messages(data)
+    assert "Check mode, nothing was written: 3 of 3 backup(s) would be done." in said, said[-3000:]
+    assert "(not written: check mode)" in said, said[-3000:]
+    assert not (tmp_path / "reports").exists()
+    assert not list((src / ".demo").glob("repository/*/*.age"))
