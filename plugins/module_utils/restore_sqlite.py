@@ -152,8 +152,8 @@ class SqlitePlan(object):
 
     def _contents(self):
         if self.inspected is None:
-            return "%d bytes, not a readable SQLite database" % self.size
-        return "%d tables, %d rows, %d bytes" % (self.inspected["tables"], self.inspected["rows"], self.size)
+            return "%s, not a readable SQLite database" % naming.human_size(self.size)
+        return "%d tables, %d rows, %s" % (self.inspected["tables"], self.inspected["rows"], naming.human_size(self.size))
 
     def describe(self):
         replaced = {"path": self.target, "existed": self.existed}
