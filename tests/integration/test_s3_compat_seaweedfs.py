@@ -17,7 +17,7 @@ import pytest
 
 import lbtest
 import s3server
-from conftest import pg_guests
+from conftest import S3Env, pg_guests  # at import: tests/reliability has a conftest module too
 from test_s3_repository import sqlite_tenant
 from lifeboat_engine import agefile, backup, lifecycle, naming, prune, verify
 
@@ -142,8 +142,6 @@ def test_s3_lifecycle_is_idempotent_and_lists_the_public_access_block_as_unsuppo
 
 
 def test_object_lock_keeps_a_locked_version_from_prune_and_rekey_and_they_say_so(keys, seaweed, tmp_path):
-    from conftest import S3Env
-
     sw = S3Env(seaweed, "swlock-%d" % os.getpid(), tmp_path)
     lock_args = dict(sw.options(), bucket=sw.bucket, create_bucket=True, versioning=True,
                      public_access_block="unmanaged", object_lock={"mode": "GOVERNANCE", "days": 1})

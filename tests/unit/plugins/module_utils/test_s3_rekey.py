@@ -151,7 +151,7 @@ def test_recipients_digest_ignores_order():
 @pytest.mark.parametrize("code,expected", [("AccessDenied", "Unknown"), ("403", "Unknown"), ("NoSuchBucket", None)])
 def test_versioning_that_cannot_be_read_does_not_stop_a_rekey(code, expected):
     class Repo(object):
-        def versioning(self):
+        def versioning(self, quiet=False):
             raise LifeboatError("denied", details={"aws_error_code": code})
     if expected is None:
         with pytest.raises(LifeboatError):
