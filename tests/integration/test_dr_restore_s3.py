@@ -174,38 +174,44 @@ def test_dr_restore_on_a_local_repository_restores_bundles_chosen_by_backup_info
 
 
 def test_dr_restore_refuses_per_tenant_what_this_server_cannot_take_before_anything(pg, keys, s3, tmp_path):
-    """Issue 17: an artifact that needs an extension the rebuilt host's server lacks (its manifest names one
-    that exists nowhere: this host has every contrib extension) is a FAILED row naming it and the fix, checked
-    before the globals or any tenant are restored; the other tenant is restored. (A source newer than the
-    host's PostgreSQL is refused for the whole host earlier, with the install it needs: dr_provision.)"""
+    """Issue 17: an artifact that needs an extension the rebuilt host's server lacks, and one written by a newer
+    pg_dump than any pg_restore on the host (their manifests say so: this host has every contrib extension and
+    one PostgreSQL version), are FAILED rows naming what is missing and the fix, checked before the globals or
+    any tenant are restored; the other tenant is restored."""
     repo = str(tmp_path / "repository")
-    for db in ("drexotic", "drfine"):
+    names = ("drexotic", "drnewdump", "drfine")
+    arts = {}
+    for db in names:
         pg.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % db)
         pg.psql("CREATE DATABASE %s" % db)
         pg.psql("CREATE TABLE t AS SELECT i FROM generate_series(1, 25) i", db=db)
-    exotic = backup.run(dict(pg.login, tenant="drexotic", repository=repo, recipients=[keys["public"]]))
-    backup.run(dict(pg.login, tenant="drfine", repository=repo, recipients=[keys["public"]]))
-    with open(exotic["manifest"]) as f:
-        doc = json.load(f)
-    doc["source"]["extensions"].append({"name": "lb_not_on_this_host", "version": "1.0"})
-    with open(exotic["manifest"], "w") as f:
-        json.dump(doc, f)
-    for db in ("drexotic", "drfine"):
+        arts[db] = backup.run(dict(pg.login, tenant=db, repository=repo, recipients=[keys["public"]]))
         pg.psql("DROP DATABASE %s WITH (FORCE)" % db)
-    inv = write_inventory(tmp_path, pg, keys, s3, [{"name": "drexotic"}, {"name": "drfine"}], "inv")
+
+    def doctor(tenant, edit):
+        with open(arts[tenant]["manifest"]) as f:
+            doc = json.load(f)
+        edit(doc["source"])
+        with open(arts[tenant]["manifest"], "w") as f:
+            json.dump(doc, f)
+    doctor("drexotic", lambda src: src["extensions"].append({"name": "lb_not_on_this_host", "version": "1.0"}))
+    doctor("drnewdump", lambda src: src.update(pg_dump_version="99.0"))
+    inv = write_inventory(tmp_path, pg, keys, s3, [{"name": n} for n in names], "inv")
     proc = playbook("dr_restore", inv, "-e", "dr_hosts=localhost", "-e", "dr_provision=false",
                     "-e", "dr_enable_timers=false", "-e", "dr_allow_unverified=true", "-e", "dr_restore_globals=false",
                     "-e", json.dumps({"lifeboat_repository": repo, "lifeboat_s3": {}}))
     assert glob.glob(str(tmp_path / "reports" / "dr_restore-*.json")), (failures(proc), proc.stdout[-3000:])
     rows = dict((r["tenant"], r) for r in newest_report(tmp_path)["rows"] if r["what"] == "tenant")
     assert rows["drfine"]["status"] == "OK", (rows, failures(proc))
-    refused = rows["drexotic"]
-    assert refused["status"] == "FAILED" and refused["artifact"] == os.path.basename(exotic["artifact"]), refused
-    assert "needs the extension lb_not_on_this_host" in refused["message"], refused
-    assert "Nothing was changed" in refused["message"], refused
+    for tenant, fragment in (("drexotic", "needs the extension lb_not_on_this_host"),
+                             ("drnewdump", "written by pg_dump 99.0")):
+        refused = rows[tenant]
+        assert refused["status"] == "FAILED", refused
+        assert refused["artifact"] == os.path.basename(arts[tenant]["artifact"]), refused
+        assert fragment in refused["message"] and "Nothing was changed" in refused["message"], refused
+        assert pg.psql("SELECT count(*) FROM pg_database WHERE datname = '%s'" % tenant) == "0"
     failed = failures(proc)
     assert any(f.startswith("Check, before anything is restored") for f in failed), failed
     assert not any(f.startswith("Restore each tenant") for f in failed), failed  # refused before, not tried
-    assert pg.psql("SELECT count(*) FROM pg_database WHERE datname = 'drexotic'") == "0"
     assert pg.psql("SELECT count(*) FROM t", db="drfine") == "25"
     pg.psql("DROP DATABASE drfine WITH (FORCE)")
