@@ -5,8 +5,8 @@
 
 ``--no-owner`` and ``--no-privileges`` leave owners and grants out of a restore, but a policy's
 roles are part of the policy: pg_restore fails on a server that lacks them. A verifier's scratch
-server rarely has the application's roles, so the manifest records them (``source.policy_roles``,
-since lifeboat 1.6) and verification creates the missing ones on its scratch server as NOLOGIN
+server rarely has the application's roles, so the manifest records them (``source.policy_roles``;
+older manifests lack it) and verification creates the missing ones on its scratch server as NOLOGIN
 roles for the time of the check, then drops them. A restore says which roles are missing and
 that the server's globals bring them (it never creates roles on a real server by itself).
 """

@@ -7,8 +7,8 @@
 - The server's major version is at least the source's: PostgreSQL restores a dump into the same or a
   newer major version, never an older one (the dump's SQL is the source's).
 - The host has a pg_restore that reads the archive (as new as the pg_dump that wrote it).
-- Every extension the artifact creates (``source.extensions``, recorded since the manifests of
-  lifeboat 1.6; a schema tenant's ``depends_on.extensions``) is available on the server
+- Every extension the artifact creates (``source.extensions``, which newer manifests
+  record; a schema tenant's ``depends_on.extensions``) is available on the server
   (``pg_available_extensions``). An older manifest records none: then pg_restore itself fails on
   the missing extension, into the fresh database that is then dropped.
 """
