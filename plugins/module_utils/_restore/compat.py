@@ -29,17 +29,6 @@ def needed_extensions(art):
     return sorted(set(n for n in names if n))
 
 
-def available_extensions(server):
-    """The extensions the target server can create, asked once per run."""
-    cached = getattr(server, "_available_extensions", None)
-    if cached is None:
-        rows = server.execute("SELECT name FROM pg_catalog.pg_available_extensions",
-                              what="Listing the server's available extensions").fetchall()
-        cached = set(r[0] for r in rows)
-        server._available_extensions = cached  # pylint: disable=protected-access
-    return cached
-
-
 def check(server, arts):
     """Refuse, naming the artifact and the fix, what the target server cannot take. Nothing is changed here."""
     for art in arts:
@@ -63,7 +52,7 @@ def check(server, arts):
                 "changed. Install postgresql-client-%d (dr_restore.yml's dr_provision does it) or set pg_bin_dir."
                 % (art.name, art.source.get("pg_dump_version"), e, max(dumped, server.major)), option="pg_bin_dir")
         wanted = needed_extensions(art)
-        missing = [name for name in wanted if name not in available_extensions(server)] if wanted else []
+        missing = [name for name in wanted if name not in server.available_extensions()] if wanted else []
         if missing:
             raise LifeboatError(
                 "%s needs the extension%s %s, which the target server %s (PostgreSQL %s) does not have "

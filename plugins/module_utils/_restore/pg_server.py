@@ -65,6 +65,7 @@ class Server(object):
         self.maint = "postgres"
         self.warnings = []
         self._tools = {}
+        self._extensions = None
         self.conn = self.c.connect(self.maint, app=APP, option="login_host")
         self.version = postgres.server_version(self.conn)
         self.major = postgres.major(self.version)
@@ -95,6 +96,14 @@ class Server(object):
         if key not in self._tools:
             self._tools[key] = postgres.find_binary(name, self.bin_dir, max(self.major, need), prefer_major=self.major)[0]
         return self._tools[key]
+
+    def available_extensions(self):
+        """The extensions this server can create (``pg_available_extensions``), asked once per run."""
+        if self._extensions is None:
+            rows = self.execute("SELECT name FROM pg_catalog.pg_available_extensions",
+                                what="Listing the server's available extensions").fetchall()
+            self._extensions = set(r[0] for r in rows)
+        return self._extensions
 
     def env(self, app):
         return self.c.env(app)
