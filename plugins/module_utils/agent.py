@@ -33,15 +33,13 @@ given), ``session`` (a run: lock, user, tenants, outcomes, exit codes), ``operat
 console script's entry point (``lifeboat = lifeboat_engine.agent:main``) and their face.
 """
 
-import calendar
 import os
-import time
 
-# time.strptime imports _strptime on first use; after become() has switched users the interpreter's own files
+# strptime imports _strptime on first use; after become() has switched users the interpreter's own files
 # may be unreadable (an interpreter under /root), so it is imported now, while they are readable.
 import _strptime  # noqa: F401  # pylint: disable=unused-import
 
-from . import agent_config, agent_metrics
+from . import agent_config, agent_metrics, naming
 from ._agent.alert import cmd_alert, post_webhook
 from ._agent.operations import cmd_anonymize, cmd_backup, cmd_prune, cmd_restore, cmd_verify
 from ._agent.params import (CREDENTIAL_DEFAULT, connection_params, credential_path, filter_params, globals_label,
@@ -135,7 +133,7 @@ def record_start(args, config, operation, refused):
     if refused == "locked":
         holder = lock_holder(config["lock_file"]) or {}
         try:
-            since = calendar.timegm(time.strptime(holder.get("since") or "", "%Y-%m-%dT%H:%M:%SZ"))
+            since = int(naming.parse_iso(holder.get("since") or "").timestamp())
         except ValueError:
             since = None
     try:

@@ -129,6 +129,9 @@ def validate_repo_tenant(name, option="tenant"):
     return validate_tenant(name, option)
 
 
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
 def utcnow():
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
 
@@ -142,7 +145,12 @@ def parse_stamp(stamp):
 
 
 def iso(moment):
-    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(datetime.timezone.utc).strftime(ISO_FORMAT)
+
+
+def parse_iso(text):
+    """``iso``'s inverse: ``2026-01-01T02:40:00Z`` -> an aware UTC datetime (ValueError if it is not one)."""
+    return datetime.datetime.strptime(text, ISO_FORMAT).replace(tzinfo=datetime.timezone.utc)
 
 
 def artifact_name(tenant, stamp, fmt, compressed, encrypted):

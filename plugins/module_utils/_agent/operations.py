@@ -3,9 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The subcommands that run an engine over the tenants: backup, restore, verify, prune, anonymize."""
 
-import calendar
 import os
-import time
 
 from .. import agent_config, agent_metrics, agent_pass, naming
 from .. import anonymize as anonymize_engine
@@ -39,7 +37,7 @@ def _figures_anonymize(o):
         return {}
     out = {"rows_scrubbed": o.info.get("rows_scrubbed")}
     if o.info.get("cutoff"):
-        out["cutoff_time"] = calendar.timegm(time.strptime(o.info["cutoff"], "%Y-%m-%dT%H:%M:%SZ"))
+        out["cutoff_time"] = int(naming.parse_iso(o.info["cutoff"]).timestamp())
     if o.info.get("older_than_days") is not None:
         out["pii_budget"] = o.info["older_than_days"] * 86400
     return out
