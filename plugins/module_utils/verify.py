@@ -23,7 +23,7 @@ import os
 import socket
 import statistics
 
-from . import argspec, crypto, manifest as manifest_mod, naming, postgres, selection
+from . import argspec, batch, crypto, manifest as manifest_mod, naming, postgres, selection, verify_batch
 from ._verify.checks import FAIL, PASS, SKIP, WARN, Check, skip, tenant_report, validate_queries
 from ._verify.legacy import verify_legacy
 from ._verify.restores import DecodeFailed, decode_only, hash_only, restore_pg, restore_sqlite
@@ -56,7 +56,9 @@ SPEC = argspec.ArgumentSpec(argspec.merged(
     report=dict(type="path"),
     legacy_glob=dict(type="str"),
     legacy_engine=dict(type="str", default="sqlite", choices=["sqlite", "postgresql"]),
-), engine_only=argspec.S3_STORAGE)
+    # many tenants in one call (verify_batch.py): each entry is a single call's tenant and options
+    **batch.SPEC
+), engine_only=argspec.S3_STORAGE, mutually_exclusive=[["tenants", "tenant"], ["tenants", "legacy_glob"]])
 OPTIONS = SPEC.defaults()
 
 
@@ -78,13 +80,20 @@ class Context(object):
                                 option="legacy_engine")
         if p["tenant"] is not None:
             naming.validate_repo_tenant(p["tenant"])
-        self._identities = None
+        self._identities = {}
         self.choices = {}  # tenant -> selection.latest_verified() result, with artifact: latest_verified
 
-    def identities(self):
-        if self._identities is None:
-            self._identities = crypto.load_identities(self.p["identity"], self.p["identity_file"])
-        return self._identities
+    def identities(self, *tenants):
+        """The identities that may open the artifacts of ``tenants`` (identity_dir's files, crypto.py)."""
+        return self.tenant_identities(*tenants)[0]
+
+    def tenant_identities(self, *tenants):
+        """(identities, missing own files) for ``tenants``; a tenant without any: crypto.MissingIdentity."""
+        if tenants not in self._identities:
+            found = crypto.load_tenant_identities(tenants, self.p["identity"], self.p["identity_file"],
+                                                  self.p["identity_dir"])
+            self._identities[tenants] = (found[0], found[2])
+        return self._identities[tenants]
 
 
 # -- artifacts in a repository ------------------------------------------------------------------
@@ -188,12 +197,12 @@ def _content_checks(ctx, repo, tenant, art, doc):
     fmt = doc["format"]
     encrypted = doc["encryption"] is not None
     compressed = doc["compression"] is not None
-    identities = ctx.identities() if encrypted else None
     checks = []
     c_dec = Check("decrypt")
     restore, extra = None, []
     sizes = None
     try:
+        identities = _identities_for(ctx, tenant, doc) if encrypted else None
         if fmt == "pgdump":
             sizes, restore, extra = restore_pg(ctx, repo, tenant, art, doc, identities, compressed)
         elif fmt == "sqlite":
@@ -221,6 +230,23 @@ def _content_checks(ctx, repo, tenant, art, doc):
     checks.append(restore)
     checks += extra
     return checks
+
+
+def _identities_for(ctx, tenant, doc):
+    """The identities for ``tenant``'s artifact (and its shared part's); DecodeFailed, naming the tenant and its
+    expected identity file, when none is given or none is one of the manifest's recipients."""
+    shared = (doc.get("shared") or {}).get("tenant")
+    try:
+        identities, missing = ctx.tenant_identities(*([tenant, shared] if shared else [tenant]))
+    except LifeboatError as e:
+        raise DecodeFailed(str(e))
+    listed = (doc["encryption"] or {}).get("recipients") or []
+    publics = crypto.publics_of(identities)
+    if listed and publics is not None and not set(listed) & set(publics):
+        raise DecodeFailed("none of the identities given for tenant %s is one of the %d recipient(s) its artifact is "
+                           "encrypted to (%s).%s Give the tenant's identity (identity_dir, identity_file)"
+                           % (tenant, len(listed), ", ".join(listed), crypto.missing_hint(missing)))
+    return identities
 
 
 def _recipients_check(doc, identities):
@@ -288,6 +314,8 @@ def _size_anomaly(ctx, repo, tenant, art, complete, doc):
 # -- entry point --------------------------------------------------------------------------------------
 
 def run(params, check_mode=False, now=None):
+    if params.get("tenants") is not None:  # a list of tenants: one single call per entry (verify_batch.py)
+        return verify_batch.run(run, Context, params, check_mode, now)
     ctx = Context(params, now)
     reports = []
     written = []
