@@ -93,11 +93,13 @@ def _iso_ms(wall):
     return "%s.%03dZ" % (naming.iso(moment)[:-1], moment.microsecond // 1000)
 
 
-def run(fn, jobs, parallel, check_mode=False, on_done=None):
+def run(fn, jobs, parallel, check_mode=False, on_done=None, state=None):
     """Run ``fn(params, check_mode=...)`` for each ``(label, params)`` of ``jobs``; one dict per job.
 
     A LifeboatError (or a crash, or a killed worker) is that job's ``failed: true`` with ``msg``; the
-    others go on. ``on_done(row)`` sees each row as it completes (progress lines).
+    others go on. ``on_done(row)`` sees each row as it completes (progress lines). ``state`` (a dict),
+    when given, gets ``stopped``: whether the run was stopped (SIGTERM, SIGINT), for a caller that
+    would start more jobs after these.
     """
     offset = time.time() - time.monotonic()
     runner_jobs = [Job(label, fn, params, kwargs={"check_mode": check_mode}, summarize=_whole, progress=False)
@@ -124,7 +126,10 @@ def run(fn, jobs, parallel, check_mode=False, on_done=None):
     if on_done is not None:
         def done(outcome):
             on_done(row(outcome))
-    outcomes = Runner(parallel=parallel, on_done=done).run(runner_jobs)
+    runner = Runner(parallel=parallel, on_done=done)
+    outcomes = runner.run(runner_jobs)
+    if state is not None:
+        state["stopped"] = runner.stopping
     return [row(o) for o in outcomes]
 
 
