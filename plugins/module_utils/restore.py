@@ -25,7 +25,8 @@ import json
 import os
 import time
 
-from . import argspec, crypto, manifest, naming, postgres, restore_guard, restore_pg, restore_sqlite, selection, shared_part
+from . import (argspec, batch, crypto, manifest, naming, postgres, restore_batch, restore_guard, restore_pg, restore_sqlite,
+               selection, shared_part)
 from .errors import LifeboatError
 from .repository import LocalRepository, open_repository, s3_options
 
@@ -52,10 +53,13 @@ SPEC = argspec.ArgumentSpec(
         globals_artifact=dict(type="str"),
         globals_host=dict(type="str"),
         tmp_dir=dict(type="path"),
+        # many tenants in one call (restore_batch.py): each entry is a single restore's tenant and options
+        **batch.SPEC
     ),
-    required_one_of=[("tenant", "globals_artifact")],
+    required_one_of=[("tenant", "globals_artifact", "tenants")],
     mutually_exclusive=[("identity", "identity_file"), ("path", "database"), ("path", "schema"),
-                        ("target_path", "target_database")],
+                        ("target_path", "target_database")]
+    + [("tenants", option) for option in restore_batch.OWN + restore_batch.GLOBALS],
 )
 OPTIONS = SPEC.defaults()
 
@@ -479,28 +483,29 @@ def _identity_option(req):
 
 
 def load_identities(req, artifacts):
-    """Identities, when an artifact is encrypted; checked against the manifests' recipients."""
+    """Identities, when an artifact is encrypted; checked against the manifests' recipients.
+
+    With identity_dir, each artifact's tenant's own file there (crypto.tenant_identity_sources) joins the
+    repository-wide identity: a schema tenant's own key and the shared part's, for example.
+    """
     encrypted = [a for a in artifacts if a is not None and a.encrypted]
     if not encrypted:
         return None
-    identities = crypto.load_identities(req.p["identity"], req.p["identity_file"])
-    publics = []
-    for ident in identities:
-        to_public = getattr(ident, "to_public", None)
-        if to_public is None:  # an SSH identity: only decryption can tell
-            return identities
-        publics.append(str(to_public()))
+    tenants = list(dict.fromkeys(a.tenant for a in encrypted))
+    identities, where, missing = crypto.load_tenant_identities(tenants, req.p["identity"], req.p["identity_file"],
+                                                               req.p["identity_dir"])
+    publics = crypto.publics_of(identities)
+    if publics is None:  # an SSH identity: only decryption can tell
+        return identities
     for art in encrypted:
         recipients = (art.manifest.get("encryption") or {}).get("recipients") or []
         if recipients and not set(publics) & set(recipients):
-            source = ("the identity option" if req.p["identity"] else
-                      "identity_file %s" % req.p["identity_file"] if req.p["identity_file"] else
-                      "the environment variable %s" % crypto.IDENTITY_ENV)
             raise LifeboatError(
                 "Wrong key: the identity from %s (public key %s) is not one of the recipients the artifact %s "
-                "was encrypted to (%s). Nothing was changed. Give the private key of one of those recipients."
-                % (source, ", ".join(publics), art.path, ", ".join(recipients)),
-                option=_identity_option(req),
+                "was encrypted to (%s).%s Nothing was changed. Give the private key of one of those recipients."
+                % (where, ", ".join(publics), art.path, ", ".join(recipients), crypto.missing_hint(
+                    [m for m in missing if m[0] == art.tenant])),
+                option="identity_dir" if req.p["identity_dir"] else _identity_option(req),
             )
     return identities
 
@@ -508,8 +513,16 @@ def load_identities(req, artifacts):
 # -- running ------------------------------------------------------------------------
 
 
+def _entry_artifact(single):
+    """The artifact an entry of ``tenants`` names (restore_batch reads its manifest for the entry's database)."""
+    req = RestoreRequest(single)
+    return find_artifact(req.p["repository"], req.p["artifact"], req.tenant, "pgdump", "artifact", req.s3)
+
+
 def run(params, check_mode=False, progress=None):
     """Restore as ``params`` say. Returns a secret-free result dict."""
+    if params.get("tenants") is not None:  # a list of tenants: one single restore per entry (restore_batch.py)
+        return restore_batch.run(run, RestoreRequest, _entry_artifact, params, check_mode)
     t0 = time.monotonic()
     req = RestoreRequest(params)
     art = None
