@@ -31,6 +31,9 @@ _MANIFEST_RE = re.compile(
 _VERIFY_RE = re.compile(
     r"^(?P<tenant>[a-z0-9_][a-z0-9_-]{0,127})-(?P<stamp>" + STAMP_RE + r")\.verify\.json$"
 )
+_ERASURE_RE = re.compile(
+    r"^(?P<tenant>[a-z0-9][a-z0-9_-]{0,62})-(?P<stamp>" + STAMP_RE + r")\.erasure\.json$"
+)
 
 
 def human_size(n):
@@ -165,6 +168,16 @@ def manifest_name(tenant, stamp):
 
 def verify_record_name(tenant, stamp):
     return "%s-%s.verify.json" % (tenant, stamp)
+
+
+def erasure_record_name(tenant, stamp):
+    """The record ``tenant_erase`` leaves in the tenant's folder when it erased the tenant (erasure.py)."""
+    return "%s-%s.erasure.json" % (tenant, stamp)
+
+
+def parse_erasure_record_name(name):
+    m = _ERASURE_RE.match(name)
+    return (m.group("tenant"), m.group("stamp")) if m else None
 
 
 def rekey_marker_name(artifact):
