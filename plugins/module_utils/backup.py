@@ -15,13 +15,15 @@ import tempfile
 import threading
 import time
 
-from . import argspec, crypto, large_objects, manifest, naming, pipeline, policy_roles, postgres, schema_pass
+from . import argspec, batch, crypto, large_objects, manifest, naming, pipeline, policy_roles, postgres, schema_pass
 from . import sqlite as sqlite_engine
 from .errors import LifeboatError
 from .repository import describe_os_error, open_repository, s3_options, unique_stamp
 from .tools import Tool
 
 BACKUP_APP = "lifeboat-backup"  # application_name of the snapshot's connection; pg_dump's adds "-pg_dump"
+# The options of one call that ``tenants`` replaces (each entry names its own; backup_batch.py)
+LIST_REPLACES = ("tenant", "database", "schema", "path", "schemas", "globals")
 
 # The options of pg_backup and of the agent's backup (see argspec.py)
 SPEC = argspec.ArgumentSpec(
@@ -43,9 +45,11 @@ SPEC = argspec.ArgumentSpec(
         schemas=dict(type="list", elements="raw"),
         shared=dict(type="bool"),
         shared_exclude=dict(type="list", elements="str"),
+        # Many tenants in one call (backup_batch.py), each entry with its own tenant, database, schema or path
+        **batch.SPEC
     ),
     required_if=[("engine", "sqlite", ("path",))],
-    mutually_exclusive=[("path", "database"), ("path", "schema")],
+    mutually_exclusive=[("path", "database"), ("path", "schema")] + [("tenants", name) for name in LIST_REPLACES],
 )
 OPTIONS = SPEC.defaults()
 

@@ -79,6 +79,34 @@ options:
         for example tenant schemas that another pass backs up.
     type: list
     elements: str
+  tenants:
+    description:
+      - Back up many tenants of this host in one call instead of one task per tenant (which pays Ansible's module
+        start-up for each). Each entry is a dictionary with C(tenant) and the tenant's own options of a single
+        call, C(engine), C(database), C(schema), C(path), and optionally its own C(recipients) or
+        C(recipients_file) (both replace the shared O(recipients) and O(recipients_file) for that tenant) and
+        C(compression_level). The other options (repository, connection, S3, compression, O(skip_if_newer_than)...)
+        are shared by every entry.
+      - The list is checked as a whole before anything runs; a bad entry (an unknown key, a bad or repeated name, a
+        value of the wrong type) fails the task naming it (for example C(tenants[3].scheme)), and nothing is backed
+        up. A tenant whose options do not fit (a SQLite tenant without C(path)) is that tenant's failed row, as a
+        single call would fail.
+      - Each database or SQLite tenant is backed up in a worker process of its own, at most O(parallel) at a time;
+        the schema tenants of one database are backed up together by one pass (as with O(schemas), with the
+        database's shared part first), which is one worker. Their C(recipients), C(recipients_file) and
+        C(compression_level) must then be the same.
+      - One tenant's failure does not stop the others; the task fails afterwards (not in check mode), and
+        RV(rows) says what happened to each tenant.
+      - Mutually exclusive with O(tenant), O(database), O(schema), O(path), O(schemas) and O(globals) (back up the
+        globals with a call of their own).
+    type: list
+    elements: dict
+  parallel:
+    description:
+      - With O(tenants), how many tenants (or passes over the schema tenants of a database) are backed up at once,
+        1 to 64. One per core is a good start.
+    type: int
+    default: 2
   compression:
     description:
       - C(zstd) compresses before encryption; C(none) stores the dump as it is.
@@ -162,6 +190,19 @@ EXAMPLES = r"""
     recipients_file: /etc/lifeboat/recipients.txt
     skip_if_newer_than: 20h
 
+- name: Every tenant of this host in one call, two at a time
+  lifeboat.backup.pg_backup:
+    tenants:
+      - {tenant: acme}
+      - {tenant: globex, database: saas, schema: globex}
+      - {tenant: umbrella, database: saas, schema: umbrella}
+      - {tenant: initech, engine: sqlite, path: /srv/app/tenants/initech.db}
+    parallel: 2
+    repository: /var/backups/lifeboat
+    recipients_file: /etc/lifeboat/recipients.txt
+  register: backups
+  ignore_errors: true  # a failed tenant fails the task after the others are done; see backups.rows
+
 - name: A SQLite tenant
   lifeboat.backup.pg_backup:
     tenant: initech
@@ -232,17 +273,36 @@ shared_artifact:
   description: With O(schemas), the shared part's artifact written in this run.
   returned: with O(schemas)
   type: str
+rows:
+  description:
+    - With O(tenants), one entry per tenant, in the list's order (the schema tenants of a database where the first
+      of them is listed, after their database's shared part C(_shared_<database>)), each with C(tenant),
+      C(failed), C(msg) (when it failed), C(option), C(started), C(finished) (UTC, ISO 8601 with milliseconds) and
+      C(seconds).
+    - A database or SQLite tenant's entry holds what a single call returns for it (RV(artifact), RV(size_stored),
+      RV(skipped), RV(artifacts)...); a schema tenant's, and the shared part's, hold its entry of RV(artifacts)
+      (C(action), C(artifact), C(size_stored)...).
+  returned: with O(tenants)
+  type: list
+  elements: dict
+  sample:
+    - {tenant: acme, failed: false, artifact: /var/backups/lifeboat/acme/acme-20260101T030000Z.pgdump.zst.age,
+       size_stored: 18211, seconds: 0.084, started: "2026-01-01T03:00:00.012Z", finished: "2026-01-01T03:00:00.101Z"}
+    - {tenant: gone, failed: true, msg: "Cannot connect to database 'gone' ...", option: database, seconds: 0.02}
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import backup as engine
-from ansible_collections.lifeboat.backup.plugins.module_utils import backup_pass
+from ansible_collections.lifeboat.backup.plugins.module_utils import backup_batch
 from ansible_collections.lifeboat.backup.plugins.module_utils import module_main
 
 
 def _diff(result):
-    artifacts = result["artifacts"]
+    if "rows" in result:  # tenants: the union of the rows' (a pass's tenant's row is its artifact entry)
+        artifacts = [a for r in result["rows"] for a in (r.get("artifacts") or ([r] if r.get("action") else []))]
+    else:
+        artifacts = result["artifacts"]
     return {
         "before": {"artifacts": []},
         "after": {"artifacts": [a["artifact"] for a in artifacts if a["action"] in ("written", "would write") and a.get("artifact")]
@@ -252,8 +312,9 @@ def _diff(result):
 
 def main():
     module = AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs())
-    result = module_main.run_engine(module, backup_pass.run)
-    if result.get("failed_tenants") and not module.check_mode:
+    result = module_main.run_engine(module, backup_batch.run)
+    failed = result.get("failed_tenants") or any(r.get("failed") for r in result.get("rows") or [])
+    if failed and not module.check_mode:
         module.fail_json(**result)
     module_main.exit_with(module, result, diff=_diff)
 
