@@ -214,6 +214,12 @@ def render_protection(entries, run_info):
                  % name)
     lines.append("# TYPE %s gauge" % name)
     lines.append("%s %d" % (name, count))
+    erased = sorted(set(e["tenant"] for e in entries if e.get("erased") and e.get("tenant")))
+    if erased:  # tenant_erase erased them on purpose: reason="erased" above, and no newest artifact, so no RPO alert
+        name = "lifeboat_tenant_erased"
+        lines += ["# HELP %s 1 for a tenant erased on purpose (tenant_erase wrote its erasure record): it has no "
+                  "backups by design; remove it from TENANTS." % name, "# TYPE %s gauge" % name]
+        lines += ['%s{tenant="%s"} 1' % (name, _label(t)) for t in erased]
     for suffix, helptext, key in (
             ("rpo_seconds", "The tenant's RPO: how old its newest complete artifact may get (rpo in lifeboat.yml, or "
              "its discover rule's).", "rpo_seconds"),

@@ -40,7 +40,7 @@ reported (``Found.errors``), and the listed tenants are run all the same.
 
 import fnmatch
 
-from . import agent_metrics, naming, postgres
+from . import agent_metrics, erasure, naming, postgres
 from .errors import LifeboatError
 
 LISTED = "listed"
@@ -49,6 +49,7 @@ NOT_FOUND = "none"
 
 # Reasons of unprotected entries (label values of lifeboat_tenant_unprotected).
 NO_ARTIFACT = "no-artifact"
+ERASED = "erased"  # erased on purpose (tenant_erase): never unprotected, never late
 LATE = "late"
 NOT_COVERED = "not-covered"
 INVALID_NAME = "invalid-name"
@@ -515,6 +516,11 @@ def protection(found, newest, now, fresh=()):
             out.append(entry)
             continue
         stamp, error = newest(t["name"])
+        if isinstance(error, erasure.Erased):
+            entry.update(reason=ERASED, erased=error.found, unprotected=False, message="tenant %s was %s; remove it "
+                         "from TENANTS and the discover rules' reach" % (t["name"], error))
+            out.append(entry)
+            continue
         if stamp is not None:
             entry["newest_time"] = naming.parse_stamp(stamp).timestamp()
         how = ("listed in TENANTS" if t["found"] == LISTED else "discovered by %s: %s" % (
@@ -544,6 +550,9 @@ def protection(found, newest, now, fresh=()):
 def repository_newest(repo):
     """A ``newest`` function for ``protection`` that reads ``repo``."""
     def newest(name):
+        found = erasure.find_record(repo, name)
+        if found:
+            return None, erasure.Erased(found)
         try:
             complete = [a for a in repo.artifacts(name) if a["complete"]]
         except LifeboatError as e:
@@ -632,6 +641,8 @@ def status_of(found, rows, now, partial=False):
 
     def newest(name):
         row = by.get(name) or {}
+        if row.get("erased"):
+            return None, erasure.Erased(row["erased"])
         info = naming.parse_artifact_name(row["newest"]) if row.get("newest") else None
         return (info["stamp"], None) if info else (None, row.get("error"))
 

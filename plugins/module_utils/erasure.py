@@ -551,3 +551,51 @@ def _finish(p, result, keys, check_mode, what, destroyed_already=False):
         result["report_path"] = atomic_write_json(p["report"], dict(
             (k, v) for k, v in result.items() if k not in ("warnings", "record_document")))
     return result
+
+
+def verify_report(tenant, found):
+    """backup_verify's row of an erased tenant: ERASED, not FAIL (no artifact to check, on purpose)."""
+    detail = "tenant %s was %s; nothing to verify: its artifacts were deleted or are kept unreadable under object " \
+             "lock. Remove it from the tenants to verify." % (tenant, describe(found))
+    return {"tenant": tenant, "artifact": None, "status": ERASED, "warnings": [], "failed_checks": [],
+            "checks": [{"name": "erasure", "status": ERASED, "seconds": 0.0, "detail": detail}], "erased": found,
+            "artifact_name": None, "selected_by": None, "previously_verified_at": None,
+            "source_server_version": None, "snapshot_at": None}
+
+
+def prune_tenant(repo, tenant, found, check_mode, lock_timeout=0, now=None):
+    """backup_prune's handling of an erased tenant: whatever its policy says, everything object lock allows is
+    deleted (``sweep``), under the tenant's lock. Returns its report entry, with ``deleted`` and ``kept`` rows."""
+    entry = {"erased": found, "lock_holder": None, "skipped": None, "artifacts": [], "deleted": [], "kept": []}
+    lock = None
+    if not check_mode:
+        try:
+            lock = repo.lock(tenant, "prune of erased tenant %s" % tenant, lock_timeout).acquire()
+        except LockBusy as e:
+            return dict(entry, skipped=str(e))
+    try:
+        deleted, kept = sweep(repo, tenant, check_mode, now)
+    finally:
+        if lock is not None:
+            lock.release()
+    why = "tenant %s was %s" % (tenant, describe(found))
+    for objects, decision, reason in ((deleted, "delete", why), (kept, "keep", why + "; kept: object lock holds it")):
+        for o in objects:
+            info = naming.parse_artifact_name(o["name"])
+            if o["kind"] == "artifact" and info:
+                entry["artifacts"].append({
+                    "name": o["name"], "stamp": info["stamp"], "format": info["format"], "size": o["size"] or 0,
+                    "complete": None, "verified": False, "decision": decision, "erased": True,
+                    "reasons": [reason + (" (%s)" % o["lock"] if o["lock"] else "")]})
+    entry.update(deleted=[_row(o) for o in deleted], kept=[_row(o) for o in kept])
+    return entry
+
+
+class Erased(str):
+    """The words ``describe`` gives, carrying the record's summary (``found``): what discovery's ``newest`` returns
+    as its reason for an erased tenant, so that the tenant is reported erased, never unprotected or late."""
+
+    def __new__(cls, found):
+        self = str.__new__(cls, describe(found))
+        self.found = found
+        return self

@@ -22,7 +22,7 @@ Without ``discover`` the server is not contacted.
 
 import os
 
-from . import argspec, discovery, naming, selection
+from . import argspec, discovery, erasure, naming, selection
 from .errors import LifeboatError
 from .repository import open_repository, s3_options
 
@@ -85,7 +85,13 @@ def tenant_info(repo, tenant):
         "pg_major_needed": 0,
         # a host whose clock ran ahead wrote them: never chosen as the newest (naming.by_recency)
         "future_stamped": [a["name"] for a in complete if naming.in_future(a["stamp"])],
+        # erased on purpose (tenant_erase): its record; nothing of it is to be restored or verified
+        "erased": erasure.find_record(repo, tenant),
     }
+    if out["erased"]:
+        out["latest_verified_error"] = "Tenant %s was %s: there is nothing to restore." % (
+            tenant, erasure.describe(out["erased"]))
+        return out
     judged = selection.candidates(repo, tenant, artifacts=arts)
     if judged:
         first = judged[0]
@@ -140,8 +146,9 @@ def run(params, check_mode=False):
     for t in names:
         tenants[t] = tenant_info(repo, t)
     rows = list(tenants.values())
-    missing = [r["tenant"] for r in rows if not r["present"]]
-    unverified = [r["tenant"] for r in rows if r["present"] and r["latest_verified"] is None]
+    erased = [r["tenant"] for r in rows if r["erased"]]
+    missing = [r["tenant"] for r in rows if not r["present"] and not r["erased"]]
+    unverified = [r["tenant"] for r in rows if r["present"] and r["latest_verified"] is None and not r["erased"]]
     result = {
         "changed": False,
         "repository": str(repo),
@@ -150,6 +157,7 @@ def run(params, check_mode=False):
         "tenant_names": names,
         "missing": missing,
         "unverified": unverified,
+        "erased": erased,
         "globals_tenants": [t for t in present if naming.is_globals_tenant(t)],
         "shared_tenants": [t for t in present if naming.is_shared_tenant(t)],
         "pg_major_needed": max([0] + [r["pg_major_needed"] for r in rows]),
@@ -229,6 +237,9 @@ def _summary(repo, rows, missing, unverified):
         parts.append("none verified for %s (run backup_verify)" % ", ".join(unverified))
     if missing:
         parts.append("no artifact at all for %s" % ", ".join(missing))
+    for r in rows:
+        if r["erased"]:
+            parts.append("ERASED: tenant %s was %s" % (r["tenant"], erasure.describe(r["erased"])))
     skewed = [r for r in rows if r["future_stamped"]]
     if skewed:
         parts.append("CLOCK SKEW: %s stamped in the future (the clock of the host that wrote them ran ahead; they "

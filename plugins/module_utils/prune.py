@@ -15,7 +15,7 @@ tenant's lock is free, so a running backup never loses its files.
 import datetime
 import re
 
-from . import argspec, naming, selection
+from . import argspec, erasure, naming, selection
 from .errors import LifeboatError, LockBusy
 from .files import atomic_write_json
 from .repository import open_repository, s3_options
@@ -281,7 +281,12 @@ def run(params, check_mode=False, now=None):
               "check_mode": bool(check_mode), "tenants": {}}
     all_decisions = []
     per_tenant = {}
+    erased = {}  # erased tenants (tenant_erase): all their objects go as soon as object lock allows
     for tenant in tenants:
+        found = erasure.find_record(repo, tenant)
+        if found:
+            erased[tenant] = erasure.prune_tenant(repo, tenant, found, check_mode, lock_timeout, now)
+            continue
         holder = repo.lock_holder(tenant)
         listed = repo.artifacts(tenant)
         verified = _verified_names(repo, tenant, listed)
@@ -326,14 +331,16 @@ def run(params, check_mode=False, now=None):
                 for d in decisions
             ],
         }
-    kept = [d for d in all_decisions if d["decision"] == "keep"]
-    doomed = [d for d in all_decisions if d["decision"] == "delete"]
+    report["tenants"].update(erased)
+    gone = [a for e in erased.values() for a in e["artifacts"]]
+    kept = [d for d in all_decisions if d["decision"] == "keep"] + [a for a in gone if a["decision"] == "keep"]
+    doomed = [d for d in all_decisions if d["decision"] == "delete"] + [a for a in gone if a["decision"] == "delete"]
     report["summary"] = {
         "kept": len(kept), "deleted": len(doomed), "bytes_kept": sum(d["size"] for d in kept),
         "bytes_deleted": sum(d["size"] for d in doomed),
     }
     result = {
-        "changed": bool(doomed),
+        "changed": bool(doomed) or any(e["deleted"] for e in erased.values()),
         "deleted": [d["name"] for d in doomed],
         "kept": [d["name"] for d in kept],
         "report": report,
@@ -345,6 +352,14 @@ def run(params, check_mode=False, now=None):
                 "them behind a delete marker until the lock ends; prune deletes them on a run after that."
                 % (len(held), "; ".join("%s (%s)" % (d["name"], lock) for d, lock in held))] if held else []
     warnings.extend(repo.warnings)  # S3 housekeeping that failed
+    for tenant, e in sorted(erased.items()):
+        result["msg"] += " Tenant %s was %s: %s %d object(s) of it%s." % (
+            tenant, erasure.describe(e["erased"]), "would delete" if check_mode else "deleted", len(e["deleted"]),
+            "; %d kept under object lock until %s" % (len(e["kept"]), max(o.get("locked_until") or "a legal hold "
+                                                                           "is lifted" for o in e["kept"]))
+            if e["kept"] else "")
+        if e["skipped"]:
+            skipped[tenant] = e["skipped"]
     if warnings:
         result["warnings"] = warnings
     if skipped:

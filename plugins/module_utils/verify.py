@@ -393,7 +393,8 @@ def _summary(reports, check_mode):
         else:
             parts.append("%s PASS%s" % (r["tenant"], (" with WARN " + ", ".join(r["warnings"])) if r["warnings"] else ""))
     head = "%d of %d verified artifact(s) FAILED. " % (sum(r["status"] == FAIL for r in reports), len(reports)) \
-        if any(r["status"] == FAIL for r in reports) else "All %d artifact(s) PASS. " % len(reports)
+        if any(r["status"] == FAIL for r in reports) else "All %d artifact(s) PASS. " % len(
+            [r for r in reports if r["status"] != erasure.ERASED])
     tail = "" if not any(r["status"] == FAIL for r in reports) else \
         " Do not count on a failed artifact: fix the cause, take a new backup (pg_backup) and verify it."
     return head + "; ".join(parts) + (" (check mode: no record written)" if check_mode else "") + tail

@@ -21,7 +21,7 @@ import yaml
 
 import lbtest
 import monitoring
-from lifeboat_engine import agent, agent_metrics, discovery, naming
+from lifeboat_engine import agent, agent_metrics, discovery, erasure, naming
 from lifeboat_engine._agent import operations
 from lifeboat_engine._agent.session import Session
 from lifeboat_engine.agent_output import Log
@@ -53,6 +53,7 @@ class Host(object):
                        "lock_file": str(folder / "state" / "agent.lock")}
         (folder / "metrics").mkdir(parents=True)
         self.newest = {}
+        self.erased = {}  # tenant -> erasure.Erased: what discovery's newest() says of a tenant tenant_erase erased
         self.log = Log(stream=io.StringIO(), journal=False)
 
     def artifact(self, tenant):
@@ -94,7 +95,8 @@ class Host(object):
         errors = [] if discovery_ok in (None, True) else ["cannot connect"]
         found = discovery.Found(listed, problems=problems, errors=errors, configured=discovery_ok is not None)
         bad, written = discovery.report_run(self.config, self.log, "backup", found,
-                                            lambda n: (self.newest.get(n), None), outcomes)
+                                            lambda n: (None, self.erased[n]) if n in self.erased
+                                            else (self.newest.get(n), None), outcomes)
         assert written
 
     def start(self, operation, refused=None):
@@ -411,12 +413,41 @@ def written_names():
     texts = [agent_metrics.render(op, {"t": entry}, {"finished": 1.0, "budget": 1})
              for op in ("backup", "verify", "prune", "anonymize")]
     texts.append(agent_metrics.render_protection(
-        [{"tenant": "t", "found": "listed", "reason": "none", "rpo_seconds": 1, "newest_time": 1.0}],
+        [{"tenant": "t", "found": "listed", "reason": "none", "rpo_seconds": 1, "newest_time": 1.0},
+         {"tenant": "e", "found": "listed", "reason": "erased", "erased": {"record": "r"}, "unprotected": False}],
         {"finished": 1.0, "operation": "backup", "discovery": {"ok": True, "discovered": 1}}))
     texts.append(agent_metrics.render_start("backup", "locked", 1.0, 1.0))
     texts.append(agent_metrics.render_drill([{"host": "h", "tenant": "t", "rto_seconds": 1, "rto_budget_seconds": 1,
                                               "rpo_seconds": 1, "rpo_budget_seconds": 1, "status": "PASS"}], 1.0))
     return set(name for text in texts for name, _labels in monitoring.parse_textfile(text))
+
+
+def test_an_erased_tenant_raises_no_alert_for_its_missing_backups(scenario):
+    s = scenario("erased")
+    db = s.host("db3:9100")
+    s.at(0)
+    db.backup(HOUR, ok=["acme", "globex"])
+    s.at(10 * MIN)  # acme is erased (tenant_erase): its artifacts are gone, its record stays
+    db.erased["acme"] = erasure.Erased({"record": "acme-20260101T001000Z.erasure.json", "location": "/r/acme",
+                                        "erased_at": "1970-01-01T00:10:00Z", "reference": "GDPR-1"})
+    db.backup(HOUR, ok=["globex"], failed=[])
+    db.protection(HOUR, ["acme", "globex"])
+    for t in (40 * MIN, 70 * MIN, 100 * MIN):
+        s.at(t)
+        db.backup(HOUR, ok=["globex"])
+        db.protection(HOUR, ["acme", "globex"])
+    s.until(110 * MIN)
+    check(s, [
+        (90 * MIN, "LifeboatBackupOlderThanRPO", []),  # acme's last artifact (0) is 90m old: it would fire at 75m
+        (90 * MIN, "LifeboatTenantUnprotected", []),
+    ], [
+        (90 * MIN, "instance:lifeboat_tenants:count",
+         [{"labels": 'instance:lifeboat_tenants:count{instance="db3:9100",job="node",state="protected"}', "value": 1},
+          {"labels": 'instance:lifeboat_tenants:count{instance="db3:9100",job="node",state="erased"}', "value": 1}]),
+        (90 * MIN, 'lifeboat_tenant_unprotected{tenant="acme"}',
+         [{"labels": 'lifeboat_tenant_unprotected{database="acme",found="listed",instance="db3:9100",job="node",'
+                     'reason="erased",tenant="acme"}', "value": 0}]),
+    ])
 
 
 def test_rules_and_dashboard_read_only_metrics_that_are_written():

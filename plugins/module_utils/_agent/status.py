@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from .. import agent_config, agent_metrics, discovery, naming
+from .. import agent_config, agent_metrics, discovery, erasure, naming
 from ..agent_output import human_age, table
 from ..errors import LifeboatError
 from ..repository import open_repository
@@ -35,6 +35,10 @@ def tenant_status(repo, name, rpo, now, state_entry=None):
     except LifeboatError as e:
         row["error"] = e.msg
         arts = []
+    row["erased"] = erasure.find_record(repo, name) if not row.get("error") else None
+    if row["erased"]:  # erased on purpose (tenant_erase): no RPO, nothing to verify, never a problem
+        row.update(rpo=erasure.ERASED, newest=erasure.describe(row["erased"]))
+        return row
     complete = [a for a in arts if a["complete"]]
     if complete:
         newest = complete[-1]
@@ -76,7 +80,7 @@ def cmd_status(args, config, log):
         rpo = config.tenant(name)["rpo"] if not naming.is_pseudo_tenant(name) else config["rpo"]
         rows.append(tenant_status(repo, name, rpo, now, runs.get(name)))
     unprotected = discovery.status_of(found, rows, now, partial=bool(args.tenant))
-    problems = [r for r in rows if r["rpo"] != "OK" or r["verified"] == "FAIL" or r.get("error")]
+    problems = [r for r in rows if r["rpo"] not in ("OK", erasure.ERASED) or r["verified"] == "FAIL" or r.get("error")]
     others = unprotected["server_problems"]  # databases, schemas, discovery errors: no row of their own
     if args.json:
         sys.stdout.write(json.dumps({"repository": str(repo), "checked_at": naming.iso(now), "tenants": rows,
