@@ -175,6 +175,17 @@ def test_a_store_that_ignores_if_match_is_said_once_and_cached_per_endpoint(tmp_
     assert other.conditional_writes() is False and other.client.calls == []  # cached for the process
 
 
+def test_a_probe_that_keeps_failing_is_said_once_and_not_repeated_by_the_next_writers(tmp_path):
+    client = StubClient(put_object=client_error("InternalError", 500))
+    repo = repo_with(client, tmp_path)
+    assert repo.conditional_writes() is None
+    calls = len(client.calls)
+    assert calls >= 1 and len(repo.warnings) == 1 and "unknown" in repo.warnings[0], repo.warnings
+    assert repo.conditional_writes() is None and len(client.calls) == calls  # not probed again
+    other = repo_with(StubClient(), tmp_path)
+    assert other.conditional_writes() is None and other.client.calls == []
+
+
 def test_a_store_that_honours_if_match_gives_no_warning(tmp_path):
     client = StubClient(put_object=[{"ETag": '"x"'}, client_error("PreconditionFailed", 412)])
     repo = repo_with(client, tmp_path)

@@ -56,7 +56,8 @@ class StoreProbes(object):
 
     def conditional_writes(self, header=IF_MATCH):
         """Whether the store honours ``header`` (If-Match or If-None-Match) on PutObject: True, False, or None
-        (the probe itself failed; said in ``warnings``, and asked again next time).
+        (the probe itself failed, after its retries; said in ``warnings``, and not asked again in this process:
+        a pass of many tenants must not repeat a failing call, with its retries, for each of them).
 
         Probed once per endpoint and bucket in this process, on a probe object under the prefix (never a
         tenant's name): PutObject it, PutObject it again with a condition that must fail (a wrong If-Match, or
@@ -70,10 +71,7 @@ class StoreProbes(object):
         ident = (self.endpoint_url, self.bucket, header)
         with _PROBE_LOCK:  # held while probing: threads of one pass probe once
             if ident not in _PROBED:
-                honoured = self._probe(header)
-                if honoured is None:
-                    return None
-                _PROBED[ident] = honoured
+                _PROBED[ident] = self._probe(header)
             return _PROBED[ident]
 
     def _probe(self, header):
