@@ -236,6 +236,11 @@ TENANT = {
     "anonymize_rules": anonymize_rules,
     "anonymize": boolean,
     "verify": boolean,
+    # The tenant's own age recipients: they replace the top-level ones for its artifacts (recipients_mode: replace,
+    # the default, so that destroying its keys erases it), or are added to them (add); crypto.tenant_recipient_params.
+    "recipients": string_list,
+    "recipients_file": abs_path,
+    "recipients_mode": one_of("replace", "add"),
 }
 
 
@@ -258,6 +263,9 @@ def tenants(value, where, key):
                               "applies to engine postgresql, not sqlite; remove it.")
         if engine == "postgresql" and "path" in item:
             raise ConfigError(where, path + ".path", "applies to engine sqlite; for PostgreSQL use database (and schema).")
+        if "recipients_mode" in item and not item.get("recipients") and not item.get("recipients_file"):
+            raise ConfigError(where, path + ".recipients_mode", "applies to the tenant's own recipients: give "
+                              "recipients or recipients_file too, or remove it.")
         out[name] = item
     return out
 
@@ -301,6 +309,7 @@ VERIFY = {
     "connection": mapping(CONNECTION),
     "identity_credential": string,
     "identity_file": abs_path,
+    "identity_dir": abs_path,  # a key folder of one identity file per tenant, <tenant>.key (crypto.tenant_key_paths)
     "parallel": integer(1, 32),
     "artifact": string,
     "options": anything,

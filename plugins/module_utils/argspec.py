@@ -32,10 +32,12 @@ LOGIN = dict(
 # ... and where its client tools are: lifeboat.backup.connection and lifeboat.backup.connection.pg_tools
 CONNECTION = dict(LOGIN, pg_bin_dir=dict(type="path"))
 
-# Who decrypts: an age identity or SSH private key, or a file of them (each module documents its own)
+# Who decrypts: an age identity or SSH private key, or a file of them (each module documents its own), and a key
+# folder of one identity file per tenant (lifeboat.backup.identity: crypto.tenant_identity_sources)
 IDENTITY = dict(
     identity=dict(type="str", no_log=True),
     identity_file=dict(type="path"),
+    identity_dir=dict(type="path"),
 )
 
 # Whom artifacts are encrypted to: lifeboat.backup.repository.recipients

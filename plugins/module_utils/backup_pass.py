@@ -12,12 +12,13 @@ backup. One tenant's failure does not stop the others: it is reported in
 """
 
 import concurrent.futures
+import copy
 import fnmatch
 import queue
 import threading
 import time
 
-from . import backup, large_objects, naming, pgarchive, pipeline, policy_roles, postgres, schema_pass
+from . import backup, crypto, large_objects, naming, pgarchive, pipeline, policy_roles, postgres, schema_pass
 from .errors import LifeboatError
 from .spool import Budget, Spool, Stopped
 from .tools import Tool
@@ -31,6 +32,7 @@ def run(params, check_mode=False, progress=None, now=None):
     """Back up as ``params`` say; without ``schemas`` this is ``backup.run``."""
     if params.get("schemas") is None:
         return backup.run(params, check_mode=check_mode, progress=progress, now=now)
+    params, own_keys = member_recipients(params)
     req = backup.BackupRequest(params)
     steps = backup.plan(req, now)
     result = {
@@ -52,9 +54,32 @@ def run(params, check_mode=False, progress=None, now=None):
         return result
     conn = req.conn.connect(req.database, app=backup.BACKUP_APP, option="database")
     try:
-        return Pass(req, conn, steps, result, progress).run(check_mode)
+        return Pass(req, conn, steps, result, progress, own_keys).run(check_mode)
     finally:
         conn.close()
+
+
+def member_recipients(params):
+    """(params without the members' own recipients, {tenant: (pyrage recipients, public keys)}).
+
+    A member of ``schemas`` may name its own ``recipients``, ``recipients_file`` and ``recipients_mode``
+    (crypto.tenant_recipient_params: by default they replace the pass's for its artifact); the shared
+    part is always encrypted to the pass's own recipients.
+    """
+    members = params.get("schemas")
+    if not isinstance(members, list) or not any(isinstance(m, dict) and any(k in m for k in crypto.TENANT_RECIPIENT_KEYS)
+                                                for m in members):
+        return params, {}
+    common = {"recipients": params.get("recipients"), "recipients_file": params.get("recipients_file")}
+    stripped, keys = [], {}
+    for i, member in enumerate(members):
+        if isinstance(member, dict) and any(k in member for k in crypto.TENANT_RECIPIENT_KEYS):
+            own = dict((k, member.get(k)) for k in crypto.TENANT_RECIPIENT_KEYS)
+            chosen = crypto.tenant_recipient_params(common, own, "schemas[%d]" % i)
+            member = dict((k, v) for k, v in member.items() if k not in crypto.TENANT_RECIPIENT_KEYS)
+            keys[member.get("tenant")] = crypto.load_recipients(chosen["recipients"], chosen["recipients_file"])
+        stripped.append(member)
+    return dict(params, schemas=stripped), keys
 
 
 def _skipped(req, job, reason, fresh):
@@ -64,8 +89,10 @@ def _skipped(req, job, reason, fresh):
 
 
 class Pass(object):
-    def __init__(self, req, conn, steps, result, progress):
+    def __init__(self, req, conn, steps, result, progress, own_keys=None):
         self.req = req
+        self.own_keys = own_keys or {}  # {tenant: (recipients, public keys)}: members with recipients of their own
+        self._reqs = {}
         self.conn = conn
         self.user = conn.info.user  # named in the grant that fixes a table this role cannot read
         self.steps = steps
@@ -284,19 +311,23 @@ class Pass(object):
             self._write(job)
 
     def _reader_store(self, schema, reader, group_size):
+        req = self._req_of(dict((s, t) for t, s in self.req.members)[schema])
+
         def store(writer):
-            sizes = pipeline.store(reader, writer, self.req.recipients, self.req.level, self.req.threads, None)
+            sizes = pipeline.store(reader, writer, req.recipients, req.level, req.threads, None)
             source = self._source(schema, None)
             source["pass"] = "split from one pg_dump of %d schemas (pgarchive), in the pass's snapshot" % group_size
             return sizes, self.counter.wait_for(schema), source
         return store
 
     def _single_store(self, schema):
+        req = self._req_of(dict((s, t) for t, s in self.req.members)[schema])
+
         def store(writer):
             argv = self._dump_argv() + ["--schema=" + postgres.schema_pattern(schema)]
             self.runs += 1
             sizes, warnings = self._stream(argv, writer, "pg_dump of schema %r of database %r"
-                                           % (schema, self.req.database))
+                                           % (schema, self.req.database), req)
             source = self._source(schema, warnings)
             source["pass"] = "pg_dump of this schema alone, in the pass's snapshot"
             return sizes, self.counter.wait_for(schema), source
@@ -309,9 +340,20 @@ class Pass(object):
         return [self.pg_dump, "--format=custom", "--compress=0", "--no-password", "--snapshot=" + self.snapshot,
                 "--dbname=" + req.conn.conninfo(req.database, backup.BACKUP_APP + "-pg_dump")]
 
-    def _stream(self, argv, writer, what):
+    def _req_of(self, tenant):
+        """The request as ``tenant``'s artifact sees it: the pass's, or a copy with the tenant's own recipients."""
+        keys = self.own_keys.get(tenant)
+        if keys is None:
+            return self.req
+        if tenant not in self._reqs:
+            req = copy.copy(self.req)
+            req.recipients, req.recipient_keys = keys
+            self._reqs[tenant] = req
+        return self._reqs[tenant]
+
+    def _stream(self, argv, writer, what, req=None):
         try:
-            return backup._stream_tool(self.req, argv, self.req.conn.env(backup.BACKUP_APP + "-pg_dump"), writer,
+            return backup._stream_tool(req or self.req, argv, self.req.conn.env(backup.BACKUP_APP + "-pg_dump"), writer,
                                        self.progress, what)
         except LifeboatError as e:
             raise self._lock_hint(e)
@@ -363,7 +405,7 @@ class Pass(object):
         try:
             with repo.lock(job.tenant, "backup of %s" % job.label, self.req.lock_timeout):
                 removed = repo.remove_partials(job.tenant)
-                entry = backup._write_job(self.req, job, {}, None)
+                entry = backup._write_job(self._req_of(job.tenant), job, {}, None)
         except LifeboatError as e:
             self._failed(job.tenant, str(e))
             return None
@@ -373,7 +415,7 @@ class Pass(object):
             job.store = None
         entry["removed_partials"] = removed
         entry["artifact_name"] = naming.artifact_name(job.tenant, entry["stamp"], "pgdump", self.req.level is not None,
-                                                      bool(self.req.recipients))
+                                                      bool(self._req_of(job.tenant).recipients))
         self.result["artifacts"].append(entry)
         return entry
 

@@ -11,6 +11,7 @@ a result or a manifest. Data always goes through pyrage's streaming
 
 import datetime
 import os
+import re
 
 from .errors import LifeboatError, optional_import, required
 
@@ -76,23 +77,34 @@ def load_recipients(recipients=None, recipients_file=None):
     return objs, texts
 
 
+_PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?-----END [A-Z0-9 ]+-----", re.S)
+
+
 def parse_identities(text, where):
-    """Parse identities (age X25519 lines or one SSH private key) from text."""
+    """Parse identities from text: age X25519 lines (AGE-SECRET-KEY-1...) and SSH private keys, several at once.
+
+    Several identities in one text (a file with several keys, or the identities of several tenants joined by
+    ``tenant_identities``) are all tried by decryption, as ``age -i`` does.
+    """
     require_pyrage()
-    if "-----BEGIN" in text:
+    found = []
+    for block in _PEM.findall(text):
         try:
-            return [pyrage.ssh.Identity.from_buffer(text.encode("utf-8"))]
+            found.append(pyrage.ssh.Identity.from_buffer(block.encode("utf-8")))
         except Exception as e:
             raise LifeboatError(
                 "The SSH private key in %s could not be used as an age identity (%s). Encrypted "
                 "SSH keys are not supported: give an unencrypted ed25519 or RSA key." % (where, e),
                 option="identity",
             )
-    found = []
-    for number, line in enumerate(text.splitlines(), 1):
+    rest = _PEM.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+    for number, line in enumerate(rest.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
+        if "-----BEGIN" in line:
+            raise LifeboatError("Line %d of %s starts a private key block that never ends (no -----END line): the "
+                                "file is cut. Give the whole key file." % (number, where), option="identity")
         try:
             found.append(pyrage.x25519.Identity.from_str(line))
         except Exception:
@@ -125,6 +137,119 @@ def identity_source(identity=None, identity_file=None, environ=None):
         "option, or the environment variable %s." % IDENTITY_ENV,
         option="identity_file",
     )
+
+
+# A key folder (identity_dir): one identity file per tenant, <tenant>.key (0600), its public key beside it, <tenant>.pub.
+IDENTITY_SUFFIX = ".key"
+PUBLIC_SUFFIX = ".pub"
+
+
+def tenant_key_paths(identity_dir, tenant):
+    """(identity file, public key file) of ``tenant`` in the key folder ``identity_dir``."""
+    base = os.path.join(identity_dir, tenant)
+    return base + IDENTITY_SUFFIX, base + PUBLIC_SUFFIX
+
+
+class MissingIdentity(LifeboatError):
+    """No identity at all for a tenant: the message names the tenant and the file expected."""
+
+
+def tenant_identity_sources(tenants, identity=None, identity_file=None, identity_dir=None, environ=None):
+    """([(text, where)], [(tenant, expected file)]): the identities that may open the artifacts of ``tenants``.
+
+    Without ``identity_dir``: the one repository-wide identity (``identity_source``). With it: each tenant's own
+    file ``<identity_dir>/<tenant>.key`` that exists, plus the repository-wide identity when one is given (for
+    the shared parts and globals, and for tenants without a key of their own). The second list names the own
+    files that do not exist. Nothing at all for the first tenant: MissingIdentity, naming it and the file.
+    """
+    if not identity_dir:
+        return [identity_source(identity, identity_file, environ)], []
+    sources, missing = [], []
+    for tenant in tenants:
+        path = tenant_key_paths(identity_dir, tenant)[0]
+        try:
+            with open(path, "r", encoding="utf-8") as f:
+                sources.append((f.read(1 << 20), "tenant %s's identity file %s" % (tenant, path)))
+        except FileNotFoundError:
+            missing.append((tenant, path))
+        except OSError as e:
+            raise LifeboatError("Cannot read tenant %s's identity file %s: %s. Only this tenant is affected; fix the "
+                                "file's owner or mode (0600, readable by the user that runs lifeboat)."
+                                % (tenant, path, e.strerror), option="identity_dir")
+    try:
+        sources.append(identity_source(identity, identity_file, environ))
+    except LifeboatError:
+        if identity or identity_file or not missing:
+            raise  # an unreadable identity_file, or no tenant to look up
+        if sources:
+            return sources, missing  # the tenants' own files, and no repository-wide identity
+        tenant, path = missing[0]
+        raise MissingIdentity(
+            "No identity for tenant %s: its identity file %s does not exist, and no repository-wide identity "
+            "(identity_file, identity or %s) was given. Only this tenant is affected. Put the tenant's identity "
+            "there (0600), or give the identity its artifacts are encrypted to." % (tenant, path, IDENTITY_ENV),
+            option="identity_dir", details={"tenant": tenant, "expected_file": path})
+    return sources, missing
+
+
+def load_tenant_identities(tenants, identity=None, identity_file=None, identity_dir=None, environ=None):
+    """(identities, where, missing) for the artifacts of ``tenants`` (see ``tenant_identity_sources``)."""
+    sources, missing = tenant_identity_sources(tenants, identity, identity_file, identity_dir, environ)
+    identities = []
+    for text, where in sources:
+        identities.extend(parse_identities(text, where))
+    return identities, " and ".join(where for _text, where in sources), missing
+
+
+def missing_hint(missing):
+    """What an error about a key that does not match adds when a tenant's own identity file is missing."""
+    if not missing:
+        return ""
+    return " No identity file of its own for %s." % "; ".join(
+        "tenant %s (expected %s)" % (tenant, path) for tenant, path in missing)
+
+
+def publics_of(identities):
+    """The X25519 public keys of ``identities``, or None when one is an SSH key (only decryption can tell)."""
+    out = []
+    for ident in identities:
+        to_public = getattr(ident, "to_public", None)
+        if to_public is None:
+            return None
+        out.append(str(to_public()))
+    return out
+
+
+# Per-tenant recipients. A tenant's own recipients REPLACE the repository-wide ones for its artifacts by default
+# (recipients_mode: replace): they are encrypted to the tenant's keys alone, so destroying those keys erases the
+# tenant from every backup (crypto-shredding). recipients_mode: add encrypts to both: a repository-wide identity
+# also opens them, which is convenient for a central verifier but makes them impossible to erase that way.
+RECIPIENTS_MODES = ("replace", "add")
+TENANT_RECIPIENT_KEYS = ("recipients", "recipients_file", "recipients_mode")
+
+
+def tenant_recipient_params(common, own, where="tenant"):
+    """``common``'s recipients and recipients_file for one tenant whose own settings are ``own``.
+
+    Returns the two options to pass to the engine for this tenant (recipients as a list of public keys,
+    recipients_file or None): ``common``'s when ``own`` has none, else by ``own``'s recipients_mode.
+    """
+    mode = own.get("recipients_mode") or "replace"
+    if mode not in RECIPIENTS_MODES:
+        raise LifeboatError("Invalid %s.recipients_mode %r: replace (the tenant's own recipients only, the default: its "
+                            "artifacts can then be erased by destroying its keys) or add (its own and the repository-"
+                            "wide ones)." % (where, mode), option="%s.recipients_mode" % where)
+    if not own.get("recipients") and not own.get("recipients_file"):
+        if own.get("recipients_mode"):
+            raise LifeboatError("%s.recipients_mode applies to the tenant's own recipients: give %s.recipients or "
+                                "%s.recipients_file too, or remove it." % (where, where, where),
+                                option="%s.recipients_mode" % where)
+        return {"recipients": common.get("recipients"), "recipients_file": common.get("recipients_file")}
+    if mode == "replace":
+        return {"recipients": list(own.get("recipients") or []) or None, "recipients_file": own.get("recipients_file")}
+    texts = load_recipients(common.get("recipients"), common.get("recipients_file"))[1]
+    texts += [t for t in load_recipients(own.get("recipients"), own.get("recipients_file"))[1] if t not in texts]
+    return {"recipients": texts, "recipients_file": None}
 
 
 def load_identities(identity=None, identity_file=None, environ=None):

@@ -245,7 +245,7 @@ def _identities_for(ctx, tenant, doc):
     if listed and publics is not None and not set(listed) & set(publics):
         raise DecodeFailed("none of the identities given for tenant %s is one of the %d recipient(s) its artifact is "
                            "encrypted to (%s).%s Give the tenant's identity (identity_dir, identity_file)"
-                           % (tenant, len(listed), ", ".join(listed), crypto.missing_hint(missing)))
+                           % (tenant, len(listed), ", ".join(listed), crypto.missing_hint([m for m in missing if m[0] == tenant])))
     return identities
 
 

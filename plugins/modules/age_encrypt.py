@@ -55,7 +55,7 @@ description:
     deleted; the module warns when it leaves them. O(purge_old_versions=true) deletes them once the new version is
     written. Local repositories keep no versions (file-system snapshots and copies made elsewhere are not touched).
 author: [Lifeboat maintainers (@lifeboat)]
-extends_documentation_fragment: [lifeboat.backup.repository.recipients, lifeboat.backup.s3, lifeboat.backup.s3.storage]
+extends_documentation_fragment: [lifeboat.backup.identity, lifeboat.backup.repository.recipients, lifeboat.backup.s3, lifeboat.backup.s3.storage]
 attributes:
   check_mode:
     support: full
@@ -71,7 +71,10 @@ options:
       - V(encrypted) encrypts O(src) to O(dest), or to a C(tar) artifact of O(repository) for O(tenant).
       - V(decrypted) decrypts O(src) to O(dest). A bundle (a name ending in C(.tar.age) or C(.tar.zst.age), or
         O(format=tar)) is merged into the folder O(dest); other files of O(dest) are left alone.
-      - V(keypair) creates the age identity file O(identity_file) (0600) if it is missing and returns its public key.
+      - V(keypair) creates the age identity file O(identity_file) (0600) if it is missing and returns its public key;
+        with O(identity_dir) and O(tenants), one key pair per tenant in that key folder (made 0700):
+        C(<tenant>.key) (0600) and its public key beside it, C(<tenant>.pub). An existing identity is always kept.
+        Make key folders on the controller or a verifier, never on database hosts (they hold public keys only).
       - V(rekeyed) re-encrypts O(src), or every artifact of O(repository) (of O(tenant) if given), to O(recipients),
         in place, in a local folder or an S3 repository. Artifacts whose manifest already lists exactly
         O(recipients) are left alone. On a versioned bucket the old ciphertext stays in earlier object versions
@@ -111,6 +114,11 @@ options:
     description:
       - The tenant whose folder of O(repository) is used, matching C(^[a-z0-9][a-z0-9_-]{0,62}$).
     type: str
+  tenants:
+    description:
+      - With O(state=keypair) and O(identity_dir), the tenants to make a key pair for (existing ones are kept).
+    type: list
+    elements: str
   recipients:
     description:
       - age recipients to encrypt to, X25519 (C(age1...)) or SSH (C(ssh-ed25519 ...), C(ssh-rsa ...)) public keys.
@@ -224,6 +232,14 @@ EXAMPLES = r"""
     identity_file: /etc/lifeboat/identity.txt
   register: verifier_key
 
+- name: One key pair per tenant in a key folder on the controller (existing keys are kept)
+  lifeboat.backup.age_encrypt:
+    state: keypair
+    identity_dir: "{{ playbook_dir }}/keys"
+    tenants: [acme, globex]
+  delegate_to: localhost
+  register: tenant_keys
+
 - name: Encrypt a secrets folder as a bundle to the operators' SSH keys and an age key
   lifeboat.backup.age_encrypt:
     src: /etc/myapp
@@ -335,6 +351,22 @@ public_key:
   returned: for O(state=keypair), except in check mode when the file does not exist yet
   type: str
   sample: age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
+identity_dir:
+  description: The key folder, as an absolute path.
+  returned: for O(state=keypair) with O(identity_dir)
+  type: str
+keys:
+  description:
+    - Per tenant, its C(identity_file), C(public_key_file), C(public_key) (null in check mode before it exists) and
+      whether it was created (C(changed)). The identities themselves are never returned.
+  returned: for O(state=keypair) with O(identity_dir)
+  type: dict
+  sample: {"acme": {"identity_file": "/srv/keys/acme.key", "public_key_file": "/srv/keys/acme.pub",
+                    "public_key": "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p", "changed": true}}
+public_keys:
+  description: With O(identity_dir), each tenant's public key (tenant -> key); else the public keys of O(identity_file).
+  returned: for O(state=keypair)
+  type: raw
 rekeyed:
   description: The files or artifacts rekeyed (or that would be, in check mode), with the recipients before.
   returned: for O(state=rekeyed)

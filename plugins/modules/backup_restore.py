@@ -33,7 +33,7 @@ description:
   - With O(globals_artifact), the server's roles are restored first (from a C(pg_dumpall --globals-only)
     artifact, in one transaction), so that O(privileges=true) can restore the tenant's grants.
 author: [Lifeboat maintainers (@lifeboat)]
-extends_documentation_fragment: [lifeboat.backup.connection, lifeboat.backup.connection.pg_tools, lifeboat.backup.s3, lifeboat.backup.tenant]
+extends_documentation_fragment: [lifeboat.backup.identity, lifeboat.backup.connection, lifeboat.backup.connection.pg_tools, lifeboat.backup.s3, lifeboat.backup.tenant]
 attributes:
   check_mode:
     support: full

@@ -24,7 +24,7 @@ description:
   - Also verifies legacy plain dumps matched by O(legacy_glob) (for example C(/var/backups/acme-*.sql), optionally
     C(.age)). The newest match is loaded into a scratch SQLite or PostgreSQL target; the manifest checks are skipped.
 author: [Lifeboat maintainers (@lifeboat)]
-extends_documentation_fragment: [lifeboat.backup.connection, lifeboat.backup.connection.pg_tools, lifeboat.backup.s3]
+extends_documentation_fragment: [lifeboat.backup.identity, lifeboat.backup.connection, lifeboat.backup.connection.pg_tools, lifeboat.backup.s3]
 attributes:
   check_mode:
     support: full

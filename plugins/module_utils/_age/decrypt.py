@@ -79,7 +79,8 @@ class Plaintext(object):
                         "%s instead of passphrase." % (
                             src, age_stream.describe_stanzas(self.header["stanzas"]), crypto.IDENTITY_ENV),
                         option="passphrase")
-                text, self.where = req.identity()
+                info = naming.parse_artifact_name(os.path.basename(src)) or {}
+                text, self.where = req.identity(req.p["tenant"] or info.get("tenant"))
                 self.proc = AgeProcess("decrypt", text, source=self.cipher)
                 text = None
                 self.reader = self.proc

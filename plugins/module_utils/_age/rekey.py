@@ -34,7 +34,8 @@ def rekeyed(req, check_mode):
     if bool(req.p["src"]) == bool(req.p["repository"]):
         raise LifeboatError("state rekeyed needs either src (one age file) or repository (every artifact, of tenant "
                             "if given).", option="src")
-    identity = req.identity()
+    # with identity_dir, each tenant's artifacts are opened with its own identity file (Request.identity)
+    identity = None if req.p["identity_dir"] else req.identity()
     targets = []
     repo = None
     if req.p["repository"]:
@@ -106,7 +107,7 @@ def rekeyed(req, check_mode):
                     finished = _finish_interrupted(t, texts) if t.pending else None
                     if finished is None and t.pending:
                         entry.update(action="rekeyed", reason=t.reason(wanted, req.p["force"]) or entry["reason"])
-                    entry.update(finished or _rekey_one(t, objs, texts, identity))
+                    entry.update(finished or _rekey_one(t, objs, texts, identity or req.identity(t.tenant)))
                 if purge and s3 and versioning:
                     try:
                         found = t.repo.purge_old_versions(t.tenant, t.name)
@@ -117,7 +118,7 @@ def rekeyed(req, check_mode):
                         refused.extend(e.refused)
                     purged.extend(found)
         elif entry is not None:
-            entry.update(_rekey_one(t, objs, texts, identity))
+            entry.update(_rekey_one(t, objs, texts, identity or req.identity(t.tenant)))
     result["purged_versions"] = purged
     if purged:
         result["changed"] = True

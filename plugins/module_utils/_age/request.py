@@ -26,6 +26,8 @@ SPEC = argspec.ArgumentSpec(
         dest=dict(type="path"),
         repository=dict(type="str"),
         tenant=dict(type="str"),
+        # state keypair with identity_dir: one key pair per tenant
+        tenants=dict(type="list", elements="str"),
         # state decrypted with a repository: which artifact of the tenant
         artifact=dict(type="str"),
         passphrase=dict(type="str", no_log=True),
@@ -40,7 +42,7 @@ SPEC = argspec.ArgumentSpec(
         lock_timeout=dict(type="int", default=0),
     ),
     required_if=[
-        ("state", "keypair", ("identity_file",)),
+        ("state", "keypair", ("identity_file", "identity_dir"), True),
         ("state", "decrypted", ("dest",)),
         ("state", "decrypted", ("src", "repository"), True),
     ],
@@ -106,6 +108,9 @@ class Request(object):
                                 "stored in a repository); for a local file give src.", option="artifact")
         if p["tenant"] is not None:
             naming.validate_tenant(p["tenant"])
+        if p["tenants"] is not None and self.state != "keypair":
+            raise LifeboatError("tenants applies to state keypair (one key pair per tenant in identity_dir); for the "
+                                "artifacts of one tenant give tenant.", option="tenants")
         if p["passphrase"] is not None and (not isinstance(p["passphrase"], str) or not p["passphrase"]):
             raise LifeboatError("passphrase must be a non-empty string.", option="passphrase")
 
@@ -123,8 +128,19 @@ class Request(object):
                                         else ""), option="recipients")
         return objs, texts
 
-    def identity(self):
-        return identity_text(self.p["identity"], self.p["identity_file"], self.environ)
+    def identity(self, tenant=None):
+        """(text, where) of the identities for ``tenant``'s files: with identity_dir its own file there and the
+        repository-wide identity (crypto.tenant_identity_sources), else the repository-wide one."""
+        if not (self.p["identity_dir"] and tenant):
+            return identity_text(self.p["identity"], self.p["identity_file"], self.environ)
+        sources, missing = crypto.tenant_identity_sources([tenant], self.p["identity"], self.p["identity_file"],
+                                                          self.p["identity_dir"], self.environ)
+        text = "\n".join(t for t, _where in sources)
+        where = " and ".join(w for _text, w in sources)
+        if missing:
+            where += " (tenant %s has no identity file of its own: expected %s)" % missing[0]
+        crypto.parse_identities(text, where)  # clear errors before any work
+        return text, where
 
 
 def worker_failure(e, src, header, where, encrypting=False, nothing="Nothing was written to dest"):

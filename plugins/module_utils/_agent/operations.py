@@ -6,6 +6,7 @@
 import os
 
 from .. import agent_config, agent_metrics, agent_pass, naming
+from ..crypto import TENANT_RECIPIENT_KEYS, tenant_recipient_params
 from .. import anonymize as anonymize_engine
 from .. import backup as backup_engine
 from .. import backup_pass
@@ -43,13 +44,24 @@ def _figures_anonymize(o):
     return out
 
 
+def tenant_recipients(config, common, name):
+    """The recipients and recipients_file of tenant ``name``'s artifacts when it has its own
+    (tenants.<name>.recipients...), else None (the top-level ones)."""
+    if not any(config.tenant(name).get(k) for k in TENANT_RECIPIENT_KEYS):
+        return None
+    chosen = tenant_recipient_params(common, config.tenant(name), "tenants.%s" % name)
+    return dict((k, v) for k, v in chosen.items() if v is not None)
+
+
 def cmd_backup(args, config, log):
     engine = backup_engine
     config.require("repository", "to back up: the folder or s3://bucket/prefix that receives the artifacts")
-    if not config.get("recipients") and not config.get("recipients_file") and not config["allow_unencrypted"]:
+    if not config.get("recipients") and not config.get("recipients_file") and not config["allow_unencrypted"] and \
+            not any(t.get("recipients") or t.get("recipients_file") for t in config["tenants"].values()):
         raise agent_config.ConfigError(config.where, "recipients",
-                                       "is required to back up (or recipients_file): the age public keys that "
-                                       "artifacts are encrypted to. Database hosts hold recipients only.")
+                                       "is required to back up (or recipients_file, or a tenant's own): the age "
+                                       "public keys that artifacts are encrypted to. Database hosts hold recipients "
+                                       "only.")
     found = find_tenants(config, log, "backup")
     names = select_tenants(config, args.tenant, "back up", found)
     common = {"repository": config["repository"], "compression_level": config["compression_level"],
@@ -67,9 +79,15 @@ def cmd_backup(args, config, log):
     alone, passes = agent_pass.split_schema_tenants(names, lambda n: tenant_params(config, n))
     for name in alone:
         params = dict(common, **tenant_params(config, name))
+        own = tenant_recipients(config, common, name)
+        if own is not None:  # replaces both of the top-level recipients and recipients_file
+            params = dict(dict((k, v) for k, v in params.items() if k not in ("recipients", "recipients_file")), **own)
         jobs.append(make_job(name, engine.run, filter_params(engine, params, "backup"), summarize_backup,
                              check_mode=args.check))
     for entry in passes:
+        for member in entry["members"]:  # a schema tenant's own recipients (backup_pass.member_recipients)
+            own = config.tenant(member["tenant"])
+            member.update((k, own[k]) for k in TENANT_RECIPIENT_KEYS if own.get(k))
         others = [t["schema"] for t in found.tenants if t.get("schema") and t.get("database") == entry["database"]
                   and t["name"] not in names]
         params = dict(common, database=entry["database"], schemas=entry["members"],
@@ -127,6 +145,8 @@ def cmd_verify(args, config, log):
         raise agent_config.ConfigError(config.where, "verify.repository",
                                        "is required to verify (or the top-level repository): where the artifacts are.")
     identity, source = identity_source(config)
+    if not source and verify.get("identity_dir"):
+        source = "identity_dir"
     if not source:
         raise agent_config.ConfigError(
             config.where, "verify.identity_credential",
@@ -137,6 +157,8 @@ def cmd_verify(args, config, log):
     common = {"repository": repository}
     if identity:
         common["identity_file"] = identity
+    if verify.get("identity_dir"):  # each tenant's own identity file there, besides the repository-wide one
+        common["identity_dir"] = verify["identity_dir"]
     common.update(connection_params(verify.get("connection") or config["connection"], "verify.connection"))
     common.update(s3_params(config))
     if config.get("tmp_dir"):

@@ -169,7 +169,7 @@ def _restore_shared(ctx, pg_restore, scratch, repo, doc, identities, admin, crea
         return [c.done(SKIP, "no %s artifact in the repository; the tenant is restored alone"
                        % naming.shared_tenant(doc["source"]["database"]))], True
     if shared.encrypted and not identities:
-        identities = ctx.identities()
+        identities = ctx.identities(shared.tenant)
     try:
         sizes, failure = _pg_restore_into(ctx, pg_restore, scratch, repo, shared.tenant, shared.art, identities,
                                           shared.compressed)
