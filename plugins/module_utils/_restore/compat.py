@@ -22,6 +22,13 @@ def dump_major(*arts):
     return max([postgres.major(str(a.source.get("pg_dump_version") or "")) for a in arts if a is not None] + [0])
 
 
+def newer_source_major(source, server_major):
+    """The major version of the server a dump came from (``source``, a manifest's), when it is newer than
+    ``server_major``: PostgreSQL cannot restore it there. 0 when it can (or the manifest does not say)."""
+    major = postgres.major(str((source or {}).get("server_version") or ""))
+    return major if major and major > server_major else 0
+
+
 def needed_extensions(art):
     """The extension names a restore of ``art`` creates or needs, from its manifest (empty when not recorded)."""
     names = [e.get("name") for e in art.source.get("extensions") or [] if isinstance(e, dict)]
@@ -35,8 +42,8 @@ def check(server, arts):
         if art is None:
             continue
         version = art.source.get("server_version")
-        source_major = postgres.major(str(version or ""))
-        if source_major and server.major < source_major:
+        source_major = newer_source_major(art.source, server.major)
+        if source_major:
             raise LifeboatError(
                 "%s was dumped from PostgreSQL %s, and the target server %s runs PostgreSQL %s: PostgreSQL restores "
                 "a dump into the same or a newer major version only. Nothing was changed. Restore onto a server of "

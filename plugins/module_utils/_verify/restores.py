@@ -15,6 +15,7 @@ import tarfile
 from .. import large_objects, naming, pipeline, policy_roles, postgres, shared_part
 from .. import sqlite as sqlite_engine
 from ..errors import LifeboatError
+from .._restore import compat
 from ..restore_common import PipeSink, PrivateDir
 from ..scratch import Janitor
 from ..tools import Tool, redact
@@ -59,8 +60,8 @@ def restore_pg(ctx, repo, tenant, art, doc, identities, compressed):
             server_version = postgres.server_version(admin)
             server_major = postgres.major(server_version)
             source = doc.get("source") or {}
-            source_major = postgres.major(str(source.get("server_version") or ""))
-            if source_major > server_major:
+            source_major = compat.newer_source_major(source, server_major)
+            if source_major:
                 return None, Check("restore").done(FAIL, (
                     "the artifact was dumped from PostgreSQL %s and the verifier's server %s runs PostgreSQL %s: "
                     "PostgreSQL restores a dump into the same or a newer major version only, so it cannot be "
