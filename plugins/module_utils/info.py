@@ -36,6 +36,8 @@ SPEC = argspec.ArgumentSpec(argspec.merged(
     discover=dict(type="list", elements="dict"),
     listed_tenants=dict(type="list", elements="dict"),
     max_age=dict(type="str"),
+    # every complete artifact's recipients, grouped (which artifacts a key can open), not only the newest's
+    list_recipients=dict(type="bool", default=False),
 ))
 OPTIONS = SPEC.defaults()
 LOGIN_OPTIONS = tuple(argspec.LOGIN)
@@ -67,7 +69,34 @@ def _artifact_view(repo, tenant, entry, doc):
     }
 
 
-def tenant_info(repo, tenant):
+def _recipients_of(doc):
+    if not isinstance(doc, dict):
+        return None
+    return sorted((doc.get("encryption") or {}).get("recipients") or [])
+
+
+def _shared_recipients(repo, doc):
+    """The recipients of the shared part a schema tenant's artifact was taken with (its manifest), or None."""
+    ref = doc.get("shared") if isinstance(doc, dict) else None
+    if not isinstance(ref, dict) or not ref.get("tenant") or not ref.get("stamp"):
+        return None
+    try:
+        return _recipients_of(repo.read_json(ref["tenant"], naming.manifest_name(ref["tenant"], ref["stamp"])))
+    except LifeboatError:
+        return None
+
+
+def recipients_by_artifact(repo, tenant, complete):
+    """[{recipients, artifacts}]: the tenant's complete artifacts grouped by the recipients their manifests name."""
+    groups = {}
+    for art in complete:
+        doc, problem = selection.read_manifest(repo, tenant, art)
+        key = tuple(_recipients_of(doc) or []) if not problem else ("(manifest not usable: %s)" % problem,)
+        groups.setdefault(key, []).append(art["name"])
+    return [{"recipients": list(key), "artifacts": names} for key, names in sorted(groups.items())]
+
+
+def tenant_info(repo, tenant, list_recipients=False):
     arts = repo.artifacts(tenant)
     complete = [a for a in arts if a["complete"]]
     pseudo = naming.is_pseudo_tenant(tenant)
@@ -82,6 +111,8 @@ def tenant_info(repo, tenant):
         "latest": None,
         "latest_verified": None,
         "latest_verified_error": None,
+        "recipients": None,
+        "shared_recipients": None,
         "pg_major_needed": 0,
         # a host whose clock ran ahead wrote them: never chosen as the newest (naming.by_recency)
         "future_stamped": [a["name"] for a in complete if naming.in_future(a["stamp"])],
@@ -101,6 +132,11 @@ def tenant_info(repo, tenant):
             if problem:
                 first = dict(first, reason="%s; its manifest is not usable: %s" % (first.get("reason"), problem))
         out["latest"] = _artifact_view(repo, tenant, first, doc)
+        # whom the newest is encrypted to (a tenant's own keys, or the repository-wide ones), and its shared part
+        out["recipients"] = _recipients_of(doc)
+        out["shared_recipients"] = _shared_recipients(repo, doc)
+    if list_recipients:
+        out["recipients_by_artifact"] = recipients_by_artifact(repo, tenant, complete)
     chosen = [j for j in judged if j["verified"]]
     if chosen:
         out["latest_verified"] = _artifact_view(repo, tenant, chosen[0], chosen[0]["doc"])
@@ -144,7 +180,7 @@ def run(params, check_mode=False):
         names = [t for t in present if p["include_globals"] or not naming.is_pseudo_tenant(t)]
     tenants = {}
     for t in names:
-        tenants[t] = tenant_info(repo, t)
+        tenants[t] = tenant_info(repo, t, p["list_recipients"])
     rows = list(tenants.values())
     erased = [r["tenant"] for r in rows if r["erased"]]
     missing = [r["tenant"] for r in rows if not r["present"] and not r["erased"]]
@@ -164,9 +200,21 @@ def run(params, check_mode=False):
         "clock_skew": [r["tenant"] for r in rows if r["future_stamped"]],
         "msg": _summary(repo, rows, missing, unverified),
     }
+    if p["list_recipients"]:
+        result["artifacts_by_recipient"] = _by_recipient(rows)
     if rules is not None:
         _discover(p, rules, repo, result)
     return result
+
+
+def _by_recipient(rows):
+    """{public key: ["tenant/artifact", ...]}: what each key can open (a shared key should open no tenant's own)."""
+    out = {}
+    for r in rows:
+        for group in r.get("recipients_by_artifact") or []:
+            for key in group["recipients"]:
+                out.setdefault(key, []).extend("%s/%s" % (r["tenant"], name) for name in group["artifacts"])
+    return out
 
 
 def listed_definitions(items, max_age):

@@ -90,6 +90,14 @@ options:
       - Unset means any complete artifact protects a tenant (only C(no-artifact) is reported).
       - Used only with O(discover).
     type: str
+  list_recipients:
+    description:
+      - Read every complete artifact's manifest and report whom each is encrypted to (RV(tenants)' C(recipients_by_artifact),
+        and RV(artifacts_by_recipient)): which artifacts a key can open, for example that a shared key opens none of
+        the artifacts of a tenant with keys of its own. One manifest read per artifact.
+      - Without it, each tenant's C(recipients) (of its newest artifact) and C(shared_recipients) are reported.
+    type: bool
+    default: false
   login_host:
     description:
       - Host name or IP address of the PostgreSQL server that O(discover) reads.
@@ -165,6 +173,10 @@ tenants:
       holds any artifact of it), C(artifacts_complete), C(artifacts_incomplete), C(newest_is_incomplete),
       C(pg_major_needed), C(latest), C(latest_verified), and C(latest_verified_error) (when there is no verified
       artifact, what to do).
+    - C(recipients) are the public keys the newest artifact is encrypted to (a tenant's own keys, or the
+      repository-wide ones; empty when it is not encrypted), and C(shared_recipients) those of the shared part a
+      schema tenant's newest artifact was taken with (else null). With O(list_recipients), C(recipients_by_artifact)
+      lists every complete artifact grouped by its recipients (C(recipients), C(artifacts)).
     - C(latest) and C(latest_verified) are null or dicts with C(artifact) (file name), C(location), C(manifest),
       C(stamp), C(snapshot_at), C(format), C(compressed), C(encrypted), C(size_stored), C(complete), C(verify_record),
       C(verify_status), C(verified_at), C(verified) (the record proves these bytes), C(verify_note),
@@ -174,6 +186,11 @@ tenants:
       C(tool_version), C(backup_host), C(tables), C(pg_major_needed)). C(latest_verified) also has C(skipped),
       the newer complete artifacts passed over with the reason.
   returned: always
+  type: dict
+artifacts_by_recipient:
+  description: With O(list_recipients), per public key the artifacts (C(<tenant>/<artifact>)) encrypted to it, that
+    is what the matching identity can open.
+  returned: with O(list_recipients)
   type: dict
 missing:
   description: Tenants asked for in O(tenants) of which the repository holds no artifact.
