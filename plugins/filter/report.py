@@ -220,17 +220,34 @@ def dr_rows(tenants, host, choice, restores, globals_result, bundles, info, step
 
 # -- drill -------------------------------------------------------------------------
 
-def drill_row(tenant, verify, started, host, rto="4h", rpo="24h", now=None):
+def _moment(text):
+    """A UTC time as the drill writes it (with a fraction: batch rows have milliseconds) or without one."""
+    for fmt in (_ISO_MICRO, _ISO):
+        try:
+            return datetime.datetime.strptime(str(text or ""), fmt)
+        except ValueError:
+            continue
+    return None
+
+
+def drill_row(tenant, verify, started=None, host=None, rto="4h", rpo="24h", now=None):
     """One tenant's row of the restore drill, measured against its budgets.
 
     ``tenant``: the tenant (its own ``rto`` and ``rpo`` win over the drill's defaults);
-    ``verify``: what backup_verify registered for it; ``started``: when its drill began
-    (2026-01-01T02:40:00.123456Z). RTO runs from ``started`` to ``now`` (default: the
-    clock), RPO from the restored artifact's snapshot to ``started``. Budgets are
-    seconds or a number with s, m, h, d or w.
+    ``verify``: the tenant's row of backup_verify's ``rows`` (with ``tenants``), which holds
+    ``started`` and ``finished``, the start and end of the tenant's verification; or what a
+    single backup_verify call registered, with ``started``, when the tenant's drill began
+    (2026-01-01T02:40:00.123456Z). RTO runs from the start to the end (``finished``, else
+    ``now``, else the clock), RPO from the restored artifact's snapshot to the start.
+    Budgets are seconds or a number with s, m, h, d or w.
     """
     verify = verify or {}
-    t0 = datetime.datetime.strptime(started, _ISO_MICRO)
+    if started is None:
+        started, now = verify.get("started"), _moment(verify.get("finished")) or now
+    t0 = _moment(started)
+    if t0 is None:
+        raise ValueError("drill_row: started must be a UTC time such as 2026-01-01T02:40:00.123Z, or the "
+                         "verification's row must hold started (got %r)" % (started,))
     now = now if now is not None else _utcnow()
     rto_text = str(tenant.get("rto", rto))
     rpo_text = str(tenant.get("rpo", rpo))

@@ -12,6 +12,8 @@ short_description: Prove backups restorable by restoring them into a scratch tar
 version_added: 0.1.0
 description:
   - Checks one artifact, the latest of a tenant, or the latest of every tenant of a repository.
+  - With O(tenants), verifies each listed tenant as the single call would (its own artifact selector, identity and
+    checks), O(parallel) at a time, each in its own worker process, and returns one row per tenant (RV(rows)).
   - "Checks: C(manifest) (present and valid), C(checksum) (stored bytes match its SHA-256 and size), C(decrypt) (age and
     zstd), C(restore) (into a scratch PostgreSQL database named by a hash on the server given by the C(login_*) options,
     or a SQLite file in a private 0700 folder, with C(PRAGMA integrity_check); a pg_restore that printed any error is a
@@ -39,8 +41,33 @@ options:
     type: str
   tenant:
     description:
-      - Only this tenant. Unset means every tenant of the repository.
+      - Only this tenant. Unset means every tenant of the repository (or the tenants of O(tenants)).
+      - Mutually exclusive with O(tenants).
     type: str
+  tenants:
+    description:
+      - Verify these tenants in one call, each as the single call with O(tenant) would, at most O(parallel) at a time.
+        The playbooks C(verify) and C(drill) hand each host's tenants to one call per chunk this way.
+      - Each entry is a dict with C(tenant) (required) and any of the per-tenant options C(artifact), C(identity),
+        C(identity_file), C(max_age), C(queries), C(size_anomaly_ratio) and C(record), which win over the options of
+        the call; every other option (O(repository), the connection, S3) is shared by all entries.
+      - The list is checked as a whole before anything runs (unknown keys, bad or repeated names, an invalid option
+        of an entry, an O(artifact) that names another tenant's artifact): the error names the entry, for example
+        C(tenants[3].max_age), and nothing is verified.
+      - One tenant's FAIL or error is its own row; the others are verified all the same. The task fails when any row
+        failed (a FAIL verdict counts unless O(fail_on_error=false); an error always).
+      - Each tenant's verify record is written beside its artifact, as by the single call. The scratch database of
+        each verification has a name of its own (a hash of the tenant, the artifact's stamp and a random token), so
+        parallel verifications never collide, and a janitor drops it if its worker is killed.
+      - Mutually exclusive with O(tenant) and O(legacy_glob).
+    type: list
+    elements: dict
+  parallel:
+    description:
+      - With O(tenants), how many tenants are verified at the same time (1 to 64), each in its own worker process.
+        Each needs a connection to the server and restores one scratch copy at a time; one per core is a good start.
+    type: int
+    default: 2
   artifact:
     description:
       - C(latest) (the newest complete artifact of each tenant), V(latest_verified) (the newest complete artifact of
@@ -139,6 +166,21 @@ EXAMPLES = r"""
       - query: SELECT count(*) FROM bookings
         min: 1
 
+- name: Verify a host's tenants in one call, two at a time (one row per tenant in result.rows)
+  lifeboat.backup.backup_verify:
+    repository: /var/backups/lifeboat
+    identity_file: /run/credentials/lifeboat-verify.service/identity
+    login_unix_socket: /var/run/postgresql
+    tenants:
+      - tenant: acme
+      - tenant: globex
+        max_age: 48h
+      - tenant: initech
+        artifact: latest_verified
+    parallel: 2
+    fail_on_error: false
+  register: verified
+
 - name: Check a legacy dump the way the old cron job did
   lifeboat.backup.backup_verify:
     legacy_glob: /var/backups/acme-*.sql
@@ -194,6 +236,23 @@ snapshot_at:
   description: When the artifact's snapshot was taken (UTC, the manifest's C(started_at)).
   returned: when one artifact was verified
   type: str
+rows:
+  description:
+    - With O(tenants), one per entry, in the list's order; each is the single call's result for that tenant (C(status),
+      C(tenants), C(checks), C(failed_checks), C(artifact_name), C(records), C(changed)...) with C(tenant), C(failed),
+      C(msg) (the error, when the verification stopped with one), C(started) and C(finished) (UTC, ISO 8601 with
+      milliseconds: the tenant's verification from its start to its end) and C(seconds).
+  returned: with O(tenants)
+  type: list
+  elements: dict
+  sample:
+    - tenant: acme
+      status: PASS
+      failed: false
+      artifact_name: acme-20260101T030000Z.pgdump.zst.age
+      started: "2026-01-01T04:00:00.120Z"
+      finished: "2026-01-01T04:00:02.480Z"
+      seconds: 2.36
 records:
   description: The verify records written (in check mode, those that would be). Each record holds the report, the
     artifact's name, C(checked_at), C(verifier_host), and the C(sha256) and C(size_stored) verified, which tie it to
@@ -223,7 +282,9 @@ def main():
         details = dict((c["name"], c["detail"]) for c in result.get("checks") or [] if c.get("status") == "WARN")
         for name in warned:
             module.warn("%s: %s" % (name, details.get(name, "WARN")))
-    if result["status"] == "FAIL" and module.params["fail_on_error"]:
+    rows = result.get("rows")  # with tenants: a row failed (an error, or a FAIL with fail_on_error)
+    if any(r.get("failed") for r in rows) if rows is not None else (
+            result["status"] == "FAIL" and module.params["fail_on_error"]):
         module.fail_json(**result)
     module.exit_json(**result)
 

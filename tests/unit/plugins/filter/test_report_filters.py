@@ -225,6 +225,26 @@ def test_drill_row_of_a_failed_verification():
     assert row["problems"] == ["verify FAILED: "]
 
 
+def test_drill_row_of_a_batch_row_measures_the_tenants_own_verification():
+    """backup_verify with tenants: the row's started and finished are the RTO; RPO runs to started."""
+    row = dict(verify_result(), tenant="acme", failed=False, status="PASS", started="2026-01-03T00:00:10.250Z",
+               finished="2026-01-03T00:00:52.600Z", seconds=42.35)
+    out = report.drill_row({"name": "acme", "rto": "40s"}, row, host="v1", now=at(9999))
+    assert out["started"] == "2026-01-03T00:00:10.250Z" and out["rto_seconds"] == 42.4 and out["rpo_seconds"] == 7210
+    assert out["verify"] == "PASS" and out["problems"] == ["RTO 42.4 s over its budget 40s"]
+    # a verification that stopped with an error is its row's message
+    failed = {"tenant": "acme", "failed": True, "msg": "Wrong key.", "started": "2026-01-03T00:00:01.000Z",
+              "finished": "2026-01-03T00:00:01.500Z"}
+    out = report.drill_row({"name": "acme"}, failed, host="v1")
+    assert out["rto_seconds"] == 0.5 and out["problems"] == ["verify FAILED: Wrong key."] and out["status"] == "FAIL"
+    # a call that failed as a whole has no row: the drill's start (no fraction) is the start
+    out = report.drill_row({"name": "acme"}, {"failed": True, "msg": "No python."}, "2026-01-03T00:00:00Z", host="v1",
+                           now=at(3))
+    assert out["rto_seconds"] == 3.0 and out["problems"] == ["verify FAILED: No python."]
+    with pytest.raises(ValueError, match="started"):
+        report.drill_row({"name": "acme"}, {"tenants": []}, host="v1")
+
+
 def test_filters_are_registered_under_their_names():
     assert sorted(report.FilterModule().filters()) == ["dr_choice", "dr_rows", "drill_row", "human_size", "report_table"]
 
