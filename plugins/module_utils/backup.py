@@ -16,7 +16,7 @@ import threading
 import time
 
 from . import argspec, batch, crypto, large_objects, manifest, naming, pipeline, policy_roles, postgres, schema_pass
-from . import sqlite as sqlite_engine
+from . import erasure, sqlite as sqlite_engine
 from .errors import LifeboatError
 from .repository import describe_os_error, open_repository, s3_options, unique_stamp
 from .tools import Tool
@@ -226,6 +226,7 @@ def plan(req, now=None):
     req.repository.check_writable()
     steps = []
     for job in req.jobs:
+        erasure.refuse_backup(req.repository, job.tenant)  # a tenant tenant_erase erased stays erased
         fresh = _fresh_enough(req.repository, job, req.skip_seconds, now)
         if fresh:
             steps.append((job, "skip", "newest complete artifact %s is younger than skip_if_newer_than" % fresh["name"], fresh))

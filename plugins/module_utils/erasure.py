@@ -85,7 +85,7 @@ def find_record(repo, tenant, names=None):
     if isinstance(doc, dict):
         summary.update(erased_at=doc.get("erased_at"), reference=doc.get("reference"),
                        requested_by=doc.get("requested_by"), recipients=doc.get("recipients") or [],
-                       kept=doc.get("kept") or [])
+                       kept=doc.get("kept") or [], artifacts=doc.get("artifacts") or [])
     return summary
 
 
@@ -266,11 +266,14 @@ def _recipients(doc):
     return list((enc or {}).get("recipients") or []) if isinstance(enc, dict) else []
 
 
-def assess(store, objects, own):
+def assess(store, objects, own, found=None):
     """(artifacts, blockers): one row per distinct artifact content (name, stamp, sha256, recipients),
-    and what stops the erasure, each with why and what to do."""
+    and what stops the erasure, each with why and what to do. ``found``: the tenant's erasure record, whose
+    artifacts (checked when it was written) still speak for the copies object lock keeps without their manifest."""
     docs, problems = _manifests(store, objects)
     artifacts, blockers, by_sha = [], [], {}
+    recorded = dict((a.get("sha256"), a) for a in (found or {}).get("artifacts") or [] if isinstance(a, dict))
+    by_name = set(a.get("name") for a in recorded.values())
     for (mname, vid), doc in sorted(docs.items(), key=lambda i: (i[0][0], str(i[0][1]))):
         if doc.get("tenant") != store.tenant:
             continue
@@ -301,8 +304,10 @@ def assess(store, objects, own):
         mname = naming.manifest_name(store.tenant, _stamp(o["name"]))
         if o["current"] and any(k[0] == mname and (k[1] is None or _current(objects, mname, k[1])) for k in docs):
             continue  # its current manifest (checked above) speaks for it
-        if o["version_id"] and store.sha256(o) in by_sha:
-            continue  # an earlier version: the manifest version with its SHA-256 (checked above) speaks for it
+        if o["version_id"] is None and o["name"] in by_name:
+            continue  # no versions: the erasure record names it (checked when the record was written)
+        if o["version_id"] and store.sha256(o) in set(by_sha) | set(recorded):
+            continue  # the manifest version (checked above) or the record entry with its SHA-256 speaks for it
         blockers.append({"artifact": o["name"], "version_id": o["version_id"], "locked": o["lock"],
                          "why": "object lock keeps it (%s) and no manifest proves to whom it is encrypted (an "
                                 "incomplete artifact, or an earlier version from before a rekey)" % o["lock"],
@@ -467,7 +472,7 @@ def _erase(p, repo, tenant, keys, now, check_mode, result):
             "No key of tenant %s is known: give identity_file or identity_dir (the identities to destroy; their "
             "public keys are the tenant's own recipients) or tenant_recipients. Nothing was changed." % tenant,
             option="tenant_recipients")
-    artifacts, blockers = assess(store, objects, own)
+    artifacts, blockers = assess(store, objects, own, found)
     result["artifacts"] = artifacts
     if blockers:
         lines = "; ".join("%s%s: %s (%s)" % (b["artifact"], " version %s" % b["version_id"] if b.get("version_id")
