@@ -186,6 +186,38 @@ options:
     description:
       - Where the private temporary folder for O(jobs) above 1 is made. Defaults to E(TMPDIR).
     type: path
+  tenants:
+    description:
+      - Many tenants in one task, instead of O(tenant) (one task per tenant pays Ansible's module start-up each
+        time). Each entry is a dict with C(tenant) and that tenant's own options, each as in the single call:
+        C(engine), C(database), C(schema), C(path), C(artifact), C(target_database), C(target_path), C(force),
+        C(jobs), C(terminate_connections), C(allow_create_in_dump), C(privileges), C(owners), C(keep_safety_copy),
+        C(replace_target), C(source_tenant), C(identity), C(identity_file). The options given outside the entries
+        (O(repository), O(artifact) as V(latest) or V(latest_verified), the connection, S3 and identity options,
+        O(force), O(privileges), ...) are shared by every entry that does not give its own; a SQLite entry does not
+        take the shared PostgreSQL-only ones (O(privileges), O(owners), O(terminate_connections),
+        O(allow_create_in_dump)).
+      - The list is checked whole before anything is restored (unknown keys, names, each entry's options, two
+        entries with one target); an error names the entry (C(tenants[3].target_path)) and nothing is done.
+      - Each tenant is restored as by the single call (the same checks, C(force), fresh database and swap, one
+        transaction, rename), in its own worker process, at most O(parallel) at a time; a tenant that fails (or
+        whose worker dies) is its row in RV(rows), and the others go on. Stopped (SIGTERM), the running restores
+        roll back or finish and no more start: each tenant is restored or as it was.
+      - Tenants restored into the same database (the schema tenants of one database) do not race: the first one
+        restores the database's shared part (and creates the database) first; the others start once one of them
+        succeeded.
+      - The task fails when any tenant failed (not in check mode, where the rows say what would fail).
+      - Mutually exclusive with O(tenant), O(database), O(schema), O(path), O(target_database), O(target_path),
+        O(replace_target), O(source_tenant), O(globals_artifact) and O(globals_host) (restore the roles first, in a
+        task of their own).
+    type: list
+    elements: dict
+  parallel:
+    description:
+      - With O(tenants), how many tenants are restored at once (1 to 64). Each restore is one C(pg_restore) (or a
+        SQLite copy): one per core is a good start.
+    type: int
+    default: 2
 notes:
   - Never drops a database it did not create in the same run, except the replaced target kept as the safety copy,
     which is kept after the restore succeeded (O(keep_safety_copy=false) drops it).
@@ -235,6 +267,20 @@ EXAMPLES = r"""
     login_host: db2.example.com
     login_user: postgres
     login_password: "{{ vault_pg_password }}"
+
+- name: Rebuild a host's tenants, two at a time, each from its own artifact (one task for all of them)
+  lifeboat.backup.backup_restore:
+    repository: s3://lifeboat-backups/prod
+    identity_file: /root/lifeboat-identity.txt
+    privileges: true
+    parallel: 2
+    tenants:
+      - {tenant: acme, database: acme, artifact: acme-20260101T030000Z.pgdump.zst.age}
+      - {tenant: globex, database: saas, schema: globex, artifact: latest_verified}
+      - {tenant: initech, engine: sqlite, path: /srv/initech.db}
+  register: restored
+  ignore_errors: true
+  # restored.rows: one per tenant (failed, msg, artifact, target, seconds, ...); restored.msg says which failed
 
 - name: Restore a SQLite tenant into a scratch file
   lifeboat.backup.backup_restore:
@@ -318,8 +364,25 @@ tables:
   returned: success, not in check mode
   type: int
 rows:
-  description: Sum of the restored row counts.
-  returned: success, not in check mode
+  description:
+    - Without O(tenants), the sum of the restored row counts (an int; success, not in check mode).
+    - With O(tenants), one dict per entry, in the list's order, whether it failed or not (also when the task
+      fails) - what the single call returns for that tenant, and C(tenant), C(failed), C(msg) (when it failed),
+      C(option), C(started) and C(finished) (UTC, ISO 8601 with milliseconds) and C(seconds).
+  returned: success, not in check mode; always with O(tenants)
+  type: raw
+restored:
+  description: With O(tenants), how many tenants were restored (0 in check mode).
+  returned: with O(tenants)
+  type: int
+failed_tenants:
+  description: With O(tenants), the tenants that failed (or would, in check mode).
+  returned: with O(tenants)
+  type: list
+  elements: str
+waves:
+  description: With O(tenants), in how many waves the tenants ran (the tenants of one database after its first).
+  returned: with O(tenants)
   type: int
 terminated_sessions:
   description: Sessions ended because of O(terminate_connections).
@@ -368,8 +431,29 @@ def _diff(result):
     return {"before": dict(result.get("replaced") or {}), "after": after}
 
 
+def _diff_of_rows(result):
+    """With tenants: each tenant's diff, under its name."""
+    diffs = [(r["tenant"], _diff(r)) for r in result.get("rows") or []]
+    diffs = [(tenant, d) for tenant, d in diffs if d is not None]
+    if not diffs:
+        return None
+    return {"before": dict((t, d["before"]) for t, d in diffs), "after": dict((t, d["after"]) for t, d in diffs)}
+
+
 def main():
-    module_main.run(AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs()), engine.run, diff=_diff)
+    module = AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs())
+    if module.params.get("tenants") is None:
+        module_main.run(module, engine.run, diff=_diff)
+        return
+    for item in module.params["tenants"]:  # an entry's own identity is a secret too
+        if isinstance(item, dict) and isinstance(item.get("identity"), str) and item["identity"]:
+            module.no_log_values.add(item["identity"])
+    result = module_main.run_engine(module, engine.run)
+    if result["failed_tenants"] and not module.check_mode:
+        if module._diff:
+            result["diff"] = _diff_of_rows(result)
+        module.fail_json(**result)
+    module_main.exit_with(module, result, diff=_diff_of_rows)
 
 
 if __name__ == "__main__":
