@@ -112,6 +112,11 @@ def dr_choice(tenants, info, allow_unverified=False):
     out = {}
     for tenant in tenants:
         i = info["tenants"][tenant["name"]]
+        if i.get("erased"):  # erased on purpose (tenant_erase): an ERASED row, nothing to restore
+            out[tenant["name"]] = {"artifact": "", "location": "", "verified": False, "verified_at": "", "snapshot": "",
+                                   "server_version": "", "pg_major": 0, "erased": True,
+                                   "note": "ERASED: %s Remove it from lifeboat_tenants." % i.get("latest_verified_error")}
+            continue
         lv = i.get("latest_verified")
         pick = lv if lv else (i.get("latest") if allow_unverified else None)
         if lv:
@@ -155,7 +160,8 @@ def _dr_tenant_row(host, tenant, choice, restores, incident):
     return {"host": host, "what": "tenant", "tenant": tenant["name"], "artifact": artifact, "snapshot": stamp,
             "verified_at": c["verified_at"] if c["artifact"] == artifact else "",
             "server_version": c["server_version"] if c["artifact"] == artifact else "",
-            "rpo_seconds": rpo, "rows": r.get("rows"), "status": "OK" if ok else "FAILED", "message": message}
+            "rpo_seconds": rpo, "rows": r.get("rows"),
+            "status": "OK" if ok else ("ERASED" if c.get("erased") else "FAILED"), "message": message}
 
 
 def _dr_globals_row(host, result):

@@ -202,6 +202,14 @@ unverified:
   returned: always
   type: list
   elements: str
+erased:
+  description:
+    - Tenants erased on purpose (M(lifeboat.backup.tenant_erase) left its erasure record); each tenant's entry in
+      RV(tenants) has C(erased) with the record's location, C(erased_at) and C(reference). Never in RV(missing) or
+      RV(unverified).
+  returned: always
+  type: list
+  elements: str
 globals_tenants:
   description: The C(_globals_<host>) pseudo-tenants the repository holds (reported only with O(include_globals)).
   returned: always

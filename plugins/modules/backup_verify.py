@@ -189,7 +189,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 status:
-  description: PASS or FAIL over everything verified.
+  description:
+    - PASS or FAIL over everything verified; ERASED when every tenant asked for was erased on purpose
+      (M(lifeboat.backup.tenant_erase)). An erased tenant's row has status ERASED, never FAIL.
   returned: always
   type: str
   sample: PASS

@@ -264,3 +264,14 @@ def test_sizes_and_seconds_look_the_same_in_every_table():
     assert rows[0]["size"] == 112900  # the caller's rows are not changed
     with pytest.raises(ValueError, match="unknown column format 'KB'"):
         report.report_table(rows, [{"key": "size", "title": "SIZE", "format": "KB"}])
+
+
+def test_an_erased_tenant_is_an_erased_row_of_dr_restore_not_a_failed_one():
+    gone = {"latest_verified": None, "latest": None, "erased": {"record": "gone-20260101T000000Z.erasure.json"},
+            "latest_verified_error": "Tenant gone was erased on 2026-01-01T00:00:00Z (reference T-1, record /r/gone/"
+                                     "gone-20260101T000000Z.erasure.json): there is nothing to restore."}
+    info = {"tenants": dict(INFO["tenants"], gone=gone)}
+    choice = report.dr_choice(TENANTS + [{"name": "gone"}], info, allow_unverified=True)
+    assert choice["gone"]["artifact"] == "" and choice["gone"]["erased"] and choice["gone"]["pg_major"] == 0
+    rows = report.dr_rows([{"name": "gone"}], **dict(dr_inputs({"skipped": True}), choice=choice, info=info))
+    assert rows[0]["status"] == "ERASED" and rows[0]["message"].startswith("ERASED: Tenant gone was erased on")
