@@ -150,6 +150,20 @@ def tenant_key_paths(identity_dir, tenant):
     return base + IDENTITY_SUFFIX, base + PUBLIC_SUFFIX
 
 
+def rotation_identity_files(identity_dir, tenant):
+    """The other identity files of ``tenant`` a key folder holds while or after rotate_tenant_key.yml ran: the next
+    key of a rotation under way (``.next/<tenant>.key``) and the retired ones (``retired/<tenant>-<stamp>.key``)."""
+    found = [os.path.join(identity_dir, ".next", tenant + IDENTITY_SUFFIX)]
+    retired = os.path.join(identity_dir, "retired")
+    try:
+        names = sorted(os.listdir(retired))
+    except OSError:
+        names = []
+    found += [os.path.join(retired, n) for n in names
+              if n.startswith(tenant + "-") and n.endswith(IDENTITY_SUFFIX) and n[len(tenant) + 1:-4].isalnum()]
+    return [f for f in found if os.path.lexists(f)]
+
+
 class MissingIdentity(LifeboatError):
     """No identity at all for a tenant: the message names the tenant and the file expected."""
 

@@ -333,6 +333,7 @@ def key_files(p, tenant):
         paths += [f for f in sorted(glob.glob(os.path.join(glob.escape(folder), glob.escape(tenant) + ".*")))
                   if not f.endswith(".pub")]
         paths += [os.path.join(folder, tenant)] if os.path.lexists(os.path.join(folder, tenant)) else []
+        paths += crypto.rotation_identity_files(folder, tenant)  # rotate_tenant_key.yml's .next/ and retired/
     out = []
     for path in paths:
         if path in [k["path"] for k in out]:

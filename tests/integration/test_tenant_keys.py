@@ -175,6 +175,9 @@ def test_rotate_tenant_key_rekeys_that_tenants_artifacts_only(world, pg, tmp_pat
         assert after[tenant] == before[tenant], tenant  # no other tenant's bytes changed
     retired = os.listdir(os.path.join(w["keydir"], "retired"))
     assert len(retired) == 1 and retired[0].startswith("acme-")
+    # what tenant_erase destroys besides <tenant>.key: the retired key (and a rotation's next key, gone now)
+    assert E.crypto.rotation_identity_files(w["keydir"], "acme") == [os.path.join(w["keydir"], "retired", retired[0])]
+    assert E.crypto.rotation_identity_files(w["keydir"], "globex") == []
     with open(os.path.join(w["keydir"], "acme.pub")) as f:
         new_public = f.read().strip()
     assert new_public != w["publics"]["acme"]
