@@ -13,14 +13,16 @@ per tenant in the list's order, each with the keys of a single call's result (``
 ``size_stored``, ``seconds``...; a pass's tenants: their artifact entry, with ``action``).
 """
 
-from . import agent_pass, backup, backup_pass, batch, naming, postgres, schema_pass
+from . import agent_pass, backup, backup_pass, batch, crypto, naming, postgres, schema_pass
 from .errors import LifeboatError
 
 # What an entry of ``tenants`` may hold besides ``tenant``: the tenant's own options of a single call.
-ENTRY_KEYS = ("engine", "database", "schema", "path", "recipients", "recipients_file", "compression_level")
+ENTRY_KEYS = ("engine", "database", "schema", "path", "recipients", "recipients_file", "recipients_mode",
+              "compression_level")
 REPLACED = backup.LIST_REPLACES
-# What a pass takes once for all of its tenants (one snapshot, one set of artifacts' settings).
-PASS_SHARED = ("recipients", "recipients_file", "compression_level")
+# What a pass takes once for all of its tenants (one snapshot, one set of artifacts' settings); each member's own
+# recipients go with it (backup_pass.member_recipients).
+PASS_SHARED = ("compression_level",)
 
 
 def run(params, check_mode=False, progress=None, now=None):
@@ -62,7 +64,7 @@ def plan(params):
     first = {}
     for entry in found:
         # its label ("saas (12 schema tenants)") is no tenant's name: its row is the pass's until expanded
-        passes[entry["label"]] = dict(entry, params=_pass_params(shared, entry, own, names))
+        passes[entry["label"]] = dict(entry, params=_pass_params(shared, entry, own, names, items))
         first[entry["members"][0]["tenant"]] = entry["label"]
     jobs = []
     for name in names:
@@ -76,10 +78,13 @@ def plan(params):
 def _entry_params(shared, item, where):
     """The engine's options of one entry: the shared ones, with the entry's own over them (checked)."""
     out = dict(shared)
-    entry = dict((k, v) for k, v in item.items() if k != "tenant")
-    if "recipients" in entry or "recipients_file" in entry:  # the tenant's own keys replace the shared ones
+    entry = dict((k, v) for k, v in item.items() if k not in ("tenant", "recipients_mode"))
+    if "recipients" in entry or "recipients_file" in entry:  # the tenant's own keys replace the shared ones (or add)
         out.pop("recipients", None)
         out.pop("recipients_file", None)
+    elif "recipients_mode" in item:
+        raise _bad(where, item, "recipients_mode", "applies to the tenant's own recipients: give recipients or "
+                                                    "recipients_file too, or remove it")
     out.update(entry)
     out["tenant"] = item["tenant"]
     out.setdefault("engine", "postgresql")
@@ -93,6 +98,12 @@ def _entry_params(shared, item, where):
         if not isinstance(value, list) or not all(isinstance(r, str) and r for r in value):
             raise _bad(where, item, "recipients", "must be a list of age recipients (age1... or SSH public keys)")
         out["recipients"] = value
+    if item.get("recipients_mode"):  # crypto's rule: replace (the default) or add the shared ones
+        try:
+            out.update(crypto.tenant_recipient_params(shared, dict(out, recipients_mode=item["recipients_mode"]), where))
+        except LifeboatError as e:
+            key = "recipients_mode" if (e.option or "").endswith("recipients_mode") else "recipients"
+            raise _bad(where, item, key, "does not fit: %s" % e.msg.rstrip("."))
     if "compression_level" in entry:
         level = entry["compression_level"]
         if isinstance(level, str) and level.strip().isdigit():
@@ -105,9 +116,14 @@ def _entry_params(shared, item, where):
     return out
 
 
-def _pass_params(shared, entry, own, names):
+def _pass_params(shared, entry, own, names, items):
     """The options of the pass over ``entry``'s schema tenants (agent_pass.split_schema_tenants' entry)."""
     members = [m["tenant"] for m in entry["members"]]
+    for member in entry["members"]:  # a member's own recipients go with it (backup_pass.member_recipients)
+        item = items[names.index(member["tenant"])]
+        if "recipients" in item or "recipients_file" in item:
+            mine = own[member["tenant"]]
+            member.update((k, mine[k]) for k in ("recipients", "recipients_file") if mine.get(k))
     settings = dict((key, own[members[0]].get(key)) for key in PASS_SHARED)
     for name in members[1:]:
         theirs = dict((key, own[name].get(key)) for key in PASS_SHARED)
@@ -119,12 +135,11 @@ def _pass_params(shared, entry, own, names):
                 "one database the same %s." % (names.index(members[0]), members[0], names.index(name), name,
                                                entry["database"], " and ".join(differ), " and ".join(differ)),
                 option="tenants[%d].%s" % (names.index(name), differ[0]))
+    # the pass's own recipients are the shared ones: its shared part's, and its members' without keys of their own
     params = dict(shared, database=entry["database"], engine="postgresql", schemas=entry["members"])
-    params.pop("recipients", None)
-    params.pop("recipients_file", None)
     params.update((k, v) for k, v in settings.items() if v is not None)
     try:
-        schema_pass.validate_members(entry["members"])
+        schema_pass.validate_members([dict((k, m[k]) for k in ("tenant", "schema") if k in m) for m in entry["members"]])
     except LifeboatError as e:  # a schema named by two tenants, or one that belongs to the database
         raise LifeboatError("The schema tenants of database %s in tenants: %s Nothing was done; fix tenants."
                             % (entry["database"], e.msg), option="tenants[%d].schema" % names.index(members[0]))

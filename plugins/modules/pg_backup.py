@@ -55,6 +55,9 @@ options:
       - Back up these schema tenants of O(database) in one pass, on one snapshot, instead of one O(tenant).
         Each entry is a dictionary with the keys C(tenant) and C(schema) (the schema defaults to the tenant's
         name), or just the tenant's name.
+      - An entry may have recipients of its own, C(recipients) or C(recipients_file): they replace O(recipients)
+        and O(recipients_file) for that tenant's artifact (C(recipients_mode=add) adds them instead). The shared
+        part is always encrypted to O(recipients) and O(recipients_file).
       - Each tenant still gets its own artifact, manifest, row counts and lock, exactly as with O(tenant); the
         artifacts are cut from a few C(pg_dump -n ...) streams (sized to the server's lock table) instead of one
         C(pg_dump) per tenant, so a database of thousands of schema tenants reads its catalog a few times, not
@@ -84,7 +87,8 @@ options:
       - Back up many tenants of this host in one call instead of one task per tenant (which pays Ansible's module
         start-up for each). Each entry is a dictionary with C(tenant) and the tenant's own options of a single
         call, C(engine), C(database), C(schema), C(path), and optionally its own C(recipients) or
-        C(recipients_file) (both replace the shared O(recipients) and O(recipients_file) for that tenant) and
+        C(recipients_file) (both replace the shared O(recipients) and O(recipients_file) for that tenant, so that
+        destroying the tenant's key erases it; with C(recipients_mode=add) its artifacts are encrypted to both) and
         C(compression_level). The other options (repository, connection, S3, compression, O(skip_if_newer_than)...)
         are shared by every entry.
       - The list is checked as a whole before anything runs; a bad entry (an unknown key, a bad or repeated name, a
@@ -93,8 +97,8 @@ options:
         single call would fail.
       - Each database or SQLite tenant is backed up in a worker process of its own, at most O(parallel) at a time;
         the schema tenants of one database are backed up together by one pass (as with O(schemas), with the
-        database's shared part first), which is one worker. Their C(recipients), C(recipients_file) and
-        C(compression_level) must then be the same.
+        database's shared part first), which is one worker. Their C(compression_level) must then be the same;
+        each keeps its own recipients, and the shared part is encrypted to the shared O(recipients).
       - One tenant's failure does not stop the others; the task fails afterwards (not in check mode), and
         RV(rows) says what happened to each tenant.
       - Mutually exclusive with O(tenant), O(database), O(schema), O(path), O(schemas) and O(globals) (back up the

@@ -29,7 +29,9 @@ def test_the_schema_tenants_of_a_database_are_one_pass_where_the_first_is_listed
     assert by["acme"]["recipients"] == ["age1shared"] and by["acme"]["login_host"] == "db1"
     saas = by["saas (2 schema tenants)"]
     assert saas["database"] == "saas" and "tenant" not in saas and saas["recipients"] == ["age1shared"]
-    assert saas["schemas"] == [{"tenant": "globex", "schema": "globex"}, {"tenant": "umbrella", "schema": "umbrella"}]
+    # a member with keys of its own takes them into the pass (backup_pass.member_recipients), the others the pass's
+    assert saas["schemas"] == [{"tenant": "globex", "schema": "globex"},
+                               {"tenant": "umbrella", "schema": "umbrella", "recipients": ["age1shared"]}]
     assert by["hooli (1 schema tenant)"]["database"] == "hooli"  # a schema tenant's database defaults to its name
     assert by["initech"]["path"] == "/t/initech.db" and by["initech"]["engine"] == "sqlite"
     # the tenant's own keys replace the shared ones (both), and its level is a number
@@ -45,8 +47,10 @@ def test_the_schema_tenants_of_a_database_are_one_pass_where_the_first_is_listed
     ([{"tenant": "a", "recipients": [""]}], {}, "tenants[0].recipients", "list of age recipients"),
     ([{"tenant": "a", "database": 5}], {}, "tenants[0].database", "must be a string"),
     ([{"tenant": "a", "database": "s", "schema": "a"}, {"tenant": "b", "database": "s", "schema": "b",
-                                                        "recipients_file": "/k"}],
-     {}, "tenants[1].recipients", "one pass"),
+                                                        "compression_level": 5}],
+     {}, "tenants[1].compression_level", "one pass"),
+    ([{"tenant": "a", "recipients_mode": "add"}], {}, "tenants[0].recipients_mode", "own recipients"),
+    ([{"tenant": "a", "recipients": ["age1x"], "recipients_mode": "both"}], {}, "tenants[0].recipients_mode", "replace"),
     ([{"tenant": "a", "database": "s", "schema": "x"}, {"tenant": "b", "database": "s", "schema": "x"}],
      {}, "tenants[0].schema", "named twice"),
     ([{"tenant": "a"}], {"tenant": "b"}, "tenant", "do not go together"),
