@@ -381,7 +381,10 @@ def _who(p):
     except OSError:
         import pwd  # here: only when no one was named
 
-        user = pwd.getpwuid(os.getuid()).pw_name
+        try:
+            user = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:  # a container's user without a passwd entry
+            user = "uid%d" % os.getuid()
     return "%s@%s" % (user, socket.gethostname())
 
 
@@ -417,11 +420,16 @@ def _row(o):
                 if o.get(k) is not None or k in ("name", "kind"))
 
 
+def kept_until(kept):
+    """Until when object lock keeps the last of ``kept`` (object rows): an ISO time, or words for a legal hold."""
+    return max((o.get("locked_until") or "" for o in kept), default="") or "a legal hold is lifted"
+
+
 def _plan_text(tenant, repo, deleted, kept, check_mode):
     verb = "would delete" if check_mode else "deleted"
     text = "%s %d object(s) of tenant %s in %s" % (verb, len(deleted), tenant, repo)
     if kept:
-        until = max((o["locked_until"] or "" for o in kept), default="") or "a legal hold is lifted"
+        until = kept_until(kept)
         text += "; %d kept under object lock (provably unreadable: no identity left in lifeboat's care), the last " \
                 "until %s (backup_prune deletes them once their locks end)" % (len(kept), until)
     return text
@@ -436,7 +444,7 @@ def run(params, check_mode=False, now=None):
               "identity_files": keys, "deleted": [], "kept": [], "artifacts": [], "record": None,
               "check_mode": bool(check_mode), "warnings": []}
     if not p["repository"]:
-        if not keys:
+        if not (p["identity_file"] or p["identity_dir"]):
             raise LifeboatError("Give repository (the tenant's artifacts to erase) and/or identity_file or "
                                 "identity_dir (the tenant's keys to destroy).", option="repository")
         return _finish(p, result, keys, check_mode, "tenant %s: no repository given, keys only" % tenant)
@@ -476,8 +484,8 @@ def _erase(p, repo, tenant, keys, now, check_mode, result):
     artifacts, blockers = assess(store, objects, own, found)
     result["artifacts"] = artifacts
     if blockers:
-        lines = "; ".join("%s%s: %s (%s)" % (b["artifact"], " version %s" % b["version_id"] if b.get("version_id")
-                                              else "", b["why"], b["fix"]) for b in blockers)
+        lines = "; ".join("%s%s: %s (%s)" % (b["artifact"], " version %s" % b["version_id"] if b.get("version_id") else "",
+                                             b["why"], b["fix"]) for b in blockers)
         raise LifeboatError(
             "Refusing to erase tenant %s in %s: %d artifact(s) could still be opened after its keys are destroyed: "
             "%s. Nothing was changed (no key destroyed, no record written, nothing deleted)."
@@ -517,8 +525,8 @@ def _erase(p, repo, tenant, keys, now, check_mode, result):
     if not check_mode:
         repo.write_json(tenant, name, record)
         result["record_document"] = record
-    what = "tenant %s %s erased: record %s; %s" % (tenant, "would be" if check_mode else "is", result["record"],
-                                                     _plan_text(tenant, repo, deleted, kept, check_mode))
+    plan = _plan_text(tenant, repo, deleted, kept, check_mode)
+    what = "tenant %s %s erased: record %s; %s" % (tenant, "would be" if check_mode else "is", result["record"], plan)
     if not check_mode:
         _destroy_keys(keys)
         sweep(repo, tenant, False, now, store)
@@ -543,7 +551,7 @@ def _finish(p, result, keys, check_mode, what, destroyed_already=False):
     if present:
         result["changed"] = True
         what += "; %s %d identity file(s): %s" % ("would destroy" if check_mode else "destroyed", len(present),
-                                                 ", ".join(k["path"] for k in present))
+                                                  ", ".join(k["path"] for k in present))
     else:
         looked = [k["path"] for k in keys] + (["%s/%s.*" % (p["identity_dir"].rstrip("/"), result["tenant"])]
                                               if p["identity_dir"] else [])

@@ -355,9 +355,7 @@ def run(params, check_mode=False, now=None):
     for tenant, e in sorted(erased.items()):
         result["msg"] += " Tenant %s was %s: %s %d object(s) of it%s." % (
             tenant, erasure.describe(e["erased"]), "would delete" if check_mode else "deleted", len(e["deleted"]),
-            "; %d kept under object lock until %s" % (len(e["kept"]), max(o.get("locked_until") or "a legal hold "
-                                                                           "is lifted" for o in e["kept"]))
-            if e["kept"] else "")
+            "; %d kept under object lock until %s" % (len(e["kept"]), erasure.kept_until(e["kept"])) if e["kept"] else "")
         if e["skipped"]:
             skipped[tenant] = e["skipped"]
     if warnings:

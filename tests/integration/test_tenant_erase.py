@@ -189,7 +189,7 @@ def test_erasure_under_object_lock_and_the_playbook(moto, tmp_path):
     assert run.returncode != 0 and "give the tenant twice" in run.stdout, run.stdout[-2000:]
     assert os.path.exists(w.key["alpha"])
     run = fleet_playbook("erase_tenant", inv, "-e", "tenant=alpha", "-e", "confirm_erase=alpha",
-                                    "-e", "erase_reference=GDPR-43")
+                         "-e", "erase_reference=GDPR-43")
     assert run.returncode == 0, run.stdout[-3000:]
     report = json.load(open(sorted((tmp_path / "reports").glob("erase-alpha-*.json"))[0]))
     row = report["repositories"][0]
