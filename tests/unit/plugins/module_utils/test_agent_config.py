@@ -80,6 +80,27 @@ def test_defaults_and_tenant_settings(tmp_path):
     assert cfg.tenant("initech")["rpo"] == 172800 and "database" not in cfg.tenant("initech")
 
 
+def test_a_tenants_own_recipients_replace_the_top_level_ones_or_are_added(tmp_path):
+    """crypto.tenant_recipient_params as the agent's backup applies it (_agent/operations.tenant_recipients)."""
+    from lifeboat_engine import crypto
+    from lifeboat_engine._agent.operations import tenant_recipients
+    own, other = crypto.generate_identity()[1], crypto.generate_identity()[1]
+    shared = crypto.generate_identity()[1]
+    cfg = load(tmp_path, """
+        repository: /var/backups/lifeboat
+        recipients: [%s]
+        tenants:
+          acme: {recipients: [%s]}
+          globex: {recipients: [%s], recipients_mode: add}
+          initech: {recipients_file: /etc/lifeboat/initech.pub}
+    """ % (shared, own, other), 'TENANTS="acme globex initech umbrella"\n')
+    common = {"recipients": [shared], "recipients_file": "/etc/lifeboat/recipients.txt"}
+    assert tenant_recipients(cfg, common, "acme") == {"recipients": [own]}  # replaces both top-level keys
+    assert tenant_recipients(cfg, {"recipients": [shared]}, "globex") == {"recipients": [shared, other]}
+    assert tenant_recipients(cfg, common, "initech") == {"recipients_file": "/etc/lifeboat/initech.pub"}
+    assert tenant_recipients(cfg, common, "umbrella") is None  # the top-level ones
+
+
 @pytest.mark.parametrize("yml, key, fragment", [
     ("repositry: /x\n", "repositry", "unknown key"),
     ("repository: relative/path\n", "repository", "neither an absolute folder"),
@@ -107,6 +128,9 @@ def test_defaults_and_tenant_settings(tmp_path):
     ("anonymize: {tenant_rules: {acme: [x]}}\n", "anonymize.tenant_rules.acme[0]", "mapping"),
     ("verify: {tenants: [ok, NOT]}\n", "verify.tenants[1]", "tenant name"),
     ("metrics_dir: relative\n", "metrics_dir", "absolute path"),
+    ("tenants: {acme: {recipients_mode: add}}\n", "tenants.acme.recipients_mode", "own recipients"),
+    ("tenants: {acme: {recipients: [age1x], recipients_mode: both}}\n", "tenants.acme.recipients_mode", "not one of"),
+    ("tenants: {acme: {recipients_file: keys/acme.pub}}\n", "tenants.acme.recipients_file", "absolute path"),
 ])
 def test_errors_name_the_file_and_the_key(tmp_path, yml, key, fragment):
     with pytest.raises(ConfigError) as e:
