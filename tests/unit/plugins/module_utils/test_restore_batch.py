@@ -6,6 +6,7 @@ restores are in tests/integration/test_restore_list.py."""
 
 import json
 import os
+import signal
 import time
 
 import pytest
@@ -126,3 +127,20 @@ def test_the_database_of_an_entry_that_does_not_say_it_comes_from_its_artifact()
     assert restore_batch.database_of({"tenant": "gone", "engine": "postgresql"}, find) is None
     assert restore_batch.database_of({"tenant": "x", "engine": "postgresql", "target_database": "t"}, find) == "t"
     assert restore_batch.database_of({"tenant": "x", "engine": "sqlite", "path": "/x.db"}, find) is None
+
+
+def test_a_stopped_run_starts_no_more_waves(tmp_path):
+    """SIGTERM (systemctl stop, an operator's kill) while the first wave runs: its restores are told to stop
+    (each rolls back or finishes, as the single restore does), and the tenants that waited are not started."""
+    def single(params, check_mode=False):
+        if params["tenant"] == "first":
+            os.kill(os.getppid(), signal.SIGTERM)
+        time.sleep(1)
+        return {"tenant": params["tenant"], "changed": True}
+    tenants = [{"tenant": "first", "database": "saas", "schema": "first"},
+               {"tenant": "second", "database": "saas", "schema": "second"}]
+    result = restore_batch.run(single, restore.RestoreRequest, None, {"repository": "/r", "tenants": tenants})
+    assert result["waves"] == 1 and result["failed_tenants"] == ["first", "second"], result
+    assert result["rows"][0]["msg"] == "interrupted (the run was stopped)"
+    assert result["rows"][1]["msg"] == restore_batch.STOPPED == "not started: the run was stopped"
+    assert signal.getsignal(signal.SIGTERM) is not None  # the Runner gave the handler back
