@@ -204,6 +204,10 @@ def test_erasure_under_object_lock_and_the_playbook(moto, tmp_path):
     assert statuses == {"alpha": "ERASED", "beta": "PASS", "gamma": "PASS"}
     w.restores("beta")
     w.restores("gamma")
+    run = fleet_playbook("erase_tenant", inv, "-e", "tenant=alpha", "-e", "confirm_erase=alpha")
+    assert run.returncode == 0, run.stdout[-3000:]
+    report = json.load(open(sorted((tmp_path / "reports").glob("erase-alpha-*.json"))[-1]))
+    assert report["repositories"][0]["status"] == "ALREADY ERASED" and report["identities_destroyed"] == [], report
     again = w.erase()  # the lock holds: nothing more to delete, nothing changes
     assert again["changed"] is False and [o["name"] for o in again["kept"]] == [locked], again
     pruned = prune.run(dict(repository=w.url, keep_last=1, **bucket.options()))
