@@ -104,8 +104,8 @@ def jobs(params, check):
         target = _target(single)
         if target is not None and target in targets:
             raise LifeboatError("%s (%s) restores into %s, as %s does: one target, two tenants. Nothing was done; give "
-                                "each tenant its own target." % (where, item["tenant"], " ".join(target[1:]),
-                                                                  targets[target]), option="%s.tenant" % where)
+                                "each tenant its own target." % (where, item["tenant"], " ".join(target[1:]), targets[target]),
+                                option="%s.tenant" % where)
         if target is not None:
             targets[target] = "tenants[%d] (%s)" % (i, item["tenant"])
         out.append((item["tenant"], single))

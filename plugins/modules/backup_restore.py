@@ -33,7 +33,8 @@ description:
   - With O(globals_artifact), the server's roles are restored first (from a C(pg_dumpall --globals-only)
     artifact, in one transaction), so that O(privileges=true) can restore the tenant's grants.
 author: [Lifeboat maintainers (@lifeboat)]
-extends_documentation_fragment: [lifeboat.backup.identity, lifeboat.backup.connection, lifeboat.backup.connection.pg_tools, lifeboat.backup.s3, lifeboat.backup.tenant]
+extends_documentation_fragment: [lifeboat.backup.identity, lifeboat.backup.connection, lifeboat.backup.connection.pg_tools,
+                                 lifeboat.backup.s3, lifeboat.backup.tenant]
 attributes:
   check_mode:
     support: full
@@ -189,10 +190,10 @@ options:
   tenants:
     description:
       - Many tenants in one task, instead of O(tenant) (one task per tenant pays Ansible's module start-up each
-        time). Each entry is a dict with C(tenant) and that tenant's own options, each as in the single call:
-        C(engine), C(database), C(schema), C(path), C(artifact), C(target_database), C(target_path), C(force),
+        time). Each entry is a dict with C(tenant) and that tenant's own options, each as in the single call
+        (C(engine), C(database), C(schema), C(path), C(artifact), C(target_database), C(target_path), C(force),
         C(jobs), C(terminate_connections), C(allow_create_in_dump), C(privileges), C(owners), C(keep_safety_copy),
-        C(replace_target), C(source_tenant), C(identity), C(identity_file). The options given outside the entries
+        C(replace_target), C(source_tenant), C(identity), C(identity_file)). The options given outside the entries
         (O(repository), O(artifact) as V(latest) or V(latest_verified), the connection, S3 and identity options,
         O(force), O(privileges), ...) are shared by every entry that does not give its own; a SQLite entry does not
         take the shared PostgreSQL-only ones (O(privileges), O(owners), O(terminate_connections),
@@ -202,8 +203,8 @@ options:
       - Each tenant is restored as by the single call (the same checks, C(force), fresh database and swap, one
         transaction, rename), in its own worker process, at most O(parallel) at a time; a tenant that fails (or
         whose worker dies) is its row in RV(rows), and the others go on. Stopped (SIGTERM), the running restores
-        roll back or finish and no more start: each tenant is restored or as it was.
-      - Tenants restored into the same database (the schema tenants of one database) do not race: the first one
+        roll back or finish and no more start, so each tenant is restored or as it was.
+      - Tenants restored into the same database (the schema tenants of one database) do not race; the first one
         restores the database's shared part (and creates the database) first; the others start once one of them
         succeeded.
       - The task fails when any tenant failed (not in check mode, where the rows say what would fail).
@@ -215,7 +216,7 @@ options:
   parallel:
     description:
       - With O(tenants), how many tenants are restored at once (1 to 64). Each restore is one C(pg_restore) (or a
-        SQLite copy): one per core is a good start.
+        SQLite copy); one per core is a good start.
     type: int
     default: 2
 notes:

@@ -80,8 +80,8 @@ def lost_host(pg, keys, tmp_path_factory):
         f.seek(os.path.getsize(arts["rlbroken"]["artifact"]) // 2)
         f.write(b"\0" * 32)
     # the host's tenants, each database's schema tenants among the others (dr_chunks keeps them in one chunk)
-    singles = [{"name": db, "database": db} for db in DATABASES] + [{"name": "rllite", "engine": "sqlite",
-                                                                      "path": str(lite)}]
+    singles = [{"name": db, "database": db} for db in DATABASES]
+    singles.append({"name": "rllite", "engine": "sqlite", "path": str(lite)})
     schema_tenants = [{"name": s, "database": db, "schema": s} for db, schemas in SCHEMAS.items() for s in schemas]
     tenants = [t for pair in zip(singles, schema_tenants) for t in pair] + singles[len(schema_tenants):] \
         + schema_tenants[len(singles):]
