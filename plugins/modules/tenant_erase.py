@@ -22,7 +22,7 @@ description:
     request's O(reference), every artifact with its SHA-256, what is deleted and what object lock keeps until when),
     destroys the identity files given (overwritten, fsynced, unlinked, the folder fsynced) and deletes every object of
     the tenant that object lock allows, all versions included. Locked objects stay until their lock ends,
-    unreadable: no identity able to decrypt them is left in lifeboat's care.
+    unreadable, as no identity able to decrypt them is left in lifeboat's care.
   - Idempotent. A second run finds the record, deletes what has become deletable and reports the tenant as already
     erased. From then on M(lifeboat.backup.backup_verify), M(lifeboat.backup.backup_prune),
     M(lifeboat.backup.backup_info), the agent and C(dr_restore.yml) report the tenant as erased, prune deletes the
