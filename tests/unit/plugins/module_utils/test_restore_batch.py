@@ -50,7 +50,7 @@ def test_entries_inherit_the_shared_options_and_sqlite_ones_not_postgresql_only_
                                    {"tenant": "own", "database": "own", "identity_file": "/k/own.txt"}]},
                               restore.RestoreRequest)
     single = dict(work)
-    assert [label for label, _ in work] == ["acme", "lite", "own"]
+    assert [pair[0] for pair in work] == ["acme", "lite", "own"]
     assert single["acme"]["force"] is False and single["acme"]["privileges"] is True
     assert single["acme"]["repository"] == "/r" and "tenants" not in single["acme"] and "parallel" not in single["acme"]
     assert "privileges" not in single["lite"] and "owners" not in single["lite"] and single["lite"]["force"] is True
