@@ -189,6 +189,7 @@ def write():
     restore, jobs, verify = load("restore"), load("restore_jobs"), load("verify")
     fleet, s3, anon = load("fleet"), load("s3"), load("anonymize")
     schemas, dbtenants = load("schemas"), load("dbtenants")
+    pbooks, pbooks_before = load("playbooks"), load("playbooks_per_task")
     lines = []
     add = lines.append
     summary_rows = []  # (label, value, target, higher_is_better) for the plot
@@ -305,6 +306,15 @@ def write():
         row(8, "pg_backup `schemas`, %s schema tenants / one whole-database `pg_dump -Fc -Z0 > /dev/null`" % (
             "{:,}".format(rec["tenants"])), "<= 3.00", ratio(rec, key), rec, key,
             "%s tables" % "{:,}".format(rec["per_size"][str(rec["tenants"])]["tables"]), TARGETS["schemas_vs_whole_dump"])
+    for rec in by_size(pbooks):
+        if rec["tenants"] != 200:
+            continue
+        at = "200 small database tenants, parallel %d" % rec["parallel"]
+        row(9, "backup.yml / 200 sequential `pg_dump -Fc`", "<= 1.00", ratio(rec, "backup_yml_vs_sequential"), rec,
+            "backup_yml_vs_sequential", at, TARGETS["playbooks_backup_vs_sequential"], label="9 backup.yml")
+        row(9, "dr_restore.yml restore phase / 200 sequential `createdb` + `pg_restore`", "<= 1.00",
+            ratio(rec, "dr_restore_phase_vs_sequential"), rec, "dr_restore_phase_vs_sequential", at,
+            TARGETS["playbooks_restore_vs_sequential"], label="9 dr_restore")
     add("")
     figures = plots(backup, restore, verify, variants, summary_rows)
     for title, path in figures:
@@ -408,6 +418,8 @@ def write():
         add("")
     if schemas or dbtenants:
         many_tenants(add, schemas, dbtenants)
+    if pbooks:
+        fleet_playbooks(add, pbooks, pbooks_before)
     if os.path.exists(ANALYSIS):
         with open(ANALYSIS) as f:
             add(f.read().rstrip())
@@ -607,6 +619,116 @@ def many_tenants(add, schemas, dbtenants):
                 rec["tenants"], rec["parallel"], fmt(t["agent"]["seconds_median"]),
                 fmt(rec["seconds_per_tenant_agent"], 3), fmt(ratio(rec, "agent_vs_sequential")),
                 spread(rec, "agent_vs_sequential"), rec["rss_mb"]))
+        add("")
+
+
+def _per_tenant(records, key):
+    """Seconds per added tenant: the slope between the smallest and the largest N measured."""
+    pts = [(r["tenants"], r.get(key)) for r in records if r.get(key) is not None]
+    if len(pts) < 2:
+        return None
+    (n0, t0), (n1, t1) = pts[0], pts[-1]
+    return (t1 - t0) / float(n1 - n0) if n1 != n0 else None
+
+
+def _median_of(rec, variant, key="seconds_median"):
+    return (rec["times"].get(variant) or {}).get(key)
+
+
+def playbooks_plot(records, before):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    xs = [r["tenants"] for r in records]
+    series = (("dr_restore_yml", "wall_seconds_median", "dr_restore.yml, whole run (one call per chunk)", "b-o"),
+              ("dr_restore_yml", "seconds_median", "its restore phase", "b--s"),
+              ("sequential_createdb_pg_restore", "seconds_median", "sequential createdb + pg_restore", "k:^"),
+              ("backup_yml", "seconds_median", "backup.yml (one call per chunk)", "g-o"),
+              ("sequential_pg_dump", "seconds_median", "sequential pg_dump -Fc", "k:v"))
+    for variant, key, label, style in series:
+        pts = [(x, _median_of(r, variant, key)) for x, r in zip(xs, records) if _median_of(r, variant, key)]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
+    old = by_size(before)
+    pts = [(r["tenants"], _median_of(r, "dr_restore_yml", "wall_seconds_median")) for r in old
+           if _median_of(r, "dr_restore_yml", "wall_seconds_median")]
+    if pts:
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "r-x", label="dr_restore.yml before (one task per tenant)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("tenants per host (log scale)")
+    ax.set_ylabel("seconds (log scale; shared 2 cores)")
+    ax.set_title("RTO and backup time against tenants per host")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = os.path.join(RESULTS, "playbooks_tenants.png")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def fleet_playbooks(add, playbooks, before):
+    records = by_size(playbooks)
+    add("### 9. The fleet playbooks at 10 to 1,000 tenants per host")
+    add("")
+    add("`make bench BENCH_ARGS='--only playbooks'` (`benchmarks/playbooks.py`): one host (localhost) with N small "
+        "database tenants (the template of section 8: 5 tables, %s rows), the playbooks run by `ansible-playbook` "
+        "as on-call staff run them, with the tenants in `lifeboat_tenants` and `lifeboat_parallel` %d. The "
+        "baselines are the same work by hand, one tenant after the other, in the same rounds: `pg_dump -Fc` (its "
+        "default compression) for backup.yml; `createdb` + `pg_restore` of those dumps for dr_restore.yml's "
+        "restore phase (read from its report's timeline; the tenants' databases are dropped before each run, as "
+        "on a lost host). Whole-run times include Ansible's start-up, the selection, the roles and grants and the "
+        "report. Targets at 200 tenants: both ratios at most 1.0." % (
+            "{:,}".format(records[0]["tenant"]["rows"]), records[0]["parallel"]))
+    add("")
+    add("| Tenants | Rounds | backup.yml | sequential pg_dump | ratio | dr_restore.yml (whole) | its restore phase "
+        "| sequential createdb + pg_restore | ratio | verify.yml | drill.yml |")
+    add("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in records:
+        add("| %s | %d | %s s | %s s | **%s** (%s) | %s s | %s s | %s s | **%s** (%s) | %s s | %s s |" % (
+            "{:,}".format(r["tenants"]), r["runs"], fmt(_median_of(r, "backup_yml"), 1),
+            fmt(_median_of(r, "sequential_pg_dump"), 1), fmt(ratio(r, "backup_yml_vs_sequential")),
+            spread(r, "backup_yml_vs_sequential"), fmt(_median_of(r, "dr_restore_yml", "wall_seconds_median"), 1),
+            fmt(_median_of(r, "dr_restore_yml"), 1), fmt(_median_of(r, "sequential_createdb_pg_restore"), 1),
+            fmt(ratio(r, "dr_restore_phase_vs_sequential")), spread(r, "dr_restore_phase_vs_sequential"),
+            fmt(r.get("verify_yml_seconds"), 1), fmt(r.get("drill_yml_seconds"), 1)))
+    add("")
+    per = dict((name, _per_tenant([dict(rec, x=_median_of(rec, variant, key)) for rec in records], "x"))
+               for name, variant, key in (("backup", "backup_yml", "seconds_median"),
+                                          ("pg_dump", "sequential_pg_dump", "seconds_median"),
+                                          ("dr", "dr_restore_yml", "wall_seconds_median"),
+                                          ("restore", "sequential_createdb_pg_restore", "seconds_median")))
+    per["verify"] = _per_tenant(records, "verify_yml_seconds")
+    per["drill"] = _per_tenant(records, "drill_yml_seconds")
+    if len(records) > 1:
+        add("**Cost per tenant** (the slope from %d to %s tenants, so Ansible's fixed start-up is left out): "
+            "backup.yml %s s (pg_dump alone %s s), dr_restore.yml %s s (createdb + pg_restore alone %s s), "
+            "verify.yml %s s, drill.yml %s s. A host's RTO grows by that per tenant, divided by nothing more: "
+            "the tenants of one host run `lifeboat_parallel` at a time, so a host with more cores restores "
+            "faster with a larger `lifeboat_parallel`." % (
+                records[0]["tenants"], "{:,}".format(records[-1]["tenants"]), fmt(per["backup"], 3),
+                fmt(per["pg_dump"], 3), fmt(per["dr"], 3), fmt(per["restore"], 3), fmt(per["verify"], 3),
+                fmt(per["drill"], 3)))
+        add("")
+    old = by_size(before)
+    if old:
+        add("**Before (one Ansible task per tenant)**, the same harness on the previous playbooks: " + "; ".join(
+            "%s tenants: backup.yml %s s (%sx sequential pg_dump), dr_restore.yml %s s, its restore phase %s s "
+            "(%sx createdb + pg_restore), verify.yml %s s, drill.yml %s s" % (
+                "{:,}".format(r["tenants"]), fmt(_median_of(r, "backup_yml"), 1),
+                fmt(ratio(r, "backup_yml_vs_sequential")), fmt(_median_of(r, "dr_restore_yml", "wall_seconds_median"), 1),
+                fmt(_median_of(r, "dr_restore_yml"), 1), fmt(ratio(r, "dr_restore_phase_vs_sequential")),
+                fmt(r.get("verify_yml_seconds"), 1), fmt(r.get("drill_yml_seconds"), 1)) for r in old) + ".")
+        add("")
+    path = playbooks_plot(records, before)
+    if path:
+        add("![RTO and backup time against tenants per host](%s)" % rel(path))
         add("")
 
 

@@ -37,7 +37,9 @@ TARGETS = {
     "verify_vs_hand": 1.30,         # backup_verify <= 1.3 x (age -d | zstd -d | pg_restore)
     "s3_vs_awscli": 1.00,           # engine upload/download no slower than aws s3 cp
     "anonymize_vs_update": 0.50,    # rows/s >= 0.5 x one hand-written UPDATE (higher is better)
-    "schemas_vs_whole_dump": 3.00,  # pg_backup schemas, 1,200 schema tenants <= 3 x one whole-database pg_dump -Fc -Z0
+    "schemas_vs_whole_dump": 3.00,
+    "playbooks_backup_vs_sequential": 1.00,   # backup.yml, 200 tenants on one host <= 200 sequential pg_dump -Fc
+    "playbooks_restore_vs_sequential": 1.00,  # dr_restore.yml's restore phase <= 200 sequential createdb + pg_restore  # pg_backup schemas, 1,200 schema tenants <= 3 x one whole-database pg_dump -Fc -Z0
 }
 
 
@@ -463,7 +465,7 @@ class Bench(object):
                                    "rss_mb": round(B.median([r["rss_self_kb"] for r in rounds["tenant_anonymize"]]) / 1024, 1)})
 
 
-ALL = ("backup", "variants", "restore", "verify", "fleet", "s3", "anonymize", "jobs", "schemas", "dbtenants")
+ALL = ("backup", "variants", "restore", "verify", "fleet", "s3", "anonymize", "jobs", "schemas", "dbtenants", "playbooks")
 # `make bench` runs the standard set (about 30 minutes on 2 busy cores); the fleet and the 2 GB tenant are
 # separate runs of about 20 and 35 minutes that merge into the same results:
 #   make bench BENCH_ARGS='--only fleet'
@@ -471,6 +473,8 @@ ALL = ("backup", "variants", "restore", "verify", "fleet", "s3", "anonymize", "j
 # and the many-tenant runs of issue 15 (benchmarks/multitenant.py; 15 to 30 minutes each):
 #   make bench BENCH_ARGS='--only schemas'     (1,200 schema tenants in one database, and 300)
 #   make bench BENCH_ARGS='--only dbtenants'   (500 small database tenants)
+# and the fleet playbooks at 10 to 1,000 tenants per host (issue 20, benchmarks/playbooks.py; about 40 minutes):
+#   make bench BENCH_ARGS='--only playbooks'
 STANDARD = ("backup", "variants", "restore", "verify", "s3", "anonymize")
 
 
@@ -496,6 +500,8 @@ def main(argv=None):
     ap.add_argument("--schema-sample", type=int, default=20,
                     help="schemas: tenants dumped one pg_dump -n each, extrapolated (0: skip)")
     ap.add_argument("--db-tenants", type=int, default=500, help="dbtenants: number of small database tenants")
+    ap.add_argument("--playbook-tenants", default="10,100,200,1000",
+                    help="playbooks: tenants per host for backup.yml, dr_restore.yml, verify.yml and drill.yml")
     ap.add_argument("--report-only", action="store_true", help="only rewrite docs/PERFORMANCE.md from results/")
     args = ap.parse_args(argv)
     only = set(x.strip() for x in args.only.split(",") if x.strip())
@@ -545,6 +551,11 @@ def main(argv=None):
                                 TARGETS["schemas_vs_whole_dump"])
                 if "dbtenants" in only:
                     multitenant.bench_dbtenants(bench, n=args.db_tenants, parallel=args.fleet_parallel)
+            if "playbooks" in only:
+                import playbooks
+
+                playbooks.bench_playbooks(bench, sizes=[int(x) for x in args.playbook_tenants.split(",") if x.strip()],
+                                          parallel=args.fleet_parallel)
         log("bench run took %.1f min" % ((time.monotonic() - started) / 60))
     import report
 
