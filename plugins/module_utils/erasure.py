@@ -149,9 +149,17 @@ def _lock_words(head, now):
 class Store(object):
     """The tenant's objects in one repository: local files, S3 current objects, or every S3 version."""
 
-    def __init__(self, repo, tenant, now):
+    def __init__(self, repo, tenant, now, strict=True):
         self.repo, self.tenant, self.now = repo, tenant, now
-        self.versioned = bool(repo.kind == "s3" and repo.versioning(quiet=True))
+        try:
+            self.versioned = bool(repo.kind == "s3" and repo.versioning(quiet=True))
+        except LifeboatError as e:
+            if strict:  # the erasure must see every version: it stops and says why
+                raise LifeboatError("%s Erasing needs to know whether the bucket keeps earlier versions: give these "
+                                    "credentials s3:GetBucketVersioning. Nothing was changed." % e, option="repository")
+            repo.warn("%s Earlier versions of erased tenant %s were not looked at: only the current objects were "
+                      "deleted." % (e, tenant), tenant)
+            self.versioned = False
 
     def objects(self):
         """[{name, kind, version_id, current, size, lock, locked_until}] (the record and the lock excluded)."""
@@ -290,14 +298,15 @@ def assess(store, objects, own, found=None):
         if not recipients:
             blockers.append({"artifact": row["name"], "why": "it is not encrypted (written with allow_unencrypted): "
                              "no key destruction can make it unreadable",
-                             "fix": "delete it by hand where its lock allows, or take the erasure elsewhere"})
+                             "fix": "delete it and its manifest by hand where object lock allows (or wait until "
+                                    "backup_prune rotates it out), then erase"})
         elif foreign:
             blockers.append({"artifact": row["name"], "foreign_recipients": foreign,
                              "why": "it is also encrypted to %s, which is not the tenant's own key: that key could "
                                     "still open it" % ", ".join(foreign),
                              "fix": "rekey the tenant's artifacts to its own key only first (age_encrypt state: "
-                                    "rekeyed with repository, tenant and recipients: the tenant's own public key; "
-                                    "or the rotate playbook), then erase"})
+                                    "rekeyed with repository, tenant and recipients: the tenant's own public key), "
+                                    "then erase"})
     for o in objects:
         if o["kind"] != "artifact" or o["delete_marker"] or not o["lock"]:
             continue  # what is deleted now needs no proof: its bytes are gone
@@ -403,7 +412,7 @@ def sweep(repo, tenant, check_mode, now=None, store=None):
 
     Manifests first, then artifacts and the rest, so an interruption never leaves a manifest without
     its data. Locked objects stay (kept, with ``locked_until``)."""
-    store = store or Store(repo, tenant, now or naming.utcnow())
+    store = store or Store(repo, tenant, now or naming.utcnow(), strict=False)
     objects = store.objects()
     order = {"manifest": 0, "artifact": 1, "verify_record": 2, "leftover": 3}
     doomed = sorted((o for o in objects if not o["lock"]), key=lambda o: (order[o["kind"]], o["name"]))
