@@ -83,8 +83,8 @@ def _entry_params(shared, item, where):
         out.pop("recipients", None)
         out.pop("recipients_file", None)
     elif "recipients_mode" in item:
-        raise _bad(where, item, "recipients_mode", "applies to the tenant's own recipients: give recipients or "
-                                                    "recipients_file too, or remove it")
+        raise _bad(where, item, "recipients_mode",
+                   "applies to the tenant's own recipients: give recipients or recipients_file too, or remove it")
     out.update(entry)
     out["tenant"] = item["tenant"]
     out.setdefault("engine", "postgresql")
