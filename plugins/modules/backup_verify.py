@@ -52,7 +52,7 @@ options:
         C(identity_file), C(max_age), C(queries), C(size_anomaly_ratio) and C(record), which win over the options of
         the call; every other option (O(repository), the connection, S3) is shared by all entries.
       - The list is checked as a whole before anything runs (unknown keys, bad or repeated names, an invalid option
-        of an entry, an O(artifact) that names another tenant's artifact): the error names the entry, for example
+        of an entry, an O(artifact) that names another tenant's artifact); the error names the entry, for example
         C(tenants[3].max_age), and nothing is verified.
       - One tenant's FAIL or error is its own row; the others are verified all the same. The task fails when any row
         failed (a FAIL verdict counts unless O(fail_on_error=false); an error always).
@@ -243,7 +243,7 @@ rows:
     - With O(tenants), one per entry, in the list's order; each is the single call's result for that tenant (C(status),
       C(tenants), C(checks), C(failed_checks), C(artifact_name), C(records), C(changed)...) with C(tenant), C(failed),
       C(msg) (the error, when the verification stopped with one), C(started) and C(finished) (UTC, ISO 8601 with
-      milliseconds: the tenant's verification from its start to its end) and C(seconds).
+      milliseconds; the tenant's verification from its start to its end) and C(seconds).
   returned: with O(tenants)
   type: list
   elements: dict
