@@ -258,10 +258,6 @@ tables:
   description: Number of tables whose rows were counted.
   returned: when an artifact was written
   type: int
-rows:
-  description: Sum of the row counts recorded in the manifest.
-  returned: when an artifact was written
-  type: int
 artifacts:
   description: One entry per artifact considered (the tenant's, the shared part's, and the globals), with its
     action (V(written), V(skip), V(would write), V(failed)) and figures.
@@ -279,16 +275,17 @@ shared_artifact:
   type: str
 rows:
   description:
-    - With O(tenants), one entry per tenant, in the list's order (the schema tenants of a database where the first
+    - Without O(tenants), the sum of the row counts recorded in the manifest (an integer, when an artifact was
+      written).
+    - With O(tenants), a list: one entry per tenant, in the list's order (the schema tenants of a database where the first
       of them is listed, after their database's shared part C(_shared_<database>)), each with C(tenant),
       C(failed), C(msg) (when it failed), C(option), C(started), C(finished) (UTC, ISO 8601 with milliseconds) and
       C(seconds).
     - A database or SQLite tenant's entry holds what a single call returns for it (RV(artifact), RV(size_stored),
       RV(skipped), RV(artifacts)...); a schema tenant's, and the shared part's, hold its entry of RV(artifacts)
       (C(action), C(artifact), C(size_stored)...).
-  returned: with O(tenants)
-  type: list
-  elements: dict
+  returned: when an artifact was written, or with O(tenants)
+  type: raw
   sample:
     - {tenant: acme, failed: false, artifact: /var/backups/lifeboat/acme/acme-20260101T030000Z.pgdump.zst.age,
        size_stored: 18211, seconds: 0.084, started: "2026-01-01T03:00:00.012Z", finished: "2026-01-01T03:00:00.101Z"}
@@ -303,7 +300,7 @@ from ansible_collections.lifeboat.backup.plugins.module_utils import module_main
 
 
 def _diff(result):
-    if "rows" in result:  # tenants: the union of the rows' (a pass's tenant's row is its artifact entry)
+    if isinstance(result.get("rows"), list):  # tenants: the union of the rows' (a pass's tenant's row is its artifact entry)
         artifacts = [a for r in result["rows"] for a in (r.get("artifacts") or ([r] if r.get("action") else []))]
     else:
         artifacts = result["artifacts"]
@@ -317,7 +314,8 @@ def _diff(result):
 def main():
     module = AnsibleModule(supports_check_mode=True, **engine.SPEC.ansible_kwargs())
     result = module_main.run_engine(module, backup_batch.run)
-    failed = result.get("failed_tenants") or any(r.get("failed") for r in result.get("rows") or [])
+    rows = result.get("rows") if module.params["tenants"] is not None else None  # else the tenant's row count
+    failed = result.get("failed_tenants") or any(r.get("failed") for r in rows or [])
     if failed and not module.check_mode:
         module.fail_json(**result)
     module_main.exit_with(module, result, diff=_diff)
