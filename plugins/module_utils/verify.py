@@ -23,7 +23,7 @@ import os
 import socket
 import statistics
 
-from . import argspec, batch, crypto, manifest as manifest_mod, naming, postgres, selection, verify_batch
+from . import argspec, batch, crypto, erasure, manifest as manifest_mod, naming, postgres, selection, verify_batch
 from ._verify.checks import FAIL, PASS, SKIP, WARN, Check, skip, tenant_report, validate_queries
 from ._verify.legacy import verify_legacy
 from ._verify.restores import DecodeFailed, decode_only, hash_only, restore_pg, restore_sqlite
@@ -323,6 +323,10 @@ def run(params, check_mode=False, now=None):
         reports.append(verify_legacy(ctx))
     else:
         for repo, tenant, name in _targets(ctx):
+            erased = erasure.find_record(repo, tenant) if name is None or isinstance(name, LifeboatError) else None
+            if erased:  # erased on purpose (tenant_erase): a row ERASED, never a FAIL
+                reports.append(erasure.verify_report(tenant, erased))
+                continue
             if isinstance(name, LifeboatError):  # latest_verified found nothing for this tenant
                 c = Check("selection").done(FAIL, str(name))
                 report = tenant_report(tenant, None, [c])
@@ -343,7 +347,8 @@ def run(params, check_mode=False, now=None):
                     _replace_json(repo, tenant, naming.verify_record_name(tenant, art["stamp"]), record)
                 written.append(repo.location(tenant, naming.verify_record_name(tenant, art["stamp"])))
     failed = [r for r in reports if r["status"] == FAIL]
-    status = FAIL if failed else PASS
+    status = FAIL if failed else (erasure.ERASED if reports and all(r["status"] == erasure.ERASED for r in reports)
+                                  else PASS)
     result = {
         "changed": bool(written),
         "status": status,
@@ -390,6 +395,8 @@ def _summary(reports, check_mode):
         if r["status"] == FAIL:
             fails = [c for c in r["checks"] if c["status"] == FAIL]
             parts.append("%s FAIL (%s)" % (r["tenant"], "; ".join("%s: %s" % (c["name"], c["detail"]) for c in fails)))
+        elif r["status"] == erasure.ERASED:
+            parts.append("%s ERASED (%s)" % (r["tenant"], erasure.describe(r["erased"])))
         else:
             parts.append("%s PASS%s" % (r["tenant"], (" with WARN " + ", ".join(r["warnings"])) if r["warnings"] else ""))
     head = "%d of %d verified artifact(s) FAILED. " % (sum(r["status"] == FAIL for r in reports), len(reports)) \
