@@ -102,13 +102,18 @@ def _reason(row):
 def summary(rows, check_mode=False):
     """The module's ``msg``: how many tenants FAILED, the first few with their reason, and what to do."""
     bad = [r for r in rows if r.get("failed") or r.get("status") == "FAIL"]
+    counts = {}
+    for r in rows:
+        if r not in bad:
+            counts[r.get("status") or "PASS"] = counts.get(r.get("status") or "PASS", 0) + 1
+    verdicts = ", ".join("%d %s" % (n, status) for status, n in sorted(counts.items(), key=lambda c: (c[0] != "PASS", c[0])))
     note = " (check mode: no record written)" if check_mode else ""
     if not bad:
         warned = [r["tenant"] for r in rows if any(t.get("warnings") for t in r.get("tenants") or [])]
-        return "All %d tenant(s) PASS verification%s%s." % (
-            len(rows), "; with WARN: " + ", ".join(warned) if warned else "", note)
+        return "All %d tenant(s) verified: %s%s%s." % (
+            len(rows), verdicts, "; with WARN: " + ", ".join(warned) if warned else "", note)
     shown = "; ".join("%s: %s" % (r["tenant"], _reason(r)) for r in bad[:5])
     more = " (and %d more)" % (len(bad) - 5) if len(bad) > 5 else ""
-    return ("%d of %d tenant(s) FAILED verification: %s%s. The other %d PASS%s; each row of the result says what "
+    return ("%d of %d tenant(s) FAILED verification: %s%s. The others: %s%s; each row of the result says what "
             "happened. Do not count on a failed artifact: fix the cause, take a new backup (pg_backup) and verify it."
-            % (len(bad), len(rows), shown, more, len(rows) - len(bad), note))
+            % (len(bad), len(rows), shown, more, verdicts or "none", note))

@@ -71,9 +71,13 @@ def test_each_tenant_is_verified_in_its_own_row(sqlite_repo):
     assert [t["tenant"] for t in result["tenants"]] == ["alpha", "beta", "gamma"]
     assert result["status"] == "FAIL" and result["changed"] is True
     assert result["msg"].startswith("2 of 4 tenant(s) FAILED verification: beta: FAIL (checksum: "), result["msg"]
+    assert "nosuch: artifact nosuch-20260101T000000Z.sqlite.zst.age not found" in result["msg"]
+    assert "The others: 2 PASS; each row" in result["msg"], result["msg"]
     assert os.path.exists(result["report_path"])
     # fail_on_error (the default) makes a FAIL verdict a failed row; check mode writes no record
     result = verify.run(dict(params, fail_on_error=True, tenants=[{"tenant": "beta"}, {"tenant": "gamma"}]),
                         check_mode=True)
     assert [r["failed"] for r in result["rows"]] == [True, False] and result["rows"][1]["records"], result
     assert not glob.glob(str(sqlite_repo / "repo" / "gamma" / "*.verify.json"))
+    result = verify.run(dict(params, tenants=[{"tenant": "alpha"}, {"tenant": "gamma"}], record=False))
+    assert result["msg"] == "All 2 tenant(s) verified: 2 PASS." and result["status"] == "PASS", result["msg"]
