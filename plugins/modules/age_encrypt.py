@@ -72,7 +72,7 @@ options:
       - V(decrypted) decrypts O(src) to O(dest). A bundle (a name ending in C(.tar.age) or C(.tar.zst.age), or
         O(format=tar)) is merged into the folder O(dest); other files of O(dest) are left alone.
       - V(keypair) creates the age identity file O(identity_file) (0600) if it is missing and returns its public key;
-        with O(identity_dir) and O(tenants), one key pair per tenant in that key folder (made 0700):
+        with O(identity_dir) and O(tenants), one key pair per tenant in that key folder (made 0700),
         C(<tenant>.key) (0600) and its public key beside it, C(<tenant>.pub). An existing identity is always kept.
         Make key folders on the controller or a verifier, never on database hosts (they hold public keys only).
       - V(rekeyed) re-encrypts O(src), or every artifact of O(repository) (of O(tenant) if given), to O(recipients),

@@ -93,7 +93,7 @@ options:
   list_recipients:
     description:
       - Read every complete artifact's manifest and report whom each is encrypted to (RV(tenants)' C(recipients_by_artifact),
-        and RV(artifacts_by_recipient)): which artifacts a key can open, for example that a shared key opens none of
+        and RV(artifacts_by_recipient)), that is which artifacts a key can open, for example that a shared key opens none of
         the artifacts of a tenant with keys of its own. One manifest read per artifact.
       - Without it, each tenant's C(recipients) (of its newest artifact) and C(shared_recipients) are reported.
     type: bool

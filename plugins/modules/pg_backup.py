@@ -55,7 +55,7 @@ options:
       - Back up these schema tenants of O(database) in one pass, on one snapshot, instead of one O(tenant).
         Each entry is a dictionary with the keys C(tenant) and C(schema) (the schema defaults to the tenant's
         name), or just the tenant's name.
-      - An entry may have recipients of its own, C(recipients) or C(recipients_file): they replace O(recipients)
+      - An entry may have recipients of its own, C(recipients) or C(recipients_file), which replace O(recipients)
         and O(recipients_file) for that tenant's artifact (C(recipients_mode=add) adds them instead). The shared
         part is always encrypted to O(recipients) and O(recipients_file).
       - Each tenant still gets its own artifact, manifest, row counts and lock, exactly as with O(tenant); the
@@ -277,7 +277,7 @@ rows:
   description:
     - Without O(tenants), the sum of the row counts recorded in the manifest (an integer, when an artifact was
       written).
-    - With O(tenants), a list: one entry per tenant, in the list's order (the schema tenants of a database where the first
+    - With O(tenants), a list of one entry per tenant, in the list's order (the schema tenants of a database where the first
       of them is listed, after their database's shared part C(_shared_<database>)), each with C(tenant),
       C(failed), C(msg) (when it failed), C(option), C(started), C(finished) (UTC, ISO 8601 with milliseconds) and
       C(seconds).
