@@ -425,11 +425,16 @@ def written_names():
 def test_an_erased_tenant_raises_no_alert_for_its_missing_backups(scenario):
     s = scenario("erased")
     db = s.host("db3:9100")
+    ver = s.host("verifier:9100")
     s.at(0)
     db.backup(HOUR, ok=["acme", "globex"])
+    ver.run("verify", {"acme": ("ok", {"verify_status": "PASS", "artifact": ver.artifact("acme")})},
+            operations._figures_verify, {"budget": HOUR})
     s.at(10 * MIN)  # acme is erased (tenant_erase): its artifacts are gone, its record stays
     db.erased["acme"] = erasure.Erased({"record": "acme-20260101T001000Z.erasure.json", "location": "/r/acme",
                                         "erased_at": "1970-01-01T00:10:00Z", "reference": "GDPR-1"})
+    ver.run("verify", {"acme": ("ok", {"verify_status": "ERASED", "artifact": None})}, operations._figures_verify,
+            {"budget": HOUR})
     db.backup(HOUR, ok=["globex"], failed=[])
     db.protection(HOUR, ["acme", "globex"])
     for t in (40 * MIN, 70 * MIN, 100 * MIN):
@@ -440,6 +445,8 @@ def test_an_erased_tenant_raises_no_alert_for_its_missing_backups(scenario):
     check(s, [
         (90 * MIN, "LifeboatBackupOlderThanRPO", []),  # acme's last artifact (0) is 90m old: it would fire at 75m
         (90 * MIN, "LifeboatTenantUnprotected", []),
+        (90 * MIN, "LifeboatVerifiedBackupTooOld", []),  # acme's last verified artifact (0) would fire at 75m
+        (90 * MIN, "LifeboatVerifyFailed", []),
     ], [
         (90 * MIN, "instance:lifeboat_tenants:count",
          [{"labels": 'instance:lifeboat_tenants:count{instance="db3:9100",job="node",state="protected"}', "value": 1},

@@ -29,6 +29,8 @@ def _figures_backup(o):
 
 
 def _figures_verify(o):
+    if o.status == "ok" and o.info.get("verify_status") == "ERASED":
+        return {"artifact_time": None}  # erased on purpose (tenant_erase): no verified artifact left to grow old
     when = agent_metrics.artifact_time(o.info.get("artifact")) if o.status == "ok" else None
     return {"artifact_time": when} if when is not None else {}
 
