@@ -274,39 +274,48 @@ def _recipients(doc):
     return list((enc or {}).get("recipients") or []) if isinstance(enc, dict) else []
 
 
+def _problem(recipients, own):
+    """(why, fix) when an artifact with these recipients could be opened without the tenant's keys, else None."""
+    if not recipients:
+        return ("it is not encrypted (written with allow_unencrypted): no key destruction can make it unreadable",
+                "delete it and its manifest by hand where object lock allows (or wait until backup_prune rotates it "
+                "out), then erase")
+    foreign = [r for r in recipients if r not in own]
+    if foreign:
+        return ("it is also encrypted to %s, which is not the tenant's own key: that key could still open it"
+                % ", ".join(foreign),
+                "rekey the tenant's artifacts to its own key only first (age_encrypt state: rekeyed with repository, "
+                "tenant and recipients: the tenant's own public key; purge_old_versions: true on a versioned bucket), "
+                "then erase")
+    return None
+
+
 def assess(store, objects, own, found=None):
     """(artifacts, blockers): one row per distinct artifact content (name, stamp, sha256, recipients),
-    and what stops the erasure, each with why and what to do. ``found``: the tenant's erasure record, whose
-    artifacts (checked when it was written) still speak for the copies object lock keeps without their manifest."""
+    and what stops the erasure, each with why and what to do.
+
+    A current artifact must be encrypted to the tenant's own recipients only (copies of it may live where lifeboat
+    cannot delete them). An earlier version (a versioned bucket) matters only when object lock keeps it: then its
+    SHA-256 must match a manifest version (or the erasure record, ``found``) whose recipients are the tenant's own."""
     docs, problems = _manifests(store, objects)
     artifacts, blockers, by_sha = [], [], {}
-    recorded = dict((a.get("sha256"), a) for a in (found or {}).get("artifacts") or [] if isinstance(a, dict))
-    by_name = set(a.get("name") for a in recorded.values())
+    for a in (found or {}).get("artifacts") or []:
+        if isinstance(a, dict) and a.get("sha256"):
+            by_sha[a["sha256"]] = dict(a, problem=None)  # checked when the record was written
+    by_name = set(a.get("name") for a in by_sha.values())
     for (mname, vid), doc in sorted(docs.items(), key=lambda i: (i[0][0], str(i[0][1]))):
         if doc.get("tenant") != store.tenant:
             continue
-        sha = doc.get("sha256")
-        recipients = _recipients(doc)
+        sha, recipients = doc.get("sha256"), _recipients(doc)
         row = {"name": doc.get("artifact"), "stamp": doc.get("stamp"), "sha256": sha,
                "size_stored": (doc.get("size") or {}).get("stored"), "recipients": recipients,
                "manifest_version_id": vid}
-        by_sha[sha] = row
-        if any(a["sha256"] == sha and a["name"] == row["name"] for a in artifacts):
-            continue
-        artifacts.append(row)
-        foreign = [r for r in recipients if r not in own]
-        if not recipients:
-            blockers.append({"artifact": row["name"], "why": "it is not encrypted (written with allow_unencrypted): "
-                             "no key destruction can make it unreadable",
-                             "fix": "delete it and its manifest by hand where object lock allows (or wait until "
-                                    "backup_prune rotates it out), then erase"})
-        elif foreign:
-            blockers.append({"artifact": row["name"], "foreign_recipients": foreign,
-                             "why": "it is also encrypted to %s, which is not the tenant's own key: that key could "
-                                    "still open it" % ", ".join(foreign),
-                             "fix": "rekey the tenant's artifacts to its own key only first (age_encrypt state: "
-                                    "rekeyed with repository, tenant and recipients: the tenant's own public key), "
-                                    "then erase"})
+        by_sha[sha] = dict(row, problem=_problem(recipients, own))
+        if not any(a["sha256"] == sha and a["name"] == row["name"] for a in artifacts):
+            artifacts.append(row)
+        if by_sha[sha]["problem"] and (vid is None or _current(objects, mname, vid)):
+            why, fix = by_sha[sha]["problem"]
+            blockers.append({"artifact": row["name"], "why": why, "fix": fix})
     for o in objects:
         if o["kind"] != "artifact" or o["delete_marker"] or not o["lock"]:
             continue  # what is deleted now needs no proof: its bytes are gone
@@ -315,13 +324,16 @@ def assess(store, objects, own, found=None):
             continue  # its current manifest (checked above) speaks for it
         if o["version_id"] is None and o["name"] in by_name:
             continue  # no versions: the erasure record names it (checked when the record was written)
-        if o["version_id"] and store.sha256(o) in set(by_sha) | set(recorded):
-            continue  # the manifest version (checked above) or the record entry with its SHA-256 speaks for it
+        known = by_sha.get(store.sha256(o)) if o["version_id"] else None
+        if known and not known["problem"]:
+            continue  # a manifest version or the record, with its SHA-256, proves it is the tenant's own
+        why = known["problem"][0] if known else ("no manifest proves to whom it is encrypted (an incomplete "
+                                                 "artifact, or an earlier version from before a rekey)")
+        fix = ("this copy stays as it is until its lock ends (%s): erase after that (backup_prune, or age_encrypt "
+               "state: rekeyed with purge_old_versions: true, removes it then), or remove the lock where your "
+               "governance allows" % (o["locked_until"] or "a legal hold is lifted"))
         blockers.append({"artifact": o["name"], "version_id": o["version_id"], "locked": o["lock"],
-                         "why": "object lock keeps it (%s) and no manifest proves to whom it is encrypted (an "
-                                "incomplete artifact, or an earlier version from before a rekey)" % o["lock"],
-                         "fix": "wait until the lock ends (backup_prune then removes it), or remove the lock where "
-                                "your governance allows, then erase"})
+                         "why": "object lock keeps it (%s) and %s" % (o["lock"], why), "fix": fix})
     for p in problems:
         blockers.append({"artifact": p.split(":")[0], "why": "its manifest cannot be read: %s" % p,
                          "fix": "repair or remove the manifest, then erase"})

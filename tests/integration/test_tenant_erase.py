@@ -182,6 +182,22 @@ def test_erasure_under_object_lock_and_the_playbook(moto, tmp_path):
     bucket.client.put_object_retention(Bucket=bucket.bucket, Key="lb/alpha/" + locked,
                                        Retention={"Mode": "GOVERNANCE", "RetainUntilDate": until})
 
+    # delta was also encrypted to the shared key, and object lock keeps that version: rekeying it (the current
+    # version) is not enough, the kept version stays readable with the shared key, so the erasure refuses.
+    w.key["delta"], w.public["delta"] = make_key(w.keys, "delta")
+    old = w.backup("delta", ["delta", "shared"])
+    bucket.client.put_object_retention(Bucket=bucket.bucket, Key="lb/delta/" + old,
+                                       Retention={"Mode": "GOVERNANCE", "RetainUntilDate": until})
+    agefile.run(dict(bucket.options(), state="rekeyed", repository=w.url, tenant="delta", identity_file=w.key["shared"],
+                     recipients=[w.public["delta"]]))
+    before = bucket.client.list_object_versions(Bucket=bucket.bucket, Prefix="lb/delta/")
+    with pytest.raises(LifeboatError, match="object lock keeps it .* also encrypted to %s" % w.public["shared"]):
+        w.erase("delta")
+    after = bucket.client.list_object_versions(Bucket=bucket.bucket, Prefix="lb/delta/")
+    assert [(v["Key"], v["VersionId"]) for v in after["Versions"]] == \
+        [(v["Key"], v["VersionId"]) for v in before["Versions"]]
+    assert os.path.exists(w.key["delta"])
+
     inv = lbtest.write_fleet_inventory(tmp_path, "inventory", [], {
         "lifeboat_repository": w.url, "lifeboat_s3": bucket.options(), "lifeboat_identity_dir": w.keys,
         "lifeboat_report_dir": str(tmp_path / "reports")})
@@ -201,7 +217,7 @@ def test_erasure_under_object_lock_and_the_playbook(moto, tmp_path):
     assert sorted(repo.names("alpha")) == sorted([locked, os.path.basename(row["record"])])
     w.no_key_left_opens(repo, "alpha", [locked])
     statuses, _out = w.verify_all()
-    assert statuses == {"alpha": "ERASED", "beta": "PASS", "gamma": "PASS"}
+    assert statuses == {"alpha": "ERASED", "beta": "PASS", "gamma": "PASS", "delta": "PASS"}
     w.restores("beta")
     w.restores("gamma")
     run = fleet_playbook("erase_tenant", inv, "-e", "tenant=alpha", "-e", "confirm_erase=alpha")
