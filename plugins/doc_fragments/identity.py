@@ -12,7 +12,7 @@ options:
   identity_dir:
     description:
       - A key folder on the host that runs the module, holding one age identity file per tenant,
-        C(<identity_dir>/<tenant>.key) (as M(lifeboat.backup.age_encrypt) O(state=keypair) with O(tenants) writes it),
+        C(<identity_dir>/<tenant>.key) (as M(lifeboat.backup.age_encrypt) with C(state=keypair) and C(tenants) writes it),
         for tenants whose artifacts are encrypted to keys of their own.
       - Each tenant's artifacts are decrypted with its own file there and, when given, the repository-wide identity
         (O(identity), O(identity_file) or E(BACKUP_PRIVATE_KEY)), which opens the shared parts, the globals and the
