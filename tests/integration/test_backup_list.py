@@ -11,6 +11,8 @@ import pytest
 
 import lbtest
 import saas
+from lifeboat_engine import backup
+from lifeboat_engine.errors import LifeboatError
 
 DATABASES = 40  # database tenants (one of them gone)
 SCHEMAS = {"blsaas": 100, "blshop": 50}  # schema tenants of two databases
@@ -97,9 +99,6 @@ def test_200_tenants_one_call_per_chunk_one_row_each_and_the_failed_one_as_befor
     failed = [r for r in rows if r["status"] != "OK"]
     assert [r["tenant"] for r in failed] == ["bldb07"], failed
     # the failed tenant says what a single pg_backup call says (what backup.yml reported before)
-    from lifeboat_engine import backup
-    from lifeboat_engine.errors import LifeboatError
-
     with pytest.raises(LifeboatError) as single:
         backup.run(dict(host["pg"].login, tenant="bldb07", database="bldb07", repository=str(host["base"] / "r1"),
                         recipients=[host["keys"]["public"]]))
@@ -116,4 +115,3 @@ def test_200_tenants_one_call_per_chunk_one_row_each_and_the_failed_one_as_befor
     text = " ".join(msgs[0].split())
     assert text.startswith("1 of 203 backup(s) FAILED: localhost/bldb07: ") and "202 other backup(s) are done." in text
     assert text.endswith("--limit localhost -e tenants=bldb07."), text
-
