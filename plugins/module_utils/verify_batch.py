@@ -19,7 +19,9 @@ from .errors import LifeboatError
 from .files import atomic_write_json
 
 # What an entry of ``tenants`` may hold besides ``tenant``: the single call's per-tenant options.
-ENTRY_KEYS = ("artifact", "identity", "identity_file", "max_age", "queries", "size_anomaly_ratio", "record")
+# No ``identity``: an entry is not no_log, so a secret in it would be logged; its file (identity_file), or the
+# call's identity (no_log: every tenant's identities, each artifact opened by the one that matches) or identity_dir.
+ENTRY_KEYS = ("artifact", "identity_file", "max_age", "queries", "size_anomaly_ratio", "record")
 # Options of the single call that the list replaces.
 REPLACED = ("tenant", "legacy_glob")
 
@@ -36,6 +38,13 @@ def jobs(params, context, now=None):
                                 "with its own options), %s is the single call's. Nothing was done; give one of them."
                                 % (option, option), option=option)
     batch.parallel_of(params)
+    for i, item in enumerate(params.get("tenants") or []):
+        if isinstance(item, dict) and item.get("identity") is not None:
+            raise LifeboatError("tenants[%d] (%s) holds an identity: a secret in a list entry would be logged (the "
+                                "entries are not no_log). Nothing was done. Give the tenant's identity file as its "
+                                "identity_file, or every identity in the call's identity option (each artifact is "
+                                "opened by the one that matches it), or identity_dir." % (i, item.get("tenant", "?")),
+                                option="tenants[%d].identity" % i)
     items = batch.entries(params, ENTRY_KEYS)
     if not items:
         raise LifeboatError("tenants is empty: nothing to verify. Nothing was done; list the tenants to verify, or "

@@ -48,9 +48,12 @@ options:
     description:
       - Verify these tenants in one call, each as the single call with O(tenant) would, at most O(parallel) at a time.
         The playbooks C(verify) and C(drill) hand each host's tenants to one call per chunk this way.
-      - Each entry is a dict with C(tenant) (required) and any of the per-tenant options C(artifact), C(identity),
+      - Each entry is a dict with C(tenant) (required) and any of the per-tenant options C(artifact),
         C(identity_file), C(max_age), C(queries), C(size_anomaly_ratio) and C(record), which win over the options of
-        the call; every other option (O(repository), the connection, S3) is shared by all entries.
+        the call; every other option (O(repository), O(identity), the connection, S3) is shared by all entries.
+      - An entry may not hold C(identity) (a secret in an entry would be logged); give the tenant's file as its
+        C(identity_file), or every tenant's identity in O(identity) (each artifact is opened by the identity that
+        matches it).
       - The list is checked as a whole before anything runs (unknown keys, bad or repeated names, an invalid option
         of an entry, an O(artifact) that names another tenant's artifact); the error names the entry, for example
         C(tenants[3].max_age), and nothing is verified.

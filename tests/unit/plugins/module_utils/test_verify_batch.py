@@ -17,6 +17,7 @@ from lifeboat_engine.errors import LifeboatError
     ({"tenants": []}, "tenants", "empty"),
     ({"parallel": 0}, "parallel", "1 to 64"),
     ({"tenants": [{"tenant": "acme", "schema": "x"}]}, "tenants[0].schema", "unknown key"),
+    ({"tenants": [{"tenant": "acme"}, {"tenant": "b", "identity": "AGE-SECRET-KEY-1X"}]}, "tenants[1].identity", "logged"),
     ({"tenants": [{"tenant": "acme"}, {"tenant": "globex", "max_age": "soon"}]}, "tenants[1].max_age", "globex"),
     ({"tenants": [{"tenant": "acme", "queries": [{"name": "q"}]}]}, "tenants[0].queries", "acme"),
     ({"tenants": [{"tenant": "acme", "artifact": "globex-20260101T000000Z.sqlite.zst.age"}]},
