@@ -28,6 +28,8 @@ SPEC = dict(
     tenants=dict(type="list", elements="dict"),
     parallel=dict(type="int", default=2),
 )
+# Options that are secrets (no_log) in the single call: never in an entry, whose values Ansible logs.
+SECRETS = ("identity", "passphrase", "login_password")
 DEFAULT_PARALLEL = 2
 MAX_PARALLEL = 64
 
@@ -47,12 +49,22 @@ def entries(params, allowed, key="tenant"):
     """The ``tenants`` list, checked: each a dict with a valid, unique ``key`` and only ``allowed`` keys.
 
     Refused as a whole, before anything runs (an operator's typo must not back up half a host):
-    the error names the entry (``tenants[3].scheme``) and what it may hold.
+    the error names the entry (``tenants[3].scheme``) and what it may hold. A secret (``SECRETS``) in an
+    entry is refused too: the entries are not no_log.
     """
     items = params.get("tenants")
     if not isinstance(items, list):
         raise LifeboatError("tenants must be a list of tenants, each a dict with at least %s. Nothing was done."
                             % key, option="tenants")
+    for i, item in enumerate(items):
+        for secret in SECRETS:
+            if isinstance(item, dict) and item.get(secret) is not None:
+                raise LifeboatError("tenants[%d] (%s) holds %s: a secret in a list entry would be logged (the entries "
+                                    "are not no_log). Nothing was done. Give the tenant's identity file as its "
+                                    "identity_file, or every identity in the call's identity option (each artifact is "
+                                    "opened by the one that matches it), or identity_dir."
+                                    % (i, item.get(key, "?"), "an identity" if secret == "identity" else secret),
+                                    option="tenants[%d].%s" % (i, secret))
     seen = {}
     out = []
     for i, item in enumerate(items):

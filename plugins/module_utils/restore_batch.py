@@ -27,7 +27,7 @@ from .errors import LifeboatError
 # What an entry of ``tenants`` may hold besides ``tenant``: the single restore's per-tenant options.
 ENTRY_KEYS = ("engine", "database", "schema", "path", "artifact", "target_database", "target_path", "force", "jobs",
               "terminate_connections", "allow_create_in_dump", "privileges", "owners", "keep_safety_copy",
-              "replace_target", "source_tenant", "identity", "identity_file")
+              "replace_target", "source_tenant", "identity_file")
 # Options that name one tenant's source or target: in an entry, never for the whole list.
 OWN = ("tenant", "database", "schema", "path", "target_database", "target_path", "replace_target", "source_tenant")
 # The server's roles are restored once, by a call of their own, before the tenants.
@@ -57,7 +57,7 @@ def _single(shared, item):
     if (item.get("engine") or shared.get("engine")) == "sqlite":
         for option in PG_ONLY:
             single.pop(option, None)
-    if item.get("identity") or item.get("identity_file"):
+    if item.get("identity_file"):
         single.pop("identity", None)
         single.pop("identity_file", None)
     single.update(item)

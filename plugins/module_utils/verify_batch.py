@@ -38,13 +38,6 @@ def jobs(params, context, now=None):
                                 "with its own options), %s is the single call's. Nothing was done; give one of them."
                                 % (option, option), option=option)
     batch.parallel_of(params)
-    for i, item in enumerate(params.get("tenants") or []):
-        if isinstance(item, dict) and item.get("identity") is not None:
-            raise LifeboatError("tenants[%d] (%s) holds an identity: a secret in a list entry would be logged (the "
-                                "entries are not no_log). Nothing was done. Give the tenant's identity file as its "
-                                "identity_file, or every identity in the call's identity option (each artifact is "
-                                "opened by the one that matches it), or identity_dir." % (i, item.get("tenant", "?")),
-                                option="tenants[%d].identity" % i)
     items = batch.entries(params, ENTRY_KEYS)
     if not items:
         raise LifeboatError("tenants is empty: nothing to verify. Nothing was done; list the tenants to verify, or "

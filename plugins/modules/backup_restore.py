@@ -193,7 +193,8 @@ options:
         time). Each entry is a dict with C(tenant) and that tenant's own options, each as in the single call
         (C(engine), C(database), C(schema), C(path), C(artifact), C(target_database), C(target_path), C(force),
         C(jobs), C(terminate_connections), C(allow_create_in_dump), C(privileges), C(owners), C(keep_safety_copy),
-        C(replace_target), C(source_tenant), C(identity), C(identity_file)). The options given outside the entries
+        C(replace_target), C(source_tenant), C(identity_file); never C(identity): an entry is not secret, so a key
+        there would be logged, and is refused). The options given outside the entries
         (O(repository), O(artifact) as V(latest) or V(latest_verified), the connection, S3 and identity options,
         O(force), O(privileges), ...) are shared by every entry that does not give its own; a SQLite entry does not
         take the shared PostgreSQL-only ones (O(privileges), O(owners), O(terminate_connections),
@@ -446,9 +447,6 @@ def main():
     if module.params.get("tenants") is None:
         module_main.run(module, engine.run, diff=_diff)
         return
-    for item in module.params["tenants"]:  # an entry's own identity is a secret too
-        if isinstance(item, dict) and isinstance(item.get("identity"), str) and item["identity"]:
-            module.no_log_values.add(item["identity"])
     result = module_main.run_engine(module, engine.run)
     if result["failed_tenants"] and not module.check_mode:
         if module._diff:

@@ -45,12 +45,15 @@ def test_check_mode_reaches_the_engine():
     ([{"database": "x"}], "tenants[0].tenant"),
     ([{"tenant": "Bad Name!"}], "tenants[0].tenant"),
     ([{"tenant": "acme"}, {"tenant": "acme"}], "tenants[1].tenant"),
+    ([{"tenant": "acme"}, {"tenant": "b", "identity": "AGE-SECRET-KEY-1X"}], "tenants[1].identity"),
+    ([{"tenant": "acme", "login_password": "pw"}], "tenants[0].login_password"),
 ])
 def test_a_bad_list_is_refused_whole_naming_the_entry(items, option):
     with pytest.raises(LifeboatError) as e:
         batch.entries({"tenants": items}, allowed=("schema", "database"))
     assert e.value.option == option
     assert "Nothing was done" in str(e.value) or "Nothing was run" in str(e.value)
+    assert "AGE-SECRET-KEY" not in str(e.value) and "pw" not in str(e.value).split()
 
 
 def test_entries_drop_unset_keys_and_parallel_is_bounded():
