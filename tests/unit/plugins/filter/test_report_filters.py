@@ -273,5 +273,7 @@ def test_an_erased_tenant_is_an_erased_row_of_dr_restore_not_a_failed_one():
     info = {"tenants": dict(INFO["tenants"], gone=gone)}
     choice = report.dr_choice(TENANTS + [{"name": "gone"}], info, allow_unverified=True)
     assert choice["gone"]["artifact"] == "" and choice["gone"]["erased"] and choice["gone"]["pg_major"] == 0
-    rows = report.dr_rows([{"name": "gone"}], **dict(dr_inputs({"skipped": True}), choice=choice, info=info))
+    inputs = dr_inputs({"skipped": True})
+    inputs.update(choice=choice, info=info)
+    rows = report.dr_rows([{"name": "gone"}], **inputs)
     assert rows[0]["status"] == "ERASED" and rows[0]["message"].startswith("ERASED: Tenant gone was erased on")
