@@ -193,7 +193,7 @@ options:
         time). Each entry is a dict with C(tenant) and that tenant's own options, each as in the single call
         (C(engine), C(database), C(schema), C(path), C(artifact), C(target_database), C(target_path), C(force),
         C(jobs), C(terminate_connections), C(allow_create_in_dump), C(privileges), C(owners), C(keep_safety_copy),
-        C(replace_target), C(source_tenant), C(identity_file); never C(identity): an entry is not secret, so a key
+        C(replace_target), C(source_tenant), C(identity_file); never C(identity), since an entry is not secret and a key
         there would be logged, and is refused). The options given outside the entries
         (O(repository), O(artifact) as V(latest) or V(latest_verified), the connection, S3 and identity options,
         O(force), O(privileges), ...) are shared by every entry that does not give its own; a SQLite entry does not
