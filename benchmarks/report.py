@@ -709,9 +709,9 @@ def fleet_playbooks(add, playbooks, before):
     if len(records) > 1:
         add("**Cost per tenant** (the slope from %d to %s tenants, so Ansible's fixed start-up is left out): "
             "backup.yml %s s (pg_dump alone %s s), dr_restore.yml %s s (createdb + pg_restore alone %s s), "
-            "verify.yml %s s, drill.yml %s s. A host's RTO grows by that per tenant, divided by nothing more: "
-            "the tenants of one host run `lifeboat_parallel` at a time, so a host with more cores restores "
-            "faster with a larger `lifeboat_parallel`." % (
+            "verify.yml %s s, drill.yml %s s. A host's RTO grows by that much per tenant (the tenants of one host "
+            "run `lifeboat_parallel` at a time, so a host with more cores restores faster with a larger "
+            "`lifeboat_parallel`); the rest is a fixed cost per run, whatever the number of tenants." % (
                 records[0]["tenants"], "{:,}".format(records[-1]["tenants"]), fmt(per["backup"], 3),
                 fmt(per["pg_dump"], 3), fmt(per["dr"], 3), fmt(per["restore"], 3), fmt(per["verify"], 3),
                 fmt(per["drill"], 3)))
