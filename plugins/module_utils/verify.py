@@ -261,13 +261,10 @@ def _recipients_check(doc, identities):
     """The manifest must name a recipient whose identity decrypted the artifact."""
     c = Check("recipients")
     listed = set(doc["encryption"].get("recipients") or [])
-    publics = set()
-    for ident in identities:
-        to_public = getattr(ident, "to_public", None)
-        if to_public is None:  # SSH identities: no public key to compare
-            return c.done(SKIP, "an SSH identity decrypted it; its public key is not derived here")
-        publics.add(str(to_public()))
-    if listed & publics:
+    publics = crypto.publics_of(identities)
+    if publics is None:  # SSH identities: no public key to compare
+        return c.done(SKIP, "an SSH identity decrypted it; its public key is not derived here")
+    if listed & set(publics):
         return c.done(PASS, "the manifest lists the recipient whose identity decrypted it (of %d)" % len(listed))
     return c.done(FAIL, "the artifact decrypts with an identity whose public key the manifest does not list "
                         "(manifest lists %d recipient(s)): the manifest or the artifact was replaced" % len(listed))
