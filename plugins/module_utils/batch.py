@@ -91,6 +91,21 @@ def entries(params, allowed, key="tenant"):
     return out
 
 
+def entry_error(error, index, item, own):
+    """``error`` from the single call's check of entry ``index``, as an error of the list: it names the entry's key
+    (``tenants[2].max_age``) when ``own`` (the entry set the option), else the call's own option."""
+    where = "tenants[%d]" % index
+    return LifeboatError("%s (%s): %s Nothing was done; fix %s and run again."
+                         % (where, item["tenant"], str(error).rstrip(), "that entry" if own else error.option),
+                         option="%s.%s" % (where, error.option or "tenant") if own else error.option)
+
+
+def first_few(rows, reason, limit=5):
+    """``tenant: reason`` of the first ``limit`` rows, and how many more there are (for a module's ``msg``)."""
+    shown = "; ".join("%s: %s" % (r["tenant"], reason(r)) for r in rows[:limit])
+    return shown + (" (and %d more)" % (len(rows) - limit) if len(rows) > limit else "")
+
+
 def common(params, drop=()):
     """The module's options without the list and the bound (and ``drop``): what every tenant shares."""
     return dict((k, v) for k, v in params.items() if k not in SPEC and k not in drop)
@@ -150,8 +165,7 @@ def summary(rows, what="tenant(s)"):
     failed = [r for r in rows if r.get("failed")]
     if not failed:
         return "All %d %s are done." % (len(rows), what)
-    shown = "; ".join("%s: %s" % (r["tenant"], r.get("msg", "")) for r in failed[:5])
-    more = " (and %d more)" % (len(failed) - 5) if len(failed) > 5 else ""
-    return ("%d of %d %s FAILED: %s%s. The other %d are done; each row of the result says what happened. Fix the "
-            "cause, then run again for those tenants only." % (len(failed), len(rows), what, shown, more,
+    return ("%d of %d %s FAILED: %s. The other %d are done; each row of the result says what happened. Fix the "
+            "cause, then run again for those tenants only." % (len(failed), len(rows), what,
+                                                               first_few(failed, lambda r: r.get("msg", "")),
                                                                len(rows) - len(failed)))

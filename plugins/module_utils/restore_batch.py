@@ -97,10 +97,7 @@ def jobs(params, check):
         try:
             check(single)
         except LifeboatError as e:
-            own = e.option in item or e.option in OWN or e.option is None
-            raise LifeboatError("%s (%s): %s Nothing was done; fix %s and run again."
-                                % (where, item["tenant"], str(e).rstrip(), "that entry" if own else e.option),
-                                option="%s.%s" % (where, e.option or "tenant") if own else e.option)
+            raise batch.entry_error(e, i, item, own=e.option in item or e.option in OWN or e.option is None)
         target = _target(single)
         if target is not None and target in targets:
             raise LifeboatError("%s (%s) restores into %s, as %s does: one target, two tenants. Nothing was done; give "
@@ -212,8 +209,7 @@ def summary(rows, check_mode=False):
         "", "are restored", "FAILED")
     if not failed:
         return "%sAll %d tenant(s) %s; each row of the result says how." % (prefix, len(rows), done)
-    shown = "; ".join("%s: %s" % (r["tenant"], r.get("msg", "")) for r in failed[:5])
-    more = " (and %d more)" % (len(failed) - 5) if len(failed) > 5 else ""
-    return ("%s%d of %d tenant(s) %s: %s%s. The other %d %s; each row of the result says what happened.%s" % (
-        prefix, len(failed), len(rows), bad, shown, more, len(rows) - len(failed), done,
+    return ("%s%d of %d tenant(s) %s: %s. The other %d %s; each row of the result says what happened.%s" % (
+        prefix, len(failed), len(rows), bad, batch.first_few(failed, lambda r: r.get("msg", "")),
+        len(rows) - len(failed), done,
         "" if check_mode else " Fix the cause, then run again for those tenants only."))

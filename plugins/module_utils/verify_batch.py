@@ -50,11 +50,7 @@ def jobs(params, context, now=None):
             _artifact_of_tenant(single)
             context(single, now)
         except LifeboatError as e:
-            where = "tenants[%d]" % i
-            own = e.option in item or e.option in (None, "tenant")
-            raise LifeboatError("%s (%s): %s Nothing was done; fix %s and run again."
-                                % (where, item["tenant"], str(e).rstrip(), "that entry" if own else e.option),
-                                option="%s.%s" % (where, e.option or "tenant") if own else e.option)
+            raise batch.entry_error(e, i, item, own=e.option in item or e.option in (None, "tenant"))
         out.append((item["tenant"], single))
     return out
 
@@ -114,8 +110,6 @@ def summary(rows, check_mode=False):
         warned = [r["tenant"] for r in rows if any(t.get("warnings") for t in r.get("tenants") or [])]
         return "All %d tenant(s) verified: %s%s%s." % (
             len(rows), verdicts, "; with WARN: " + ", ".join(warned) if warned else "", note)
-    shown = "; ".join("%s: %s" % (r["tenant"], _reason(r)) for r in bad[:5])
-    more = " (and %d more)" % (len(bad) - 5) if len(bad) > 5 else ""
-    return ("%d of %d tenant(s) FAILED verification: %s%s. The others: %s%s; each row of the result says what "
+    return ("%d of %d tenant(s) FAILED verification: %s. The others: %s%s; each row of the result says what "
             "happened. Do not count on a failed artifact: fix the cause, take a new backup (pg_backup) and verify it."
-            % (len(bad), len(rows), shown, more, verdicts or "none", note))
+            % (len(bad), len(rows), batch.first_few(bad, _reason), verdicts or "none", note))
