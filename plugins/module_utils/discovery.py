@@ -550,13 +550,14 @@ def protection(found, newest, now, fresh=()):
 def repository_newest(repo):
     """A ``newest`` function for ``protection`` that reads ``repo``."""
     def newest(name):
-        found = erasure.find_record(repo, name)
-        if found:
-            return None, erasure.Erased(found)
         try:
-            complete = [a for a in repo.artifacts(name) if a["complete"]]
+            names = repo.names(name)  # listed once: for an erasure record and for the artifacts
         except LifeboatError as e:
             return None, e.msg
+        found = erasure.find_record(repo, name, names)
+        if found:
+            return None, erasure.Erased(found)
+        complete = [a for a in repo.artifacts(name, names) if a["complete"]]
         real = [a for a in complete if not naming.in_future(a["stamp"])]
         if complete and not real:  # a future stamp is never fresh: the tenant is not protected
             return None, ("only artifacts stamped in the future, such as %s: the clock of the host that wrote them "

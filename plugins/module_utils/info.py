@@ -97,7 +97,8 @@ def recipients_by_artifact(repo, tenant, complete):
 
 
 def tenant_info(repo, tenant, list_recipients=False):
-    arts = repo.artifacts(tenant)
+    names = repo.names(tenant)  # listed once: for the artifacts and for an erasure record
+    arts = repo.artifacts(tenant, names)
     complete = [a for a in arts if a["complete"]]
     pseudo = naming.is_pseudo_tenant(tenant)
     out = {
@@ -117,7 +118,7 @@ def tenant_info(repo, tenant, list_recipients=False):
         # a host whose clock ran ahead wrote them: never chosen as the newest (naming.by_recency)
         "future_stamped": [a["name"] for a in complete if naming.in_future(a["stamp"])],
         # erased on purpose (tenant_erase): its record; nothing of it is to be restored or verified
-        "erased": erasure.find_record(repo, tenant),
+        "erased": erasure.find_record(repo, tenant, names),
     }
     if out["erased"]:
         out["latest_verified_error"] = "Tenant %s was %s: there is nothing to restore." % (

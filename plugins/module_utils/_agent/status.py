@@ -30,12 +30,14 @@ def tenant_status(repo, name, rpo, now, state_entry=None):
     row = {"tenant": name, "rpo_seconds": rpo, "newest": None, "age_seconds": None, "rpo": "NONE",
            "verified": None, "verified_artifact": None, "verified_at": None, "last_backup_run": None,
            "last_backup_status": None}
+    names = None
     try:
-        arts = repo.artifacts(name)
+        names = repo.names(name)  # listed once: for the artifacts and for an erasure record
+        arts = repo.artifacts(name, names)
     except LifeboatError as e:
         row["error"] = e.msg
         arts = []
-    row["erased"] = erasure.find_record(repo, name) if not row.get("error") else None
+    row["erased"] = erasure.find_record(repo, name, names) if not row.get("error") else None
     if row["erased"]:  # erased on purpose (tenant_erase): no RPO, nothing to verify, never a problem
         row.update(rpo=erasure.ERASED, newest=erasure.describe(row["erased"]))
         return row

@@ -47,9 +47,10 @@ class Repository(object):
         """Raise a clear error when the repository cannot be read (does not exist, or is out of reach)."""
         raise NotImplementedError
 
-    def artifacts(self, tenant):
-        """Artifacts of ``tenant``, oldest first, each with its completeness."""
-        names = self.names(tenant)
+    def artifacts(self, tenant, names=None):
+        """Artifacts of ``tenant``, oldest first, each with its completeness (from ``names``, ``names(tenant)``'s
+        result, when the caller already listed them)."""
+        names = self.names(tenant) if names is None else names
         result = []
         for name, size in names.items():
             info = naming.parse_artifact_name(name)
